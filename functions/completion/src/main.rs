@@ -1,0 +1,2 @@
+//! The completion Lambda: placeholder until the completion issue wires it.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The dispatcher Lambda: placeholder until the dispatcher issue wires it.
+fn main() {}

@@ -1,0 +1,2 @@
+//! The ingress Lambda: placeholder until the ingress issue wires it.
+fn main() {}

@@ -1,0 +1,82 @@
+//! The `chatops` command line: the operator's and the developer's face of the library.
+//! Each subcommand's work lives in the module that owns it; this file only parses.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "chatops", version, about = "GitLab ChatOps for Slack and Mattermost")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the chat reply a raw GitLab job log would produce.
+    Reply {
+        /// The log file, or `-` for standard input.
+        file: String,
+        /// Print the structured reply as JSON.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Manage links from chat users to GitLab users (reads RUNS_TABLE like the functions).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// GitLab-side setup.
+    Gitlab {
+        #[command(subcommand)]
+        command: GitlabCommand,
+    },
+    /// Serve the whole product on one port, with in-process dispatcher and sweep.
+    Local {
+        /// Port on 127.0.0.1.
+        #[arg(long, env = "PORT", default_value_t = 3000)]
+        port: u16,
+        /// Use SQS and DynamoDB (RUN_QUEUE_URL, RUNS_TABLE, AWS_ENDPOINT_URL) instead of the
+        /// embedded queue and store.
+        #[arg(long)]
+        aws: bool,
+    },
+    /// Run the offline demo: stand-ins for GitLab and Slack, the example jobs, a transcript.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Link `<team>/<chat user id>` to a GitLab username.
+    Link { chat_user: String, gitlab_username: String },
+    /// Remove the link of `<team>/<chat user id>`.
+    Unlink { chat_user: String },
+    /// List all links.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GitlabCommand {
+    /// Create or update the project webhook (pipeline and job events, secret token) and
+    /// check the token's access.
+    Setup {
+        /// The completion function's URL (ends in /gitlab/webhook).
+        #[arg(long)]
+        webhook_url: String,
+    },
+}
+
+/// Run the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Reply { .. } => not_yet("reply"),
+        Command::Users { .. } => not_yet("users"),
+        Command::Gitlab { .. } => not_yet("gitlab setup"),
+        Command::Local { .. } => not_yet("local"),
+        Command::Demo => not_yet("demo"),
+    }
+}
+
+fn not_yet(what: &str) -> anyhow::Result<i32> {
+    eprintln!("chatops {what}: not available in this build");
+    Ok(2)
+}

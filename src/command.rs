@@ -1,0 +1,1 @@
+//! The command grammar: `run <job> [args]`, `help`. Owned by the ingress issue.

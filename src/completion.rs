@@ -1,0 +1,1 @@
+//! The completion handler and sweep. Owned by the completion issue.

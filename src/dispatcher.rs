@@ -1,0 +1,1 @@
+//! The dispatcher handler. Owned by the dispatcher issue.

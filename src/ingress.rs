@@ -1,0 +1,1 @@
+//! The ingress handler. Owned by the ingress issue.

@@ -1,0 +1,1 @@
+//! Local mode. Owned by the local-mode issue.

@@ -1,0 +1,1 @@
+//! Rendering replies for Slack and Mattermost. Owned by the completion issue.

@@ -1,0 +1,1 @@
+//! Reply extraction from runner logs. Owned by the reply issue.

@@ -1,0 +1,143 @@
+//! The run: what a slash command asks for (`RunRequest`, the versioned message on the queue)
+//! and what we remember about it (`RunRecord`, the row in the runs table).
+
+use crate::ids::{ChannelId, ChatUserId, JobId, PipelineId, ProjectId, RequestId, TeamId};
+use serde::{Deserialize, Serialize};
+
+/// The current version of the queued message. A dispatcher refuses versions it does not know
+/// (permanently: retrying will not teach it).
+pub const RUN_REQUEST_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Slack,
+    Mattermost,
+}
+
+impl Platform {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Platform::Slack => "slack",
+            Platform::Mattermost => "mattermost",
+        }
+    }
+}
+
+/// One `run <job> [args]` request, as the ingress queues it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub version: u32,
+    pub request_id: RequestId,
+    pub platform: Platform,
+    pub team_id: TeamId,
+    #[serde(default)]
+    pub team_domain: Option<String>,
+    pub channel_id: ChannelId,
+    pub channel_name: String,
+    pub user_id: ChatUserId,
+    pub user_name: String,
+    /// The slash command as typed, e.g. `/chatops`, for help texts.
+    pub command: String,
+    pub job: String,
+    /// Everything after the job name, verbatim (newlines kept): becomes `CHAT_INPUT`.
+    pub input: String,
+    pub response_url: String,
+    /// Unix seconds when the ingress received the command (starts the 30-minute window).
+    pub received_at: u64,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The dispatcher holds a lease on it and is creating the pipeline.
+    Dispatching,
+    /// The pipeline exists; the job has not finished.
+    Running,
+    /// The job is `when: manual` and waits for someone to play it.
+    WaitingManual,
+    /// The final reply was claimed (and sent).
+    Replied,
+    /// The run ended before a pipeline ran (refused, job missing, cancelled foreign jobs…);
+    /// the user was told why.
+    Refused,
+}
+
+impl RunStatus {
+    /// Runs whose reply is still owed: the sweep looks at these.
+    pub fn is_open(&self) -> bool {
+        matches!(self, RunStatus::Running | RunStatus::WaitingManual)
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub request: RunRequest,
+    pub status: RunStatus,
+    #[serde(default)]
+    pub project_id: Option<ProjectId>,
+    #[serde(default)]
+    pub project_path: Option<String>,
+    #[serde(default)]
+    pub project_web_url: Option<String>,
+    #[serde(default)]
+    pub pipeline_id: Option<PipelineId>,
+    #[serde(default)]
+    pub pipeline_url: Option<String>,
+    #[serde(default)]
+    pub job_id: Option<JobId>,
+    #[serde(default)]
+    pub job_url: Option<String>,
+    /// The GitLab username the chat user is linked to.
+    #[serde(default)]
+    pub gitlab_user: Option<String>,
+    /// How many times `response_url` has been used (Slack allows 5 in 30 minutes).
+    #[serde(default)]
+    pub response_url_uses: u32,
+    /// Unix seconds: while `status` is `Dispatching`, another dispatcher may take over after.
+    #[serde(default)]
+    pub lease_until: u64,
+    #[serde(default)]
+    pub updated_at: u64,
+    #[serde(default)]
+    pub replied_at: Option<u64>,
+    /// Unix seconds: the DynamoDB TTL attribute.
+    pub expires_at: u64,
+}
+
+/// How long run records are kept (the TTL).
+pub const RUN_RETENTION_SECS: u64 = 30 * 24 * 3600;
+
+impl RunRecord {
+    /// A fresh record for a request the dispatcher has just claimed.
+    pub fn claimed(request: RunRequest, now: u64, lease_secs: u64) -> Self {
+        Self {
+            request,
+            status: RunStatus::Dispatching,
+            project_id: None,
+            project_path: None,
+            project_web_url: None,
+            pipeline_id: None,
+            pipeline_url: None,
+            job_id: None,
+            job_url: None,
+            gitlab_user: None,
+            response_url_uses: 0,
+            lease_until: now + lease_secs,
+            updated_at: now,
+            replied_at: None,
+            expires_at: now + RUN_RETENTION_SECS,
+        }
+    }
+}
+
+/// A link from a chat user to a GitLab user, made by an admin with `chatops users link`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserLink {
+    pub team_id: TeamId,
+    pub chat_user_id: ChatUserId,
+    pub gitlab_username: String,
+    pub linked_at: u64,
+}

@@ -1,0 +1,1 @@
+//! Slack api. Placeholder.

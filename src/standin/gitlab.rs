@@ -1,0 +1,1 @@
+//! GitLab HTTP stand-in. Owned by the dispatcher issue.

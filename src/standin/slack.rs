@@ -1,0 +1,1 @@
+//! Slack HTTP stand-in. Owned by the completion issue.

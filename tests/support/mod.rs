@@ -1,0 +1,120 @@
+//! Shared test support: a moto server (SQS, DynamoDB, SSM) on a free port, started once per
+//! test process, or reused from `CHATOPS_TEST_MOTO_URL` when the Makefile started one.
+//! `moto[server]` is installed with pip when missing. The server is killed when the test
+//! process exits (a watchdog shell follows the parent pid), so nothing is left behind.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static MOTO: OnceLock<String> = OnceLock::new();
+
+/// The endpoint of a running moto server (e.g. `http://127.0.0.1:41234`).
+pub fn moto_endpoint() -> String {
+    MOTO.get_or_init(|| {
+        if let Ok(url) = std::env::var("CHATOPS_TEST_MOTO_URL") {
+            if !url.is_empty() {
+                wait_ready(&url);
+                return url;
+            }
+        }
+        start_moto()
+    })
+    .clone()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+fn ensure_moto_installed() {
+    let ok = Command::new("python3")
+        .args(["-c", "import moto.server, flask, flask_cors"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "moto[server]>=5.1"])
+            .status()
+            .expect("python3 is needed to run moto");
+        assert!(status.success(), "pip install 'moto[server]' failed");
+    }
+}
+
+fn start_moto() -> String {
+    ensure_moto_installed();
+    let port = free_port();
+    let parent = std::process::id();
+    // The watchdog ends moto when this test process is gone.
+    let script = format!(
+        "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; \
+         kill $m 2>/dev/null"
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("could not start moto server");
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&url);
+    url
+}
+
+fn wait_ready(url: &str) {
+    let addr = url.trim_start_matches("http://").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            use std::io::{Read, Write};
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let req = format!("GET /moto-api/ HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            if s.write_all(req.as_bytes()).is_ok() {
+                let mut buf = [0u8; 16];
+                if let Ok(n) = s.read(&mut buf) {
+                    if buf[..n].starts_with(b"HTTP/1.") {
+                        return;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("moto server at {url} did not become ready within 60 s");
+}
+
+/// AWS SDK config pointed at moto with dummy credentials.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    let endpoint = moto_endpoint();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
+        .load()
+        .await
+}
+
+/// A name no other test uses (tests share one moto server).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
