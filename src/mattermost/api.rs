@@ -1,0 +1,1 @@
+//! Mattermost outgoing messages. Owned by the completion issue.

@@ -1,0 +1,1 @@
+//! Mattermost incoming slash commands. Owned by the ingress issue.

@@ -1,1 +1,0 @@
-//! Reply extraction from runner logs. Owned by the reply issue.
