@@ -6,8 +6,8 @@ CARGO ?= cargo
 PYTHON ?= python3
 PORT ?= 3000
 
-.PHONY: demo local test check fmt fmt-check clippy bench build deploy lint tools \
-        test-tools lambda-tools sam-tools
+.PHONY: demo local test check fmt fmt-check clippy bench bench-coldstart build deploy lint tools \
+        test-tools lambda-tools sam-tools lint-tools
 
 ## The product, offline: stand-ins for GitLab and Slack, the example jobs, a transcript.
 demo:
@@ -36,10 +36,77 @@ clippy:
 bench:
 	$(CARGO) bench --bench reply --bench ingress
 
+## Only the ingress cold start: release `ingress` vs the `ingress-floor` binary, side by side
+## under a local Lambda Runtime API with SQS on moto (prints both medians and the ratio).
+bench-coldstart: test-tools
+	$(CARGO) bench --bench ingress -- cold_start
+
 ## Tools the tests need, installed from the package registries when missing.
 test-tools:
 	@$(PYTHON) -c 'import moto.server, flask, flask_cors' 2>/dev/null || $(PYTHON) -m pip install --quiet 'moto[server]>=5.1'
 	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
 
-lint:
-	@echo "template lints: added by the deploy issue"
+## Template lints (CI runs them through `make test`): the SAM transform expanded offline
+## (what `sam validate` does), cfn-lint on the template and on its expansion, checkov on the
+## template. Each checkov skip is written, with its reason, in the template's Metadata.
+LINT_VENV := target/tools/lint
+LINT_BIN := $(LINT_VENV)/bin
+lint: lint-tools
+	@$(LINT_BIN)/python infra/sam_translate.py infra/template.yaml target/infra/template.cfn.json
+	$(LINT_BIN)/cfn-lint infra/template.yaml target/infra/template.cfn.json
+	$(LINT_BIN)/checkov --quiet --compact --skip-download --framework cloudformation \
+	    -f infra/template.yaml
+	@echo "template lints: clean"
+
+## cfn-lint, the SAM translator and checkov in their own virtualenv (checkov pins an old
+## boto3 that would break moto's if installed beside it).
+lint-tools:
+	@$(LINT_BIN)/python -c 'import cfnlint, samtranslator, checkov' 2>/dev/null || { \
+	    echo "installing cfn-lint, aws-sam-translator, checkov into $(LINT_VENV)"; \
+	    $(PYTHON) -m venv $(LINT_VENV) && \
+	    $(LINT_BIN)/pip install --quiet --disable-pip-version-check \
+	        'cfn-lint>=1.20' 'aws-sam-translator>=1.90' 'checkov>=3.2'; }
+
+## The three Lambda zips (target/lambda/<fn>/bootstrap.zip): arm64, or x86-64 when this
+## machine cannot build arm64 (then deploy with `make deploy`, which builds arm64 itself).
+LAMBDAS := ingress dispatcher completion
+build: lambda-tools
+	@set -e; bins="$(foreach f,$(LAMBDAS),--bin $(f))"; \
+	if $(CARGO) lambda build --release --arm64 --output-format zip $$bins; then arch=arm64; \
+	else echo "arm64 build failed: falling back to x86-64"; \
+	    $(CARGO) lambda build --release --x86-64 --output-format zip $$bins; arch=x86_64; fi; \
+	echo "built $$arch zips:"; \
+	for f in $(LAMBDAS); do \
+	    z=$(or $(CARGO_TARGET_DIR),target)/lambda/$$f/bootstrap.zip; \
+	    printf '  %-11s %s  %7.2f MB\n' $$f $$z "$$(awk -v b=$$(stat -c %s $$z) 'BEGIN{print b/1048576}')"; \
+	done
+
+## cargo-lambda (with zig, from PyPI) and the arm64 Rust target when they are missing.
+lambda-tools:
+	@$(CARGO) lambda --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet cargo-lambda
+	@rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$$' || \
+	    rustup target add aarch64-unknown-linux-gnu || \
+	    echo "note: no aarch64 Rust target here; make build will fall back to x86-64"
+
+## Deploy with AWS SAM: guided the first time (answers saved to infra/samconfig.toml),
+## plain `sam deploy` after. Needs AWS credentials (aws configure / AWS_PROFILE).
+SAM_VENV := target/tools/sam
+SAM := $(CURDIR)/$(SAM_VENV)/bin/sam
+deploy: lambda-tools sam-tools
+	cd infra && $(SAM) build --beta-features
+	@cd infra && if [ -f samconfig.toml ]; then $(SAM) deploy; \
+	else $(SAM) deploy --guided --capabilities CAPABILITY_IAM; fi
+
+sam-tools:
+	@$(SAM) --version >/dev/null 2>&1 || { \
+	    echo "installing aws-sam-cli into $(SAM_VENV)"; \
+	    $(PYTHON) -m venv $(SAM_VENV) && \
+	    $(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli; }
+
+## Invoke a function in `cargo lambda watch` (run it in another terminal first) with its
+## sample event: make invoke-ingress | invoke-dispatcher | invoke-completion [EVENT=file].
+EVENT_ingress ?= events/slack-command-run.json
+EVENT_dispatcher ?= events/sqs-run-request.json
+EVENT_completion ?= events/gitlab-pipeline-hook.json
+invoke-%: lambda-tools
+	$(CARGO) lambda invoke $* --data-file $(or $(EVENT),$(EVENT_$*))

@@ -101,8 +101,11 @@ pub trait ChatApi: Send + Sync {
     /// Post to a slash command's `response_url`.
     async fn respond(&self, response_url: &str, msg: &OutgoingMessage) -> Result<(), ChatError>;
     /// Post to a channel through the Web API (`chat.postMessage`).
-    async fn post_message(&self, channel: &ChannelId, msg: &OutgoingMessage)
-        -> Result<(), ChatError>;
+    async fn post_message(
+        &self,
+        channel: &ChannelId,
+        msg: &OutgoingMessage,
+    ) -> Result<(), ChatError>;
     /// Upload a file into a channel (`files.getUploadURLExternal` +
     /// `files.completeUploadExternal`).
     async fn upload_file(

@@ -4,7 +4,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "chatops", version, about = "GitLab ChatOps for Slack and Mattermost")]
+#[command(
+    name = "chatops",
+    version,
+    about = "GitLab ChatOps for Slack and Mattermost"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -47,7 +51,10 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
     /// Link `<team>/<chat user id>` to a GitLab username.
-    Link { chat_user: String, gitlab_username: String },
+    Link {
+        chat_user: String,
+        gitlab_username: String,
+    },
     /// Remove the link of `<team>/<chat user id>`.
     Unlink { chat_user: String },
     /// List all links.
@@ -68,15 +75,17 @@ pub enum GitlabCommand {
 /// Run the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Reply { .. } => not_yet("reply"),
-        Command::Users { .. } => not_yet("users"),
-        Command::Gitlab { .. } => not_yet("gitlab setup"),
-        Command::Local { .. } => not_yet("local"),
-        Command::Demo => not_yet("demo"),
+        Command::Reply { file, raw } => crate::reply::cli::run(&file, raw),
+        Command::Users { command } => crate::dispatcher::users_cli(&command).await,
+        Command::Gitlab {
+            command: GitlabCommand::Setup { webhook_url },
+        } => Ok(crate::gitlab::setup::run_cli(
+            &crate::config::Env::from_process(),
+            &webhook_url,
+            &mut std::io::stdout(),
+        )
+        .await),
+        Command::Local { port, aws } => crate::local::run_cli(port, aws).await,
+        Command::Demo => crate::local::run_demo().await,
     }
-}
-
-fn not_yet(what: &str) -> anyhow::Result<i32> {
-    eprintln!("chatops {what}: not available in this build");
-    Ok(2)
 }

@@ -191,19 +191,31 @@ mod tests {
     #[tokio::test]
     async fn reference_is_resolved() {
         let env = Env::from_pairs([("S_PARAM", "/chatops/secret")]);
-        assert_eq!(env.required_secret("S", &FakeSsm).await.unwrap().expose(), "from-ssm");
+        assert_eq!(
+            env.required_secret("S", &FakeSsm).await.unwrap().expose(),
+            "from-ssm"
+        );
     }
 
     #[tokio::test]
     async fn missing_secret_is_named() {
-        let err = Env::default().required_secret("SLACK_SIGNING_SECRET", &FakeSsm).await;
-        assert!(err.unwrap_err().to_string().contains("SLACK_SIGNING_SECRET"));
+        let err = Env::default()
+            .required_secret("SLACK_SIGNING_SECRET", &FakeSsm)
+            .await;
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("SLACK_SIGNING_SECRET"));
     }
 
     #[tokio::test]
     async fn bad_reference_is_named_without_value() {
         let env = Env::from_pairs([("S_PARAM", "/nope")]);
-        let msg = env.required_secret("S", &FakeSsm).await.unwrap_err().to_string();
+        let msg = env
+            .required_secret("S", &FakeSsm)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("S") && msg.contains("/nope"));
     }
 }

@@ -105,7 +105,10 @@ mod tests {
 
     #[test]
     fn project_paths_are_url_encoded() {
-        assert_eq!(ProjectRef::new("group/sub/proj").url_segment(), "group%2Fsub%2Fproj");
+        assert_eq!(
+            ProjectRef::new("group/sub/proj").url_segment(),
+            "group%2Fsub%2Fproj"
+        );
         assert_eq!(ProjectRef::new("42").url_segment(), "42");
     }
 }

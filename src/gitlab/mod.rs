@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod fake;
+pub mod setup;
 
 use crate::ids::{GitLabUserId, JobId, PipelineId, ProjectId, ProjectRef};
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use client::GitLabClient;
 pub use fake::FakeGitLab;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GitLabError {
     /// 429, 5xx, timeouts, connection errors: the caller may retry later.
     #[error("GitLab is unavailable ({0})")]

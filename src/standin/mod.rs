@@ -2,4 +2,5 @@
 //! end-to-end tests and the offline demo. They bind to 127.0.0.1 on a free port.
 
 pub mod gitlab;
+pub mod runner;
 pub mod slack;

@@ -134,12 +134,7 @@ impl RunStore for MemoryStore {
         }
     }
 
-    async fn first_delivery(
-        &self,
-        key: &str,
-        now: u64,
-        ttl_secs: u64,
-    ) -> Result<bool, StoreError> {
+    async fn first_delivery(&self, key: &str, now: u64, ttl_secs: u64) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         match g.deliveries.get(key) {
             Some(&expires) if expires >= now => Ok(false),

@@ -52,10 +52,8 @@ pub trait RunStore: Send + Sync {
     async fn get_run(&self, id: &RequestId) -> Result<Option<RunRecord>, StoreError>;
 
     /// The run that started this pipeline, if it was ours.
-    async fn find_by_pipeline(
-        &self,
-        pipeline: PipelineId,
-    ) -> Result<Option<RunRecord>, StoreError>;
+    async fn find_by_pipeline(&self, pipeline: PipelineId)
+        -> Result<Option<RunRecord>, StoreError>;
 
     /// Runs still owed a reply (`status.is_open()`) last updated before `updated_before`.
     async fn open_runs(&self, updated_before: u64) -> Result<Vec<RunRecord>, StoreError>;
@@ -72,8 +70,7 @@ pub trait RunStore: Send + Sync {
     ) -> Result<Option<u32>, StoreError>;
 
     /// Record a webhook delivery key; true the first time it is seen.
-    async fn first_delivery(&self, key: &str, now: u64, ttl_secs: u64)
-        -> Result<bool, StoreError>;
+    async fn first_delivery(&self, key: &str, now: u64, ttl_secs: u64) -> Result<bool, StoreError>;
 
     async fn link_user(&self, link: &UserLink) -> Result<(), StoreError>;
     /// True when a link was removed.

@@ -1,0 +1,749 @@
+//! Completion end to end through its real interfaces: GitLab's documented webhook payloads
+//! (`../shared/fixtures/gitlab-webhooks`, ids patched to the run) go into
+//! `Completion::handle_webhook`; the job and its log come from the GitLab HTTP stand-in through
+//! `GitLabClient`; run records live in DynamoDB (moto) through `DynamoStore`; replies go to
+//! the Slack HTTP stand-in through `SlackApi`. Time is a `ManualClock`, never slept.
+
+mod support;
+
+use chatops::chat::OutgoingMessage;
+use chatops::clock::{Clock, ManualClock};
+use chatops::completion::{Completion, CompletionConfig, SweepReport};
+use chatops::delivery::{Deliverer, Route};
+use chatops::gitlab::{GitLab, GitLabClient, Status};
+use chatops::ids::{ChannelId, ChatUserId, JobId, ProjectId, RequestId, TeamId};
+use chatops::mattermost::api::MattermostApi;
+use chatops::run::{Platform, RunRecord, RunRequest, RunStatus, RUN_REQUEST_VERSION};
+use chatops::secret::Secret;
+use chatops::slack::api::SlackApi;
+use chatops::standin::gitlab::{GitLabStandin, StandinCiJob};
+use chatops::standin::slack::{SlackStandIn, Via};
+use chatops::store::{DynamoStore, RunStore};
+use chatops::web::HttpRequest;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+const T0: u64 = 1_767_225_600;
+const HOOK_SECRET: &str = "hook-secret";
+const BOT_TOKEN: &str = "xoxb-test-bot";
+const PROJECT: u64 = 42;
+
+const PIPELINE_FIXTURE: &str =
+    include_str!("../../shared/fixtures/gitlab-webhooks/pipeline_event.json");
+const JOB_FIXTURE: &str =
+    include_str!("../../shared/fixtures/gitlab-webhooks/job_event.clean.json");
+const JOB_PUBLISHED: &str = include_str!("../../shared/fixtures/gitlab-webhooks/job_event.json");
+
+struct H {
+    gl: GitLabStandin,
+    slack: SlackStandIn,
+    store: Arc<DynamoStore>,
+    clock: ManualClock,
+    c: Completion,
+    run: RunRecord,
+}
+
+struct Opts {
+    bot_token: bool,
+    manual: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            bot_token: true,
+            manual: false,
+        }
+    }
+}
+
+async fn harness(opts: Opts) -> H {
+    let clock = ManualClock::at(T0);
+    let slack = SlackStandIn::start_with(BOT_TOKEN, Arc::new(clock.clone()), true)
+        .await
+        .unwrap();
+    let gl = GitLabStandin::start().await;
+    let st = gl.state();
+    st.add_project(PROJECT, "group/proj");
+    let mut job = StandinCiJob::chat("deploy");
+    if opts.manual {
+        job = job.manual();
+    }
+    st.set_ci_jobs(PROJECT, vec![job]);
+    let client = GitLabClient::new(&gl.url(), Secret::new(gl.token())).unwrap();
+    let vars = vec![("CHATOPS_JOB".to_string(), "deploy".to_string())];
+    let pipeline = client
+        .create_pipeline(ProjectId(PROJECT), "main", &vars)
+        .await
+        .unwrap();
+    let jobs = client
+        .pipeline_jobs(ProjectId(PROJECT), pipeline.id)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+
+    let cfg = support::aws_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&cfg);
+    let table = support::unique_name("completion");
+    DynamoStore::create_table(&dynamo, &table).await.unwrap();
+    let store = Arc::new(DynamoStore::new(dynamo, table.clone()));
+
+    let request = RunRequest {
+        version: RUN_REQUEST_VERSION,
+        request_id: RequestId::new(support::unique_name("req")),
+        platform: Platform::Slack,
+        team_id: TeamId::new("T1"),
+        team_domain: None,
+        channel_id: ChannelId::new("C1"),
+        channel_name: "ops".into(),
+        user_id: ChatUserId::new("U1"),
+        user_name: "alice".into(),
+        command: "/chatops".into(),
+        job: "deploy".into(),
+        input: "production".into(),
+        response_url: slack.response_url("T1"),
+        received_at: T0,
+    };
+    let mut run = RunRecord::claimed(request, T0, 60);
+    run.status = if opts.manual {
+        RunStatus::WaitingManual
+    } else {
+        RunStatus::Running
+    };
+    run.project_id = Some(ProjectId(PROJECT));
+    run.pipeline_id = Some(pipeline.id);
+    run.job_id = Some(jobs[0].id);
+    run.job_url = Some(jobs[0].web_url.clone());
+    store.save_run(&run).await.unwrap();
+
+    let token = opts.bot_token.then(|| Secret::new(BOT_TOKEN));
+    let config = CompletionConfig {
+        webhook_secret: Secret::new(HOOK_SECRET),
+        gitlab_url: gl.url(),
+        gitlab_token: Secret::new(gl.token()),
+        runs_table: table,
+        slack_bot_token: token.clone(),
+        slack_api_url: slack.api_url(),
+        mattermost_url: None,
+        mattermost_bot_token: None,
+        sweep_after_secs: 300,
+        log_retry_delay: Duration::ZERO,
+        log_retries: 2,
+    };
+    let store_dyn: Arc<dyn RunStore> = store.clone();
+    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let deliverer = Deliverer {
+        slack: Arc::new(SlackApi::new(&slack.api_url(), token)),
+        mattermost: Arc::new(MattermostApi::new(None, None)),
+        store: store_dyn.clone(),
+        clock: clock_dyn.clone(),
+    };
+    let c = Completion {
+        config,
+        gitlab: Arc::new(client),
+        store: store_dyn,
+        deliverer,
+        clock: clock_dyn,
+    };
+    H {
+        gl,
+        slack,
+        store,
+        clock,
+        c,
+        run,
+    }
+}
+
+impl H {
+    fn job(&self) -> u64 {
+        self.run.job_id.unwrap().0
+    }
+
+    fn finish(&self, status: Status, log: Vec<u8>) {
+        self.gl.state().finish_job(self.job(), status, log);
+    }
+
+    /// GitLab's documented Job Hook, patched to this run's job.
+    fn job_hook(&self, status: &str) -> Value {
+        let mut v: Value = serde_json::from_str(JOB_FIXTURE).unwrap();
+        v["build_id"] = json!(self.job());
+        v["build_name"] = json!("deploy");
+        v["build_status"] = json!(status);
+        v["pipeline_id"] = json!(self.run.pipeline_id.unwrap().0);
+        v["project_id"] = json!(PROJECT);
+        v["project"]["id"] = json!(PROJECT);
+        v
+    }
+
+    /// GitLab's documented Pipeline Hook, patched to this run's pipeline and job.
+    fn pipeline_hook(&self, status: &str) -> Value {
+        let mut v: Value = serde_json::from_str(PIPELINE_FIXTURE).unwrap();
+        v["object_attributes"]["id"] = json!(self.run.pipeline_id.unwrap().0);
+        v["object_attributes"]["status"] = json!(status);
+        v["project"]["id"] = json!(PROJECT);
+        let mut build = v["builds"][1].clone();
+        build["id"] = json!(self.job());
+        build["name"] = json!("deploy");
+        build["status"] = json!(status);
+        v["builds"] = json!([build]);
+        v
+    }
+
+    async fn send(&self, event: &str, body: &Value, key: &str) -> (u16, Value) {
+        let resp = self
+            .c
+            .handle_webhook(request(event, &body.to_string(), HOOK_SECRET, Some(key)))
+            .await;
+        let status = resp.status().as_u16();
+        (
+            status,
+            serde_json::from_str(resp.body()).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn stored(&self) -> RunRecord {
+        self.store
+            .get_run(&self.run.request.request_id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn trace_reads(&self) -> usize {
+        self.gl
+            .state()
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/trace"))
+            .count()
+    }
+}
+
+fn request(event: &str, body: &str, token: &str, key: Option<&str>) -> HttpRequest {
+    let mut b = http::Request::builder()
+        .method("POST")
+        .uri("/gitlab/webhook")
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", event)
+        .header("x-gitlab-token", token);
+    if let Some(k) = key {
+        b = b
+            .header("idempotency-key", k)
+            .header("x-gitlab-event-uuid", format!("uuid-{k}"));
+    }
+    b.body(bytes::Bytes::from(body.to_owned())).unwrap()
+}
+
+/// A runner log as GitLab stores it: sections, echoed commands, ANSI colours.
+fn runner_log(commands: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = String::from(
+        "\x1b[0KRunning with gitlab-runner 17.0.0 (44feccdf)\n\x1b[0;m\
+         section_start:1767225601:prepare_script\r\x1b[0K\x1b[0K\x1b[36;1mPreparing environment\x1b[0;m\n\
+         Running on runner-1 via host...\n\
+         section_end:1767225602:prepare_script\r\x1b[0K\
+         section_start:1767225602:step_script\r\x1b[0K\x1b[0K\x1b[36;1mExecuting \"step_script\" stage of the job script\x1b[0;m\n",
+    );
+    for (cmd, out) in commands {
+        s.push_str(&format!("\x1b[32;1m$ {cmd}\x1b[0;m\n"));
+        if !out.is_empty() {
+            s.push_str(out);
+            s.push('\n');
+        }
+    }
+    s.push_str("section_end:1767225610:step_script\r\x1b[0K");
+    s.into_bytes()
+}
+
+fn succeeded(mut log: Vec<u8>) -> Vec<u8> {
+    log.extend_from_slice(b"\x1b[32;1mJob succeeded\x1b[0;m\n");
+    log
+}
+
+fn posted_text(h: &H) -> String {
+    h.slack.render_transcript()
+}
+
+#[tokio::test]
+async fn success_reply_goes_to_the_response_url() {
+    let h = harness(Opts::default()).await;
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("echo \"Hello World.\"", "Hello World.")])),
+    );
+    let (status, body) = h.send("Job Hook", &h.job_hook("success"), "k1").await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("replied")),
+        "{body}"
+    );
+    let t = h.slack.transcript();
+    assert_eq!(t.len(), 1);
+    assert!(matches!(t[0].via, Via::ResponseUrl { .. }));
+    assert_eq!(t[0].response_type.as_deref(), Some("in_channel"));
+    let text = posted_text(&h);
+    assert!(text.contains("@U1 `deploy` succeeded"), "{text}");
+    assert!(text.contains("Hello World."), "{text}");
+    assert!(
+        !text.contains("echo"),
+        "one command shows output only: {text}"
+    );
+    let stored = h.stored().await;
+    assert_eq!(stored.status, RunStatus::Replied);
+    assert_eq!(stored.response_url_uses, 1);
+    assert_eq!(h.slack.response_url_uses(&h.run.request.response_url), 1);
+}
+
+#[tokio::test]
+async fn multi_command_reply_shows_commands() {
+    let h = harness(Opts::default()).await;
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[
+            ("echo a", "a"),
+            ("echo '<b> & c'", "<b> & c"),
+        ])),
+    );
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "p1")
+        .await;
+    assert_eq!(body["result"], "replied", "{body}");
+    let text = posted_text(&h);
+    assert!(
+        text.contains("$ echo a\n    a\n    $ echo '<b> & c'\n    <b> & c"),
+        "{text}"
+    );
+    let raw = serde_json::to_string(&h.slack.transcript()[0].blocks).unwrap();
+    assert!(
+        raw.contains("&lt;b&gt; &amp; c"),
+        "escaped on the wire: {raw}"
+    );
+}
+
+#[tokio::test]
+async fn failure_says_why_with_the_last_lines() {
+    let h = harness(Opts::default()).await;
+    let mut log = runner_log(&[("./deploy.sh production", "error: production is locked")]);
+    log.extend_from_slice(b"\x1b[31;1mERROR: Job failed: exit code 1\x1b[0;m\n");
+    h.finish(Status::Failed, log);
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("failed"), "f1")
+        .await;
+    assert_eq!(body["result"], "replied", "{body}");
+    let text = posted_text(&h);
+    assert!(text.contains("`deploy` failed"), "{text}");
+    assert!(text.contains("(script failure)"), "{text}");
+    assert!(text.contains("ERROR: Job failed: exit code 1"), "{text}");
+    assert!(
+        text.contains("/group/proj/-/jobs/"),
+        "link to the job: {text}"
+    );
+}
+
+#[tokio::test]
+async fn cancelled_is_said_as_cancelled() {
+    let h = harness(Opts::default()).await;
+    h.finish(Status::Canceled, runner_log(&[("sleep 600", "")]));
+    let (_, body) = h.send("Job Hook", &h.job_hook("canceled"), "c1").await;
+    assert_eq!(body["result"], "replied", "{body}");
+    assert!(posted_text(&h).contains("`deploy` was cancelled"));
+}
+
+#[tokio::test]
+async fn empty_output_says_succeeded_with_no_output() {
+    let h = harness(Opts::default()).await;
+    h.finish(Status::Success, succeeded(runner_log(&[("true", "")])));
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "e1").await;
+    assert_eq!(body["result"], "replied", "{body}");
+    let text = posted_text(&h);
+    assert!(
+        text.contains("succeeded") && text.contains("printed no output"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn huge_output_is_shortened_and_uploaded_as_a_file() {
+    let h = harness(Opts::default()).await;
+    let lines: Vec<String> = (1..=5000).map(|i| format!("row {i} <ok>")).collect();
+    let out = lines.join("\n");
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("./report", &out)])),
+    );
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "h1").await;
+    assert_eq!(body["result"], "replied", "{body}");
+    let t = h.slack.transcript();
+    assert_eq!(t.len(), 2, "{}", posted_text(&h));
+    let text = posted_text(&h);
+    assert!(
+        text.contains("row 1 <ok>") && text.contains("row 5000 <ok>"),
+        "{text}"
+    );
+    assert!(!text.contains("row 2500 <ok>"), "middle not inline");
+    assert!(text.contains("attached as a file"), "{text}");
+    assert_eq!(t[1].via, Via::FileUpload);
+    assert_eq!(t[1].channel.as_deref(), Some("C1"));
+    let file = t[1].file.as_ref().unwrap();
+    assert_eq!(file.content, out);
+    assert!(file.filename.starts_with("deploy-"));
+}
+
+#[tokio::test]
+async fn huge_output_without_bot_token_links_the_log() {
+    let h = harness(Opts {
+        bot_token: false,
+        ..Opts::default()
+    })
+    .await;
+    let out = (1..=5000)
+        .map(|i| format!("row {i}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("./report", &out)])),
+    );
+    h.send("Job Hook", &h.job_hook("success"), "h2").await;
+    let t = h.slack.transcript();
+    assert_eq!(t.len(), 1);
+    assert!(posted_text(&h).contains("Full output in the log: job #"));
+}
+
+#[tokio::test]
+async fn no_reply_section_is_concluded_after_retries_with_the_link() {
+    let h = harness(Opts::default()).await;
+    h.finish(
+        Status::Success,
+        b"\x1b[32;1mJob succeeded\x1b[0;m\n".to_vec(),
+    );
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "n1").await;
+    assert_eq!(body["result"], "replied", "{body}");
+    assert_eq!(h.trace_reads(), 3, "first read and two retries");
+    let text = posted_text(&h);
+    assert!(text.contains("no reply section"), "{text}");
+    assert!(text.contains("/-/jobs/"), "{text}");
+}
+
+#[tokio::test]
+async fn a_log_completed_after_the_job_ended_is_waited_for() {
+    let mut h = harness(Opts::default()).await;
+    h.c.config.log_retry_delay = Duration::from_millis(300);
+    h.c.config.log_retries = 5;
+    h.finish(Status::Success, b"Running with gitlab-runner\n".to_vec());
+    let st = h.gl.state();
+    let job = h.job();
+    let full = succeeded(runner_log(&[("echo late", "late")]));
+    let writer = tokio::spawn(async move {
+        while !st.requests().iter().any(|r| r.path.ends_with("/trace")) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        st.set_trace(job, full);
+    });
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "l1").await;
+    writer.await.unwrap();
+    assert_eq!(body["result"], "replied", "{body}");
+    let text = posted_text(&h);
+    assert!(
+        text.contains("late") && !text.contains("no reply section"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn after_30_minutes_the_reply_goes_through_chat_post_message() {
+    let h = harness(Opts::default()).await;
+    h.finish(Status::Success, succeeded(runner_log(&[("echo hi", "hi")])));
+    h.clock.advance(30 * 60);
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "t1").await;
+    assert_eq!(body["result"], "replied", "{body}");
+    assert_eq!(body["detail"], "Channel");
+    let t = h.slack.transcript();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].via, Via::PostMessage);
+    assert_eq!(t[0].channel.as_deref(), Some("C1"));
+    assert_eq!(h.stored().await.response_url_uses, 0);
+}
+
+#[tokio::test]
+async fn response_url_is_used_at_most_five_times() {
+    let h = harness(Opts::default()).await;
+    // Five follow-ups (as the dispatcher sends) use the response_url up.
+    for i in 0..5 {
+        let route =
+            h.c.deliverer
+                .deliver(
+                    &h.run.request,
+                    &OutgoingMessage::in_channel(format!("update {i}")),
+                )
+                .await
+                .unwrap();
+        assert_eq!(route, Route::ResponseUrl);
+    }
+    h.finish(Status::Success, succeeded(runner_log(&[("echo hi", "hi")])));
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "u1").await;
+    assert_eq!(body["detail"], "Channel", "{body}");
+    assert_eq!(h.slack.response_url_uses(&h.run.request.response_url), 5);
+    assert!(h.slack.refusals().is_empty(), "{:?}", h.slack.refusals());
+    assert_eq!(h.slack.transcript().last().unwrap().via, Via::PostMessage);
+}
+
+#[tokio::test]
+async fn a_used_up_response_url_falls_back_to_the_channel() {
+    let h = harness(Opts::default()).await;
+    // Someone else used the URL five times: our count says 0, Slack says used_url.
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        http.post(&h.run.request.response_url)
+            .json(&json!({"text": "elsewhere"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    h.finish(Status::Success, succeeded(runner_log(&[("echo hi", "hi")])));
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "u2").await;
+    assert_eq!(body["detail"], "Channel", "{body}");
+    assert_eq!(h.slack.refusals()[0].error, "used_url");
+}
+
+#[tokio::test]
+async fn duplicated_webhooks_yield_one_post() {
+    let h = harness(Opts::default()).await;
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("echo once", "once")])),
+    );
+    let hook = h.job_hook("success");
+    let (_, first) = h.send("Job Hook", &hook, "same-key").await;
+    let (_, again) = h.send("Job Hook", &hook, "same-key").await;
+    let (_, pipeline) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "other")
+        .await;
+    assert_eq!(first["result"], "replied");
+    assert_eq!(again["result"], "duplicate");
+    assert_eq!(pipeline["result"], "ignored");
+    assert_eq!(h.slack.transcript().len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_webhooks_yield_one_post() {
+    let h = harness(Opts::default()).await;
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("echo once", "once")])),
+    );
+    let job_hook = h.job_hook("success").to_string();
+    let pipe_hook = h.pipeline_hook("success").to_string();
+    let reqs: Vec<HttpRequest> = (0..8)
+        .map(|i| {
+            let (event, body) = if i % 2 == 0 {
+                ("Job Hook", &job_hook)
+            } else {
+                ("Pipeline Hook", &pipe_hook)
+            };
+            request(event, body, HOOK_SECRET, Some(&format!("key-{i}")))
+        })
+        .collect();
+    let results =
+        futures_util::future::join_all(reqs.into_iter().map(|r| h.c.handle_webhook(r))).await;
+    let replied = results
+        .iter()
+        .filter(|r| r.body().contains("\"replied\""))
+        .count();
+    assert_eq!(
+        replied,
+        1,
+        "{:?}",
+        results.iter().map(|r| r.body()).collect::<Vec<_>>()
+    );
+    assert!(results.iter().all(|r| r.status() == 200));
+    assert_eq!(h.slack.transcript().len(), 1);
+}
+
+#[tokio::test]
+async fn out_of_order_events_do_not_reply_early_or_twice() {
+    let h = harness(Opts::default()).await;
+    h.gl.state().set_job_status(h.job(), Status::Running);
+    // A success event that raced ahead of GitLab's own state: GitLab says running.
+    let (_, early) = h.send("Job Hook", &h.job_hook("success"), "o1").await;
+    assert_eq!(early["result"], "waiting", "{early}");
+    h.finish(Status::Success, succeeded(runner_log(&[("echo x", "x")])));
+    let (_, done) = h.send("Job Hook", &h.job_hook("success"), "o2").await;
+    assert_eq!(done["result"], "replied", "{done}");
+    // A late "running" event after the reply.
+    let (_, late) = h.send("Job Hook", &h.job_hook("running"), "o3").await;
+    assert_eq!(late["result"], "ignored", "{late}");
+    assert_eq!(h.slack.transcript().len(), 1);
+}
+
+#[tokio::test]
+async fn manual_job_replies_when_played_and_finished() {
+    let h = harness(Opts {
+        manual: true,
+        ..Opts::default()
+    })
+    .await;
+    let (_, waiting) = h.send("Job Hook", &h.job_hook("manual"), "m1").await;
+    assert_eq!(waiting["result"], "waiting");
+    assert_eq!(h.stored().await.status, RunStatus::WaitingManual);
+    let report = h.c.sweep(T0 + 3600).await;
+    assert_eq!(report.still_running, 1, "{report:?}");
+    assert!(h.gl.state().play_job(h.job()));
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("echo played", "played")])),
+    );
+    h.clock.advance(3600);
+    let (_, done) = h.send("Job Hook", &h.job_hook("success"), "m2").await;
+    assert_eq!(done["result"], "replied", "{done}");
+    assert!(posted_text(&h).contains("played"));
+}
+
+#[tokio::test]
+async fn a_missed_webhook_is_completed_by_the_sweep() {
+    let h = harness(Opts::default()).await;
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("echo swept", "swept")])),
+    );
+    // Too recent: left alone.
+    assert_eq!(h.c.sweep(T0 + 10).await, SweepReport::default());
+    h.clock.advance(301);
+    let report = h.c.sweep(T0 + 301).await;
+    assert_eq!(report.replied, 1, "{report:?}");
+    assert!(posted_text(&h).contains("swept"));
+    assert_eq!(h.stored().await.status, RunStatus::Replied);
+    assert_eq!(h.c.sweep(T0 + 900).await.examined, 0);
+    // A webhook arriving after the sweep replied changes nothing.
+    let (_, late) = h.send("Job Hook", &h.job_hook("success"), "s1").await;
+    assert_eq!(late["result"], "ignored");
+    assert_eq!(h.slack.transcript().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_or_missing_token_is_rejected() {
+    let h = harness(Opts::default()).await;
+    h.finish(Status::Success, succeeded(runner_log(&[("echo x", "x")])));
+    let body = h.job_hook("success").to_string();
+    for token in ["wrong", "", "hook-secreT"] {
+        let resp =
+            h.c.handle_webhook(request("Job Hook", &body, token, Some("b1")))
+                .await;
+        assert_eq!(resp.status(), 401);
+    }
+    assert!(h.slack.transcript().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_and_foreign_payloads() {
+    let h = harness(Opts::default()).await;
+    let resp =
+        h.c.handle_webhook(request("Job Hook", JOB_PUBLISHED, HOOK_SECRET, Some("x1")))
+            .await;
+    assert_eq!(resp.status(), 400, "{}", resp.body());
+    // The documented payloads as published are for pipelines we did not start.
+    let resp =
+        h.c.handle_webhook(request(
+            "Pipeline Hook",
+            PIPELINE_FIXTURE,
+            HOOK_SECRET,
+            Some("x2"),
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.body().contains("not a pipeline chatops started"));
+    let resp =
+        h.c.handle_webhook(request("Push Hook", "{}", HOOK_SECRET, Some("x3")))
+            .await;
+    assert_eq!(resp.status(), 200);
+    assert!(h.slack.transcript().is_empty());
+}
+
+#[tokio::test]
+async fn bot_not_in_channel_falls_back_to_a_direct_message() {
+    let h = harness(Opts::default()).await;
+    h.slack.remove_bot_from("C1");
+    h.finish(Status::Success, succeeded(runner_log(&[("echo dm", "dm")])));
+    h.clock.advance(31 * 60);
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "d1").await;
+    assert_eq!(body["detail"], "DirectMessage", "{body}");
+    let t = h.slack.transcript();
+    assert_eq!(t[0].channel.as_deref(), Some("DU1"));
+    assert!(posted_text(&h).contains("I could not post in #C1"));
+    assert_eq!(h.slack.refusals()[0].error, "not_in_channel");
+}
+
+#[tokio::test]
+async fn rate_limited_post_is_retried_after_retry_after() {
+    let h = harness(Opts::default()).await;
+    h.slack.rate_limit_next("C1", 1);
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("echo later", "later")])),
+    );
+    h.clock.advance(31 * 60);
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "r1").await;
+    assert_eq!(body["detail"], "Channel", "{body}");
+    assert_eq!(h.slack.refusals()[0].status, 429);
+    assert_eq!(h.slack.transcript().len(), 1);
+}
+
+#[tokio::test]
+async fn undeliverable_reply_is_left_for_the_sweep_and_not_lost() {
+    let h = harness(Opts::default()).await;
+    // Slack keeps answering 429 longer than one invocation waits.
+    h.slack.rate_limit_next("C1", 3);
+    h.finish(Status::Success, succeeded(runner_log(&[("echo x", "x")])));
+    h.clock.advance(31 * 60);
+    let (status, body) = h.send("Job Hook", &h.job_hook("success"), "z1").await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("deferred")),
+        "{body}"
+    );
+    let stored = h.stored().await;
+    assert_eq!(stored.status, RunStatus::Running);
+    assert_eq!(stored.replied_at, None);
+    assert!(h.slack.transcript().is_empty());
+    // Within the lease nobody else delivers; after it the sweep does, once.
+    let now = h.clock.now();
+    assert_eq!(h.c.sweep(now).await.busy, 1);
+    h.clock.advance(121);
+    let report = h.c.sweep(h.clock.now()).await;
+    assert_eq!(report.replied, 1, "{report:?}");
+    assert_eq!(h.slack.transcript().len(), 1);
+    assert_eq!(h.stored().await.status, RunStatus::Replied);
+}
+
+#[tokio::test]
+async fn lambda_events_reach_the_handler_and_the_sweep() {
+    let h = harness(Opts::default()).await;
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("echo via lambda", "via lambda")])),
+    );
+    let mut event: Value =
+        serde_json::from_str(include_str!("../events/gitlab-job-hook.json")).unwrap();
+    event["headers"]["x-gitlab-token"] = json!(HOOK_SECRET);
+    event["body"] = json!(h.job_hook("success").to_string());
+    let out = h.c.handle_event(event).await.unwrap();
+    assert_eq!(out["statusCode"], 200, "{out}");
+    assert!(out["body"].as_str().unwrap().contains("replied"), "{out}");
+    let sweep: Value =
+        serde_json::from_str(include_str!("../events/eventbridge-sweep.json")).unwrap();
+    let report = h.c.handle_event(sweep).await.unwrap();
+    assert_eq!(report["examined"], 0, "{report}");
+    assert_eq!(h.slack.transcript().len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_job_is_reported_instead_of_left_open() {
+    let h = harness(Opts::default()).await;
+    let mut run = h.stored().await;
+    run.job_id = Some(JobId(999_999));
+    h.store.save_run(&run).await.unwrap();
+    let report = h.c.sweep(T0 + 3600).await;
+    assert_eq!(report.replied, 1, "{report:?}");
+    assert!(posted_text(&h).contains("no longer exists on GitLab"));
+}

@@ -1,0 +1,788 @@
+//! The dispatcher end to end on its real interfaces: SQS (moto) → `handle_batch` →
+//! `DynamoStore` (moto) + `GitLabClient` against the GitLab stand-in + `SlackApi` against the
+//! Slack stand-in (which counts `response_url` uses like Slack).
+
+mod support;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use chatops::chat::{ChatApi, ChatError, FileAttachment, OutgoingMessage};
+use chatops::clock::{Clock, SystemClock};
+use chatops::delivery::Deliverer;
+use chatops::dispatcher::{
+    could_not_schedule, DispatchError, Dispatcher, DispatcherConfig, MAX_ATTEMPTS,
+};
+use chatops::gitlab::client::RetryPolicy;
+use chatops::gitlab::{AccessLevel, FakeGitLab, GitLab, GitLabClient, GitLabError, Status};
+use chatops::ids::{ChannelId, ChatUserId, PipelineId, ProjectId, ProjectRef, RequestId, TeamId};
+use chatops::run::{Platform, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
+use chatops::secret::Secret;
+use chatops::slack::api::SlackApi;
+use chatops::standin::gitlab::{Fault, GitLabStandin, StandinCiJob};
+use chatops::standin::slack::{Post, SlackStandIn};
+use chatops::store::{DynamoStore, MemoryStore, RunStore};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PROJECT: u64 = 42;
+const USER: u64 = 7;
+const BOT: &str = "xoxb-test-bot";
+
+struct Harness {
+    gitlab: GitLabStandin,
+    slack: SlackStandIn,
+    store: Arc<DynamoStore>,
+    dispatcher: Dispatcher,
+}
+
+fn fast_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        max_wait: Duration::from_secs(3),
+        backoff: Duration::from_millis(20),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+async fn harness() -> Harness {
+    let gitlab = GitLabStandin::start().await;
+    let gl = gitlab.state();
+    gl.add_project(PROJECT, "group/proj");
+    gl.add_user(USER, "alice");
+    gl.set_member(PROJECT, USER, 30);
+    gl.set_ci_jobs(PROJECT, vec![StandinCiJob::chat("deploy")]);
+
+    let slack = SlackStandIn::start_with(BOT, Arc::new(SystemClock), false)
+        .await
+        .unwrap();
+
+    let cfg = support::aws_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let table = support::unique_name("dispatch-runs");
+    DynamoStore::create_table(&ddb, &table).await.unwrap();
+    let store = Arc::new(DynamoStore::new(ddb, table.clone()));
+    store
+        .link_user(&UserLink {
+            team_id: TeamId::new("T1"),
+            chat_user_id: ChatUserId::new("U1"),
+            gitlab_username: "alice".into(),
+            linked_at: 1,
+        })
+        .await
+        .unwrap();
+
+    let config = DispatcherConfig {
+        gitlab_url: gitlab.url(),
+        gitlab_token: Secret::new(gitlab.token()),
+        project: ProjectRef::new("group/proj"),
+        channel_projects: HashMap::new(),
+        runs_table: table,
+        slack_bot_token: Some(Secret::new(BOT)),
+        slack_api_url: slack.api_url(),
+        mattermost_url: None,
+        mattermost_bot_token: None,
+    };
+    let client =
+        GitLabClient::with_policy(&gitlab.url(), Secret::new(gitlab.token()), fast_policy())
+            .unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let dispatcher = Dispatcher {
+        gitlab: Arc::new(client),
+        store: store.clone(),
+        deliverer: Deliverer {
+            slack: Arc::new(SlackApi::new(&config.slack_api_url, Some(Secret::new(BOT)))),
+            mattermost: Arc::new(Recorder::default()),
+            store: store.clone(),
+            clock: clock.clone(),
+        },
+        clock,
+        config,
+    };
+    Harness {
+        gitlab,
+        slack,
+        store,
+        dispatcher,
+    }
+}
+
+impl Harness {
+    fn request(&self, id: &str, job: &str, input: &str) -> RunRequest {
+        RunRequest {
+            version: RUN_REQUEST_VERSION,
+            request_id: RequestId::new(id),
+            platform: Platform::Slack,
+            team_id: TeamId::new("T1"),
+            team_domain: Some("acme".into()),
+            channel_id: ChannelId::new("C0PS"),
+            channel_name: "ops".into(),
+            user_id: ChatUserId::new("U1"),
+            user_name: "alice".into(),
+            command: "/chatops".into(),
+            job: job.into(),
+            input: input.into(),
+            response_url: self.slack.response_url("T1"),
+            received_at: SystemClock.now(),
+        }
+    }
+
+    async fn run(&self, req: &RunRequest) -> Result<(), DispatchError> {
+        self.dispatcher
+            .handle_message(&serde_json::to_string(req).unwrap(), 1)
+            .await
+    }
+
+    async fn status(&self, req: &RunRequest) -> RunStatus {
+        self.store
+            .get_run(&req.request_id)
+            .await
+            .unwrap()
+            .expect("run recorded")
+            .status
+    }
+
+    /// The single message the user got.
+    fn only_post(&self) -> Post {
+        let t = self.slack.transcript();
+        assert_eq!(t.len(), 1, "expected one message, got {t:#?}");
+        t.into_iter().next().unwrap()
+    }
+}
+
+fn sqs_message(id: &str, body: &str, receive_count: u32) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(id.to_owned());
+    m.body = Some(body.to_owned());
+    m.attributes
+        .insert("ApproximateReceiveCount".into(), receive_count.to_string());
+    m
+}
+
+fn batch(messages: Vec<SqsMessage>) -> SqsEvent {
+    let mut e = SqsEvent::default();
+    e.records = messages;
+    e
+}
+
+fn failures(resp: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
+    resp.batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn happy_path_sends_exactly_the_contract_variables() {
+    let h = harness().await;
+    let req = h.request("req-happy", "deploy", "production\nregion=eu-west-1");
+    h.run(&req).await.unwrap();
+
+    let sent = h.gitlab.state().created_variables();
+    assert_eq!(sent.len(), 1);
+    let expected: Vec<(String, String)> = [
+        ("CHATOPS_JOB", "deploy"),
+        ("CHAT_INPUT", "production\nregion=eu-west-1"),
+        ("CHAT_CHANNEL", "C0PS"),
+        ("CHAT_USER_ID", "U1"),
+        ("CHAT_USER_NAME", "alice"),
+        ("CHAT_PLATFORM", "slack"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(sent[0], expected);
+    let create = h
+        .gitlab
+        .state()
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/api/v4/projects/42/pipeline")
+        .unwrap();
+    let body = create.json().unwrap();
+    assert_eq!(body["ref"], "main");
+    assert!(body["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v["variable_type"] == "env_var"));
+
+    let pipe = &h.gitlab.state().pipelines()[0];
+    let jobs = h.gitlab.state().jobs_of(pipe.id);
+    assert_eq!(jobs.len(), 1);
+    let rec = h.store.get_run(&req.request_id).await.unwrap().unwrap();
+    assert_eq!(rec.status, RunStatus::Running);
+    assert_eq!(rec.project_id, Some(ProjectId(PROJECT)));
+    assert_eq!(rec.project_path.as_deref(), Some("group/proj"));
+    assert_eq!(rec.pipeline_id, Some(PipelineId(pipe.id)));
+    assert_eq!(rec.job_id.map(|j| j.0), Some(jobs[0].id));
+    assert_eq!(rec.gitlab_user.as_deref(), Some("alice"));
+    assert_eq!(rec.response_url_uses, 1);
+    let by_pipe = h.store.find_by_pipeline(PipelineId(pipe.id)).await.unwrap();
+    assert_eq!(by_pipe.unwrap().request.request_id, req.request_id);
+
+    let post = h.only_post();
+    assert_eq!(post.response_type.as_deref(), Some("in_channel"));
+    assert!(post.text.starts_with("<@U1> started <"), "{}", post.text);
+    assert!(
+        post.text
+            .contains(&format!("/group/proj/-/pipelines/{}|pipeline>", pipe.id)),
+        "{}",
+        post.text
+    );
+    assert_eq!(h.slack.response_url_uses(&req.response_url), 1);
+}
+
+#[tokio::test]
+async fn same_message_received_three_times_from_sqs_makes_one_pipeline() {
+    let h = harness().await;
+    let cfg = support::aws_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&cfg);
+    let url = sqs
+        .create_queue()
+        .queue_name(support::unique_name("runs"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "0",
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let req = h.request("req-thrice", "deploy", "");
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(serde_json::to_string(&req).unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let got = sqs
+            .receive_message()
+            .queue_url(&url)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let msgs = got.messages.unwrap_or_default();
+        assert_eq!(msgs.len(), 1, "the message comes back until deleted");
+        let m = &msgs[0];
+        let count: u32 = m
+            .attributes
+            .as_ref()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        counts.push(count);
+        let event = batch(vec![sqs_message(
+            m.message_id.as_deref().unwrap(),
+            m.body.as_deref().unwrap(),
+            count,
+        )]);
+        let resp = h.dispatcher.handle_batch(event).await;
+        assert!(failures(&resp).is_empty());
+    }
+    assert_eq!(counts, [1, 2, 3]);
+    assert_eq!(h.gitlab.state().pipelines().len(), 1);
+    assert_eq!(h.slack.transcript().len(), 1, "one follow-up, not three");
+    assert_eq!(h.status(&req).await, RunStatus::Running);
+}
+
+#[tokio::test]
+async fn same_record_thrice_in_one_batch_makes_one_pipeline() {
+    let h = harness().await;
+    let req = h.request("req-batch", "deploy", "");
+    let body = serde_json::to_string(&req).unwrap();
+    let resp = h
+        .dispatcher
+        .handle_batch(batch(vec![
+            sqs_message("m1", &body, 1),
+            sqs_message("m2", &body, 1),
+            sqs_message("m3", &body, 1),
+        ]))
+        .await;
+    // The copies that lost the claim come back later and find the run done.
+    let retried = failures(&resp);
+    assert!(retried.len() <= 2, "{retried:?}");
+    let again: Vec<SqsMessage> = retried.iter().map(|id| sqs_message(id, &body, 2)).collect();
+    let resp = h.dispatcher.handle_batch(batch(again)).await;
+    assert!(failures(&resp).is_empty());
+    assert_eq!(h.gitlab.state().pipelines().len(), 1);
+    assert_eq!(h.slack.transcript().len(), 1);
+}
+
+#[tokio::test]
+async fn missing_job_is_refused_with_gitlabs_text() {
+    let h = harness().await;
+    let req = h.request("req-missing", "nope", "");
+    h.run(&req).await.unwrap();
+    let post = h.only_post();
+    assert_eq!(post.response_type.as_deref(), Some("ephemeral"));
+    assert!(
+        post.text.starts_with(&could_not_schedule("nope")),
+        "{}",
+        post.text
+    );
+    assert!(post
+        .text
+        .contains("There is no job named `nope` on `main`."));
+    assert!(h.gitlab.state().pipelines().is_empty());
+    assert_eq!(h.status(&req).await, RunStatus::Refused);
+    let lint = h
+        .gitlab
+        .state()
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/ci/lint"))
+        .unwrap();
+    assert!(lint.query.contains("include_jobs=true"));
+    assert!(lint.query.contains("content_ref=main"));
+}
+
+#[tokio::test]
+async fn invalid_ci_config_is_refused_with_gitlabs_errors() {
+    let h = harness().await;
+    h.gitlab.state().set_ci_invalid(
+        PROJECT,
+        vec!["jobs:deploy config contains unknown keys: scriptt".into()],
+    );
+    let req = h.request("req-invalid", "deploy", "");
+    h.run(&req).await.unwrap();
+    let text = h.only_post().text;
+    assert!(text.starts_with(&could_not_schedule("deploy")));
+    assert!(text.contains("is invalid: jobs:deploy config contains unknown keys: scriptt"));
+}
+
+#[tokio::test]
+async fn job_excluded_from_chat_is_refused() {
+    let h = harness().await;
+    h.gitlab
+        .state()
+        .set_ci_jobs(PROJECT, vec![StandinCiJob::chat("deploy").except_chat()]);
+    let req = h.request("req-excluded", "deploy", "");
+    h.run(&req).await.unwrap();
+    let text = h.only_post().text;
+    assert!(text.starts_with(&could_not_schedule("deploy")));
+    assert!(
+        text.contains("excluded from chat (`except: [chat]`)"),
+        "{text}"
+    );
+    assert!(h.gitlab.state().pipelines().is_empty());
+}
+
+#[tokio::test]
+async fn foreign_jobs_joining_cancel_the_pipeline_and_are_named() {
+    let h = harness().await;
+    h.gitlab.state().set_ci_jobs(
+        PROJECT,
+        vec![
+            StandinCiJob::chat("deploy"),
+            StandinCiJob::plain("test"),
+            StandinCiJob::plain("lint"),
+        ],
+    );
+    let req = h.request("req-foreign", "deploy", "");
+    h.run(&req).await.unwrap();
+    let pipes = h.gitlab.state().pipelines();
+    assert_eq!(pipes.len(), 1);
+    assert_eq!(pipes[0].status, Status::Canceled);
+    assert!(h
+        .gitlab
+        .state()
+        .requests()
+        .iter()
+        .any(|r| r.method == "POST"
+            && r.path
+                .ends_with(&format!("/pipelines/{}/cancel", pipes[0].id))));
+    let text = h.only_post().text;
+    assert!(text.contains("was cancelled"), "{text}");
+    assert!(
+        text.contains("These jobs joined it too: `lint`, `test`."),
+        "{text}"
+    );
+    assert!(
+        text.contains("`- if: '$CHATOPS_JOB'` + `when: never`"),
+        "{text}"
+    );
+    assert_eq!(h.status(&req).await, RunStatus::Refused);
+}
+
+#[tokio::test]
+async fn only_chat_job_never_joins_and_is_explained() {
+    let h = harness().await;
+    h.gitlab.state().set_ci_jobs(
+        PROJECT,
+        vec![
+            StandinCiJob::only_chat("deploy"),
+            StandinCiJob::plain("test"),
+        ],
+    );
+    let req = h.request("req-onlychat", "deploy", "");
+    h.run(&req).await.unwrap();
+    let text = h.only_post().text;
+    assert!(text.contains("The job `deploy` did not join it"), "{text}");
+    assert!(text.contains("`test`"), "{text}");
+    assert_eq!(h.gitlab.state().pipelines()[0].status, Status::Canceled);
+}
+
+#[tokio::test]
+async fn many_foreign_jobs_are_all_found_across_pages() {
+    let h = harness().await;
+    let mut jobs = vec![StandinCiJob::chat("deploy")];
+    jobs.extend((0..130).map(|i| StandinCiJob::plain(&format!("job-{i:03}"))));
+    h.gitlab.state().set_ci_jobs(PROJECT, jobs);
+    let req = h.request("req-pages", "deploy", "");
+    h.run(&req).await.unwrap();
+    let text = h.only_post().text;
+    assert!(
+        text.contains("`job-000`") && text.contains("`job-129`"),
+        "{text}"
+    );
+    let pages: Vec<String> = h
+        .gitlab
+        .state()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/jobs") && r.path.contains("/pipelines/"))
+        .map(|r| r.query)
+        .collect();
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert!(pages[1].contains("page=2"));
+}
+
+#[tokio::test]
+async fn manual_job_waits_and_the_user_is_told() {
+    let h = harness().await;
+    h.gitlab
+        .state()
+        .set_ci_jobs(PROJECT, vec![StandinCiJob::chat("deploy").manual()]);
+    let req = h.request("req-manual", "deploy", "production");
+    h.run(&req).await.unwrap();
+    let pipe = &h.gitlab.state().pipelines()[0];
+    let job = &h.gitlab.state().jobs_of(pipe.id)[0];
+    assert_eq!(job.status, Status::Manual);
+    assert_eq!(h.status(&req).await, RunStatus::WaitingManual);
+    let text = h.only_post().text;
+    assert!(text.contains("waits for someone to play it"), "{text}");
+    assert!(
+        text.contains(&format!("/group/proj/-/jobs/{}", job.id)),
+        "{text}"
+    );
+    let open = h.store.open_runs(u64::MAX).await.unwrap();
+    assert!(open.iter().any(|r| r.request.request_id == req.request_id));
+}
+
+#[tokio::test]
+async fn unlinked_user_is_told_how_to_get_linked() {
+    let h = harness().await;
+    h.store.unlink_user("T1", "U1").await.unwrap();
+    let req = h.request("req-unlinked", "deploy", "");
+    h.run(&req).await.unwrap();
+    let post = h.only_post();
+    assert_eq!(post.response_type.as_deref(), Some("ephemeral"));
+    assert!(
+        post.text
+            .contains("`chatops users link T1/U1 <your GitLab username>`"),
+        "{}",
+        post.text
+    );
+    assert!(
+        h.gitlab.state().requests().is_empty(),
+        "GitLab is not asked"
+    );
+    assert_eq!(h.status(&req).await, RunStatus::Refused);
+}
+
+#[tokio::test]
+async fn reporter_is_denied_with_the_project_url() {
+    let h = harness().await;
+    h.gitlab.state().set_member(PROJECT, USER, 20);
+    let req = h.request("req-reporter", "deploy", "");
+    h.run(&req).await.unwrap();
+    let text = h.only_post().text;
+    assert!(text.starts_with("You are not allowed to perform the given ChatOps command."));
+    let url = h.gitlab.state().project_web_url(PROJECT);
+    assert!(
+        text.contains(&format!("can be found at <{url}|{url}>.")),
+        "{text}"
+    );
+    assert!(h.gitlab.state().pipelines().is_empty());
+    let asked = h
+        .gitlab
+        .state()
+        .requests()
+        .into_iter()
+        .any(|r| r.path == format!("/api/v4/projects/{PROJECT}/members/all/{USER}"));
+    assert!(asked);
+}
+
+#[tokio::test]
+async fn non_member_is_denied() {
+    let h = harness().await;
+    h.gitlab.state().set_member(PROJECT, USER, 0);
+    let req = h.request("req-nonmember", "deploy", "");
+    h.run(&req).await.unwrap();
+    assert!(h.only_post().text.starts_with("You are not allowed"));
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_is_waited_out() {
+    let h = harness().await;
+    h.gitlab.state().fail_next(
+        Fault::RateLimited {
+            retry_after: Some(1),
+        },
+        1,
+        Some("/pipeline"),
+    );
+    let req = h.request("req-429", "deploy", "");
+    let started = Instant::now();
+    h.run(&req).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let creates: Vec<u16> = h
+        .gitlab
+        .state()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/pipeline"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(creates, [429, 201]);
+    assert_eq!(h.gitlab.state().pipelines().len(), 1);
+    assert_eq!(h.status(&req).await, RunStatus::Running);
+}
+
+#[tokio::test]
+async fn long_rate_limit_goes_back_to_the_queue() {
+    let h = harness().await;
+    h.gitlab.state().fail_next(
+        Fault::RateLimited {
+            retry_after: Some(60),
+        },
+        1,
+        None,
+    );
+    let req = h.request("req-429-long", "deploy", "");
+    let started = Instant::now();
+    let err = h.run(&req).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(err, DispatchError::Retryable(m) if m.contains("rate limited")));
+    // The next delivery goes through.
+    h.run(&req).await.unwrap();
+    assert_eq!(h.gitlab.state().pipelines().len(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_forever_are_retried_then_the_user_is_told() {
+    let h = harness().await;
+    h.gitlab.state().fail_next(Fault::Status(500), 10_000, None);
+    let req = h.request("req-500", "deploy", "");
+    let body = serde_json::to_string(&req).unwrap();
+    for n in 1..MAX_ATTEMPTS {
+        let resp = h
+            .dispatcher
+            .handle_batch(batch(vec![sqs_message("m-500", &body, n)]))
+            .await;
+        assert_eq!(failures(&resp), ["m-500"], "attempt {n} goes back to SQS");
+        assert!(h.slack.transcript().is_empty());
+    }
+    let resp = h
+        .dispatcher
+        .handle_batch(batch(vec![sqs_message("m-500", &body, MAX_ATTEMPTS)]))
+        .await;
+    assert!(
+        failures(&resp).is_empty(),
+        "acknowledged once the user knows"
+    );
+    let post = h.only_post();
+    assert!(post.text.starts_with(&could_not_schedule("deploy")));
+    assert!(post.text.contains("GitLab is unavailable"), "{}", post.text);
+    assert_eq!(h.status(&req).await, RunStatus::Refused);
+    assert!(h.gitlab.state().pipelines().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_record_never_fails_its_neighbours() {
+    let h = harness().await;
+    let good = h.request("req-neighbour", "deploy", "");
+    let mut future = serde_json::to_value(&good).unwrap();
+    future["version"] = 2.into();
+    future["request_id"] = "req-future".into();
+    let resp = h
+        .dispatcher
+        .handle_batch(batch(vec![
+            sqs_message("bad-json", "{not json", 1),
+            sqs_message("future", &future.to_string(), 1),
+            sqs_message("good", &serde_json::to_string(&good).unwrap(), 1),
+        ]))
+        .await;
+    assert!(failures(&resp).is_empty());
+    assert_eq!(h.gitlab.state().pipelines().len(), 1);
+    assert_eq!(h.status(&good).await, RunStatus::Running);
+}
+
+#[tokio::test]
+async fn client_maps_gitlab_errors_with_their_messages() {
+    let gitlab = GitLabStandin::start().await;
+    gitlab.state().add_project(1, "g/p");
+    let wrong =
+        GitLabClient::with_policy(&gitlab.url(), Secret::new("nope"), fast_policy()).unwrap();
+    assert_eq!(
+        wrong.project(&ProjectRef::new("g/p")).await.unwrap_err(),
+        GitLabError::Unauthorized("401 Unauthorized".into())
+    );
+    let ok = GitLabClient::with_policy(&gitlab.url(), Secret::new(gitlab.token()), fast_policy())
+        .unwrap();
+    assert_eq!(
+        ok.project(&ProjectRef::new("g/p")).await.unwrap().id,
+        ProjectId(1)
+    );
+    assert_eq!(
+        ok.project(&ProjectRef::new("g/missing")).await.unwrap_err(),
+        GitLabError::NotFound("404 Project Not Found".into())
+    );
+    assert_eq!(ok.user_by_username("ghost").await.unwrap(), None);
+    let err = ok
+        .create_pipeline(ProjectId(1), "main", &[])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitLabError::Rejected(m) if m.contains("Please provide content")));
+    // A 500 on a create is not repeated: a second pipeline is worse than a later retry.
+    gitlab
+        .state()
+        .set_ci_jobs(1, vec![StandinCiJob::plain("x")]);
+    gitlab
+        .state()
+        .fail_next(Fault::Status(500), 1, Some("/pipeline"));
+    assert!(ok
+        .create_pipeline(ProjectId(1), "main", &[])
+        .await
+        .unwrap_err()
+        .is_retryable());
+    let posts = gitlab
+        .state()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(posts, 2);
+    // A 502 on a read is retried within the call.
+    gitlab
+        .state()
+        .fail_next(Fault::Status(502), 2, Some("/projects/g%2Fp"));
+    assert_eq!(
+        ok.project(&ProjectRef::new("g/p")).await.unwrap().id,
+        ProjectId(1)
+    );
+    assert_eq!(
+        ok.member_access(ProjectId(1), chatops::ids::GitLabUserId(9))
+            .await
+            .unwrap(),
+        None
+    );
+    gitlab.state().add_user(9, "bob");
+    gitlab.state().set_member(1, 9, 40);
+    assert_eq!(
+        ok.member_access(ProjectId(1), chatops::ids::GitLabUserId(9))
+            .await
+            .unwrap(),
+        Some(AccessLevel::MAINTAINER)
+    );
+}
+
+// ----- the sample event, against in-memory fakes -----
+
+#[derive(Default)]
+struct Recorder {
+    sent: Mutex<Vec<(String, OutgoingMessage)>>,
+}
+
+#[async_trait::async_trait]
+impl ChatApi for Recorder {
+    async fn respond(&self, url: &str, msg: &OutgoingMessage) -> Result<(), ChatError> {
+        self.sent.lock().unwrap().push((url.into(), msg.clone()));
+        Ok(())
+    }
+    async fn post_message(&self, ch: &ChannelId, msg: &OutgoingMessage) -> Result<(), ChatError> {
+        self.sent.lock().unwrap().push((ch.0.clone(), msg.clone()));
+        Ok(())
+    }
+    async fn upload_file(
+        &self,
+        _: &ChannelId,
+        _: &FileAttachment,
+        _: &str,
+    ) -> Result<(), ChatError> {
+        Ok(())
+    }
+    async fn open_dm(&self, u: &ChatUserId) -> Result<ChannelId, ChatError> {
+        Ok(ChannelId::new(format!("D{u}")))
+    }
+}
+
+#[tokio::test]
+async fn sample_sqs_event_dispatches() {
+    let event: SqsEvent =
+        serde_json::from_str(include_str!("../events/sqs-run-request.json")).unwrap();
+    let request: RunRequest =
+        serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    let gl = Arc::new(FakeGitLab::new());
+    let p = gl.add_project(42, "group/proj");
+    let u = gl.add_user(7, "steve");
+    gl.set_member(p.id, u.id, AccessLevel::DEVELOPER);
+    gl.set_ci_jobs(p.id, vec![FakeGitLab::ci_job(&request.job)]);
+    let store = Arc::new(MemoryStore::new());
+    store
+        .link_user(&UserLink {
+            team_id: request.team_id.clone(),
+            chat_user_id: request.user_id.clone(),
+            gitlab_username: "steve".into(),
+            linked_at: 1,
+        })
+        .await
+        .unwrap();
+    let chat = Arc::new(Recorder::default());
+    let clock: Arc<dyn Clock> = Arc::new(chatops::clock::ManualClock::at(request.received_at + 2));
+    let d = Dispatcher {
+        config: DispatcherConfig {
+            gitlab_url: "https://gitlab.example.com".into(),
+            gitlab_token: Secret::new("t"),
+            project: ProjectRef::new("group/proj"),
+            channel_projects: HashMap::new(),
+            runs_table: "unused".into(),
+            slack_bot_token: None,
+            slack_api_url: "https://slack.com/api/".into(),
+            mattermost_url: None,
+            mattermost_bot_token: None,
+        },
+        gitlab: gl.clone(),
+        store: store.clone(),
+        deliverer: Deliverer {
+            slack: chat.clone(),
+            mattermost: chat.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+        },
+        clock,
+    };
+    let resp = d.handle_batch(event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    let created = gl.created_pipelines();
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        created[0].variable("CHAT_INPUT"),
+        Some("production\nregion=eu-west-1")
+    );
+    assert_eq!(created[0].variable("CHAT_CHANNEL"), Some("C2147483705"));
+    let sent = chat.sent.lock().unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, request.response_url);
+}

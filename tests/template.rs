@@ -1,0 +1,660 @@
+//! The deployment template and the code agree (issue 6):
+//! - each function gets exactly the environment variables its config reads (`…Config::ENV`),
+//!   secrets only by reference (`NAME_PARAM`), and its role may read what it is pointed at;
+//! - the queue fits the dispatcher (partial batch failures, visibility, redrive count);
+//! - the runs table built from the template's own properties, in moto over the DynamoDB wire
+//!   protocol, has the shape `DynamoStore` creates and serves the store's round trip, and a
+//!   dispatcher configured from the template's environment (secrets resolved through SSM)
+//!   starts a pipeline and records the run in it.
+
+mod support;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use chatops::ids::{ChannelId, ChatUserId, PipelineId, RequestId, TeamId};
+use chatops::run::{Platform, RunRequest, RunStatus, RUN_REQUEST_VERSION};
+use chatops::store::{DispatchClaim, DynamoStore, RunStore};
+use serde_yaml::Value;
+use std::collections::BTreeSet;
+
+const TEMPLATE: &str = include_str!("../infra/template.yaml");
+
+/// Each function's template resource and the variables its code reads.
+fn functions() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        ("IngressFunction", chatops::ingress::IngressConfig::ENV),
+        (
+            "DispatcherFunction",
+            chatops::dispatcher::DispatcherConfig::ENV,
+        ),
+        (
+            "CompletionFunction",
+            chatops::completion::CompletionConfig::ENV,
+        ),
+    ]
+}
+
+fn template() -> Value {
+    serde_yaml::from_str(TEMPLATE).expect("infra/template.yaml is YAML")
+}
+
+/// CloudFormation's short forms arrive as YAML tags (`!Ref X`); long forms as maps.
+fn intrinsic<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Tagged(t) if t.tag == name => Some(&t.value),
+        Value::Mapping(m) if m.len() == 1 => {
+            let long = if name == "Ref" {
+                "Ref".to_owned()
+            } else {
+                format!("Fn::{name}")
+            };
+            m.get(long.as_str())
+        }
+        _ => None,
+    }
+}
+
+/// The names a value refers to: `!Ref X`, `!GetAtt X.Arn`, `${X}`/`${X.Arn}` in `!Sub`,
+/// through `!If` branches and lists.
+fn references(v: &Value, out: &mut BTreeSet<String>) {
+    if let Some(Value::String(s)) = intrinsic(v, "Ref") {
+        out.insert(s.clone());
+    } else if let Some(att) = intrinsic(v, "GetAtt") {
+        let s = match att {
+            Value::String(s) => s.split('.').next().unwrap_or_default().to_owned(),
+            Value::Sequence(xs) => xs.first().and_then(Value::as_str).unwrap_or("").to_owned(),
+            _ => String::new(),
+        };
+        out.insert(s);
+    } else if let Some(Value::String(s)) = intrinsic(v, "Sub") {
+        for part in s.split("${").skip(1) {
+            let name = part.split('}').next().unwrap_or_default();
+            out.insert(name.split('.').next().unwrap_or_default().to_owned());
+        }
+    } else if let Some(Value::Sequence(xs)) = intrinsic(v, "If") {
+        for x in xs.iter().skip(1) {
+            references(x, out);
+        }
+    } else if let Value::Sequence(xs) = v {
+        for x in xs {
+            references(x, out);
+        }
+    }
+    out.remove("AWS::NoValue");
+}
+
+fn resource<'a>(t: &'a Value, name: &str) -> &'a Value {
+    let r = &t["Resources"][name];
+    assert!(!r.is_null(), "template has no resource {name}");
+    r
+}
+
+fn variables(t: &Value, function: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for vars in [
+        &t["Globals"]["Function"]["Environment"]["Variables"],
+        &resource(t, function)["Properties"]["Environment"]["Variables"],
+    ] {
+        if let Value::Mapping(m) = vars {
+            for (k, v) in m {
+                out.push((k.as_str().expect("variable name").to_owned(), v.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Every string the function's role statements name for `action` (references included).
+fn granted(t: &Value, function: &str, action: &str) -> BTreeSet<String> {
+    let mut role = BTreeSet::new();
+    references(&resource(t, function)["Properties"]["Role"], &mut role);
+    assert_eq!(
+        role.len(),
+        1,
+        "{function} must use its own role (least privilege)"
+    );
+    let role = resource(t, role.first().unwrap());
+    let mut out = BTreeSet::new();
+    for policy in role["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        for st in policy["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let actions: Vec<&str> = match &st["Action"] {
+                Value::String(s) => vec![s.as_str()],
+                Value::Sequence(xs) => xs.iter().filter_map(Value::as_str).collect(),
+                _ => vec![],
+            };
+            if st["Effect"] == "Allow" && actions.contains(&action) {
+                let r = &st["Resource"];
+                assert_ne!(r, "*", "{function}: {action} on every resource");
+                references(r, &mut out);
+                if let Value::Sequence(xs) = r {
+                    assert!(!xs.iter().any(|x| x == "*"), "{function}: {action} on *");
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_function_gets_exactly_the_variables_its_code_reads() {
+    let t = template();
+    let mut problems = Vec::new();
+    for (function, env) in functions() {
+        let read: BTreeSet<&str> = env.iter().copied().collect();
+        let defined: BTreeSet<String> = variables(&t, function).into_iter().map(|v| v.0).collect();
+        for v in &defined {
+            if !read.contains(v.as_str()) {
+                problems.push(format!("{function}: sets {v}, which its code never reads"));
+            }
+            if read.contains(format!("{v}_PARAM").as_str()) {
+                problems.push(format!(
+                    "{function}: passes the secret {v} by value; pass {v}_PARAM (an SSM name)"
+                ));
+            }
+        }
+        for v in &read {
+            let ok = match v.strip_suffix("_PARAM") {
+                // A secret: its SSM reference or (for local use) its value.
+                Some(base) => defined.contains(*v) || defined.contains(base),
+                None if read.contains(format!("{v}_PARAM").as_str()) => true,
+                None => defined.contains(*v),
+            };
+            if !ok {
+                problems.push(format!(
+                    "{function}: its code reads {v}, the template omits it"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn each_function_may_read_the_parameters_and_resources_it_is_given() {
+    let t = template();
+    for (function, _) in functions() {
+        for (name, value) in variables(&t, function) {
+            let mut refs = BTreeSet::new();
+            references(&value, &mut refs);
+            for r in refs {
+                if name.ends_with("_PARAM") {
+                    assert!(
+                        !t["Parameters"][r.as_str()].is_null(),
+                        "{function}: {name} should name an SSM parameter given as a template \
+                         parameter, not {r}"
+                    );
+                    assert!(
+                        granted(&t, function, "ssm:GetParameter").contains(&r),
+                        "{function}: its role cannot ssm:GetParameter the {r} named by {name}"
+                    );
+                } else if let Some(kind) = t["Resources"][r.as_str()]["Type"].as_str() {
+                    let action = match kind {
+                        "AWS::SQS::Queue" => "sqs:SendMessage",
+                        "AWS::DynamoDB::Table" => "dynamodb:UpdateItem",
+                        other => panic!("{function}: {name} points at a {other}: which grant?"),
+                    };
+                    assert!(
+                        granted(&t, function, action).contains(&r),
+                        "{function}: {name} names {r} but its role has no {action} on it"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_queue_fits_the_dispatcher() {
+    let t = template();
+    let dispatcher = &resource(&t, "DispatcherFunction")["Properties"];
+    let timeout = dispatcher["Timeout"].as_u64().expect("dispatcher Timeout");
+    let event = dispatcher["Events"]
+        .as_mapping()
+        .and_then(|m| m.values().find(|e| e["Type"] == "SQS"))
+        .expect("the dispatcher has an SQS event");
+    let mut queue = BTreeSet::new();
+    references(&event["Properties"]["Queue"], &mut queue);
+    assert_eq!(queue.iter().collect::<Vec<_>>(), ["RunQueue"]);
+    let types = &event["Properties"]["FunctionResponseTypes"];
+    assert!(
+        types
+            .as_sequence()
+            .is_some_and(|xs| xs.iter().any(|x| x == "ReportBatchItemFailures")),
+        "without ReportBatchItemFailures a partial batch response is ignored"
+    );
+    let batch = event["Properties"]["BatchSize"].as_u64().unwrap_or(10);
+    assert!(batch <= 10, "batch {batch}: keep it small");
+
+    let q = &resource(&t, "RunQueue")["Properties"];
+    let visibility = q["VisibilityTimeout"].as_u64().expect("VisibilityTimeout");
+    assert!(
+        visibility >= 6 * timeout,
+        "VisibilityTimeout {visibility} < 6 x dispatcher timeout {timeout}"
+    );
+    // The dispatcher tells the user on its last attempt; the redrive must not come sooner.
+    assert_eq!(
+        q["RedrivePolicy"]["maxReceiveCount"].as_u64(),
+        Some(u64::from(chatops::dispatcher::MAX_ATTEMPTS))
+    );
+    let mut dlq = BTreeSet::new();
+    references(&q["RedrivePolicy"]["deadLetterTargetArn"], &mut dlq);
+    let dlq = dlq.first().expect("a dead-letter queue");
+    assert_eq!(resource(&t, dlq)["Type"], "AWS::SQS::Queue");
+}
+
+#[test]
+fn outputs_and_the_slack_manifest_point_where_the_code_listens() {
+    let t = template();
+    let sub = |output: &str| match intrinsic(&t["Outputs"][output]["Value"], "Sub") {
+        Some(Value::String(s)) => s.clone(),
+        other => panic!("Outputs.{output}: expected !Sub, found {other:?}"),
+    };
+    let cases = [
+        (
+            "SlackRequestUrl",
+            "IngressFunctionUrl",
+            chatops::ingress::SLACK_PATH,
+        ),
+        (
+            "MattermostRequestUrl",
+            "IngressFunctionUrl",
+            chatops::ingress::MATTERMOST_PATH,
+        ),
+        (
+            "GitLabWebhookUrl",
+            "CompletionFunctionUrl",
+            chatops::completion::WEBHOOK_PATH,
+        ),
+    ];
+    for (output, url, path) in cases {
+        // A Function URL ends in `/`.
+        assert_eq!(
+            sub(output),
+            format!("${{{url}.FunctionUrl}}{}", &path[1..]),
+            "{output}"
+        );
+    }
+
+    let manifest: Value =
+        serde_yaml::from_str(include_str!("../infra/slack-app-manifest.yaml")).unwrap();
+    let commands = manifest["features"]["slash_commands"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(commands.len(), 1);
+    let chatops = &commands[0];
+    assert_eq!(chatops["command"], "/chatops");
+    assert_eq!(
+        chatops["url"], "REPLACE_WITH_SlackRequestUrl",
+        "README step 3 replaces it"
+    );
+    assert!(chatops["usage_hint"]
+        .as_str()
+        .is_some_and(|h| h.contains("run <job>")));
+    let scopes: BTreeSet<&str> = manifest["oauth_config"]["scopes"]["bot"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for scope in [
+        "commands",
+        "chat:write",
+        "chat:write.public",
+        "files:write",
+        "im:write",
+    ] {
+        assert!(scopes.contains(scope), "manifest lacks scope {scope}");
+    }
+}
+
+fn s(v: &Value, what: &str) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("RunsTable: {what} must be a literal string, found {v:?}"))
+        .to_owned()
+}
+
+fn key_schema(v: &Value) -> Vec<KeySchemaElement> {
+    v.as_sequence()
+        .expect("KeySchema list")
+        .iter()
+        .map(|k| {
+            KeySchemaElement::builder()
+                .attribute_name(s(&k["AttributeName"], "AttributeName"))
+                .key_type(KeyType::from(s(&k["KeyType"], "KeyType").as_str()))
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `CreateTable` (and TTL) from the template's `AWS::DynamoDB::Table` properties. Properties
+/// this does not know fail the test, so the table can never drift unseen.
+async fn create_from_template(client: &aws_sdk_dynamodb::Client, name: &str, props: &Value) {
+    const NOT_SCHEMA: &[&str] = &[
+        "PointInTimeRecoverySpecification",
+        "SSESpecification",
+        "Tags",
+        "DeletionProtectionEnabled",
+    ];
+    let mut req = client.create_table().table_name(name);
+    for (k, v) in props.as_mapping().expect("RunsTable Properties") {
+        match k.as_str().unwrap() {
+            "BillingMode" => {
+                req = req.billing_mode(BillingMode::from(s(v, "BillingMode").as_str()))
+            }
+            "AttributeDefinitions" => {
+                for a in v.as_sequence().unwrap() {
+                    req = req.attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name(s(&a["AttributeName"], "AttributeName"))
+                            .attribute_type(ScalarAttributeType::from(
+                                s(&a["AttributeType"], "AttributeType").as_str(),
+                            ))
+                            .build()
+                            .unwrap(),
+                    );
+                }
+            }
+            "KeySchema" => req = req.set_key_schema(Some(key_schema(v))),
+            "GlobalSecondaryIndexes" => {
+                for g in v.as_sequence().unwrap() {
+                    let p = &g["Projection"];
+                    let mut projection = Projection::builder().projection_type(
+                        ProjectionType::from(s(&p["ProjectionType"], "ProjectionType").as_str()),
+                    );
+                    for a in p["NonKeyAttributes"].as_sequence().into_iter().flatten() {
+                        projection = projection.non_key_attributes(s(a, "NonKeyAttributes"));
+                    }
+                    req = req.global_secondary_indexes(
+                        GlobalSecondaryIndex::builder()
+                            .index_name(s(&g["IndexName"], "IndexName"))
+                            .set_key_schema(Some(key_schema(&g["KeySchema"])))
+                            .projection(projection.build())
+                            .build()
+                            .unwrap(),
+                    );
+                }
+            }
+            "TimeToLiveSpecification" => {}
+            other if NOT_SCHEMA.contains(&other) => {}
+            other => panic!("RunsTable.{other}: teach tests/template.rs what it means"),
+        }
+    }
+    req.send().await.expect("CreateTable from the template");
+    let ttl = &props["TimeToLiveSpecification"];
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(s(&ttl["AttributeName"], "TTL AttributeName"))
+                .enabled(ttl["Enabled"].as_bool().expect("TTL Enabled"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("UpdateTimeToLive from the template");
+}
+
+/// Key schema, attribute types and indexes as DynamoDB describes them, order-free.
+async fn shape(client: &aws_sdk_dynamodb::Client, name: &str) -> Vec<String> {
+    let d = client
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .unwrap();
+    let t = d.table.unwrap();
+    let keys = |ks: &[KeySchemaElement]| {
+        ks.iter()
+            .map(|k| format!("{}:{}", k.attribute_name, k.key_type.as_str()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut out = vec![format!("key {}", keys(t.key_schema()))];
+    for a in t.attribute_definitions() {
+        out.push(format!(
+            "attr {}:{}",
+            a.attribute_name,
+            a.attribute_type.as_str()
+        ));
+    }
+    for g in t.global_secondary_indexes() {
+        let p = g.projection.as_ref();
+        out.push(format!(
+            "gsi {} {} {:?} {:?}",
+            g.index_name().unwrap_or_default(),
+            keys(g.key_schema()),
+            p.and_then(|p| p.projection_type.clone()),
+            p.map(|p| p.non_key_attributes().to_vec()),
+        ));
+    }
+    out.sort();
+    out
+}
+
+fn request(id: &str) -> RunRequest {
+    RunRequest {
+        version: RUN_REQUEST_VERSION,
+        request_id: RequestId::new(id),
+        platform: Platform::Slack,
+        team_id: TeamId::new("T1"),
+        team_domain: None,
+        channel_id: ChannelId::new("C1"),
+        channel_name: "ops".into(),
+        user_id: ChatUserId::new("U1"),
+        user_name: "alice".into(),
+        command: "/chatops".into(),
+        job: "hello-world".into(),
+        input: "".into(),
+        response_url: "https://hooks.slack.com/commands/T1/1/x".into(),
+        received_at: 1_700_000_000,
+    }
+}
+
+#[tokio::test]
+async fn the_table_built_from_the_template_serves_the_store() {
+    let t = template();
+    let table = resource(&t, "RunsTable");
+    assert_eq!(table["Type"], "AWS::DynamoDB::Table");
+    let props = &table["Properties"];
+    assert_eq!(props["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+
+    let cfg = support::aws_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&cfg);
+    let name = support::unique_name("runs-template");
+    create_from_template(&client, &name, props).await;
+
+    // The same shape as the store's own schema (what its tests run against).
+    let reference = support::unique_name("runs-store");
+    DynamoStore::create_table(&client, &reference)
+        .await
+        .unwrap();
+    assert_eq!(
+        shape(&client, &name).await,
+        shape(&client, &reference).await
+    );
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .time_to_live_description
+        .unwrap();
+    assert_eq!(ttl.attribute_name(), Some("expires_at"));
+
+    // The store's round trip on it: claim, record the pipeline, find it by pipeline and
+    // among the open runs, claim the reply once.
+    let store = DynamoStore::new(client, &name);
+    let now = 1_700_000_100;
+    let req = request(&support::unique_name("req"));
+    let mut run = match store.claim_dispatch(&req, now, 60).await.unwrap() {
+        DispatchClaim::Claimed(run) => *run,
+        other => panic!("a new request is claimed, got {other:?}"),
+    };
+    assert_eq!(
+        store.claim_dispatch(&req, now + 1, 60).await.unwrap(),
+        DispatchClaim::Busy
+    );
+    let pipeline = PipelineId(now);
+    run.status = RunStatus::Running;
+    run.pipeline_id = Some(pipeline);
+    run.updated_at = now + 2;
+    store.save_run(&run).await.unwrap();
+
+    let found = store
+        .find_by_pipeline(pipeline)
+        .await
+        .unwrap()
+        .expect("by-pipeline index");
+    assert_eq!(found.request.request_id, req.request_id);
+    let open = store.open_runs(now + 10).await.unwrap();
+    assert!(
+        open.iter().any(|r| r.request.request_id == req.request_id),
+        "open-runs index"
+    );
+
+    assert!(store.claim_reply(&req.request_id, now + 20).await.unwrap());
+    assert!(!store.claim_reply(&req.request_id, now + 21).await.unwrap());
+    let open = store.open_runs(now + 30).await.unwrap();
+    assert!(!open.iter().any(|r| r.request.request_id == req.request_id));
+}
+
+#[tokio::test]
+async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
+    use chatops::config::{Env, SsmSecrets};
+    use chatops::dispatcher::{Dispatcher, DispatcherConfig};
+    use chatops::run::UserLink;
+    use chatops::standin::gitlab::{GitLabStandin, StandinCiJob};
+    use chatops::standin::slack::SlackStandIn;
+
+    let t = template();
+    let cfg = support::aws_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let table = support::unique_name("runs-dispatch");
+    create_from_template(&ddb, &table, &resource(&t, "RunsTable")["Properties"]).await;
+
+    let gl = GitLabStandin::start().await;
+    let g = gl.state();
+    g.add_project(42, "ops/deploy");
+    g.add_user(7, "alice");
+    g.set_member(42, 7, 30);
+    g.set_ci_jobs(42, vec![StandinCiJob::chat("hello-world")]);
+    let slack = SlackStandIn::start("xoxb-template-test").await.unwrap();
+
+    // Secrets go where the template says: SecureString parameters named by its parameters.
+    let ssm = aws_sdk_ssm::Client::new(&cfg);
+    let put_secret = |value: String| {
+        let ssm = ssm.clone();
+        async move {
+            let name = format!("/{}", support::unique_name("chatops"));
+            ssm.put_parameter()
+                .name(&name)
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .send()
+                .await
+                .unwrap();
+            name
+        }
+    };
+
+    // The environment the template gives the dispatcher, each parameter or resource it
+    // refers to stood in for by this test's; `!If` ones stay unset, as in a default deploy.
+    let mut env = Env::default();
+    for (name, value) in variables(&t, "DispatcherFunction") {
+        if intrinsic(&value, "If").is_some() {
+            continue;
+        }
+        let mut refs = BTreeSet::new();
+        references(&value, &mut refs);
+        let target = refs.into_iter().next().unwrap_or_default();
+        let v = match target.as_str() {
+            "RunsTable" => table.clone(),
+            "GitLabUrl" => gl.url(),
+            "GitLabProject" => "ops/deploy".to_owned(),
+            "GitLabTokenParam" => put_secret(gl.token()).await,
+            "SlackBotTokenParam" => put_secret("xoxb-template-test".to_owned()).await,
+            "SlackApiUrl" => slack.api_url(),
+            other => panic!("DispatcherFunction.{name} = {other}: teach this test its value"),
+        };
+        env.set(name, v);
+    }
+    let config = DispatcherConfig::from_env(&env, &SsmSecrets::new(cfg.clone()))
+        .await
+        .expect("the template's environment configures the dispatcher");
+    let dispatcher = Dispatcher::from_config(config, &cfg).unwrap();
+
+    let store = DynamoStore::new(ddb, &table);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    store
+        .link_user(&UserLink {
+            team_id: TeamId::new("T1"),
+            chat_user_id: ChatUserId::new("U1"),
+            gitlab_username: "alice".into(),
+            linked_at: now,
+        })
+        .await
+        .unwrap();
+    let mut req = request(&support::unique_name("req"));
+    req.response_url = slack.response_url("T1");
+    req.received_at = now;
+    dispatcher
+        .handle_message(&serde_json::to_string(&req).unwrap(), 1)
+        .await
+        .expect("dispatched");
+
+    let pipelines = g.pipelines();
+    assert_eq!(pipelines.len(), 1, "one pipeline started");
+    assert_eq!(pipelines[0].variable("CHATOPS_JOB"), Some("hello-world"));
+    let run = store
+        .get_run(&req.request_id)
+        .await
+        .unwrap()
+        .expect("run recorded");
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.pipeline_id, Some(PipelineId(pipelines[0].id)));
+    let by_pipeline = store
+        .find_by_pipeline(PipelineId(pipelines[0].id))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_pipeline.map(|r| r.request.request_id),
+        Some(req.request_id.clone())
+    );
+    let open = store.open_runs(now + 3600).await.unwrap();
+    assert!(open.iter().any(|r| r.request.request_id == req.request_id));
+    let posts = slack
+        .wait_for_posts(1, std::time::Duration::from_secs(5))
+        .await;
+    assert!(
+        !posts.is_empty(),
+        "the channel was told the pipeline started"
+    );
+
+    // The same message again (SQS delivers at least once): nothing new.
+    dispatcher
+        .handle_message(&serde_json::to_string(&req).unwrap(), 2)
+        .await
+        .unwrap();
+    assert_eq!(g.pipelines().len(), 1);
+}
