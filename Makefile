@@ -7,7 +7,7 @@ PYTHON ?= python3
 PORT ?= 3000
 
 .PHONY: demo local test check fmt fmt-check clippy bench bench-coldstart build deploy lint tools \
-        test-tools lambda-tools sam-tools lint-tools
+        test-tools lambda-tools sam-tools lint-tools fuzz
 
 ## The product, offline: stand-ins for GitLab and Slack, the example jobs, a transcript.
 demo:
@@ -15,7 +15,7 @@ demo:
 
 ## The product on 127.0.0.1:$(PORT) against real Slack/GitLab (see README "Local mode").
 local:
-	$(CARGO) run --release --bin chatops -- local --port $(PORT)
+	$(CARGO) run --quiet --bin chatops -- local --port $(PORT)
 
 ## Every test: unit, integration over moto, end to end, template lints.
 test: test-tools
@@ -35,6 +35,18 @@ clippy:
 
 bench:
 	$(CARGO) bench --bench reply --bench ingress
+
+## Fuzz the reply parser with cargo-fuzz (libFuzzer) for FUZZ_SECONDS, from the seeds in
+## tests/fuzz/seeds. libFuzzer needs -Z flags: nightly when installed, else the stable
+## toolchain with RUSTC_BOOTSTRAP=1. Same-result-in-any-chunking is also checked by
+## `make test` (tests/reply.rs, random and mutated inputs).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	@mkdir -p tests/fuzz/corpus/reply
+	@if rustup run nightly rustc --version >/dev/null 2>&1; then tc=+nightly; else tc=; export RUSTC_BOOTSTRAP=1; fi; \
+	  set -x; $(CARGO) $$tc fuzz run --fuzz-dir tests/fuzz reply tests/fuzz/corpus/reply tests/fuzz/seeds/reply \
+	    -- -max_total_time=$(FUZZ_SECONDS)
 
 ## Only the ingress cold start: release `ingress` vs the `ingress-floor` binary, side by side
 ## under a local Lambda Runtime API with SQS on moto (prints both medians and the ratio).
@@ -71,7 +83,7 @@ lint-tools:
 ## machine cannot build arm64 (then deploy with `make deploy`, which builds arm64 itself).
 LAMBDAS := ingress dispatcher completion
 build: lambda-tools
-	@set -e; bins="$(foreach f,$(LAMBDAS),--bin $(f))"; \
+	@set -e; bins="$(foreach f,$(LAMBDAS),-p $(f))"; \
 	if $(CARGO) lambda build --release --arm64 --output-format zip $$bins; then arch=arm64; \
 	else echo "arm64 build failed: falling back to x86-64"; \
 	    $(CARGO) lambda build --release --x86-64 --output-format zip $$bins; arch=x86_64; fi; \

@@ -43,6 +43,16 @@ pub const ENV: &[&str] = &[
     "AWS_ENDPOINT_URL",
 ];
 
+/// Secrets given by SSM reference: local mode needs AWS credentials for these.
+const SECRET_REFS: &[&str] = &[
+    "SLACK_SIGNING_SECRET_PARAM",
+    "MATTERMOST_TOKEN_PARAM",
+    "GITLAB_TOKEN_PARAM",
+    "GITLAB_WEBHOOK_SECRET_PARAM",
+    "SLACK_BOT_TOKEN_PARAM",
+    "MATTERMOST_BOT_TOKEN_PARAM",
+];
+
 /// Placeholders the functions' configs require but the embedded backends do not use.
 const EMBEDDED_QUEUE: &str = "embedded://memory";
 const EMBEDDED_TABLE: &str = "embedded-memory";
@@ -95,9 +105,13 @@ impl Local {
         aws: bool,
         sdk: Option<aws_config::SdkConfig>,
     ) -> Result<Local, LocalError> {
+        // Embedded and every secret given directly: nothing talks to AWS, so the SDK's
+        // credential and region chain (which probes instance metadata) is never loaded.
+        let needs_aws = aws || SECRET_REFS.iter().any(|name| env.get(name).is_some());
         let sdk = match sdk {
             Some(s) => s,
-            None => crate::config::aws_sdk_config().await,
+            None if needs_aws => crate::config::aws_sdk_config().await,
+            None => offline_sdk_config(),
         };
         let secrets = SsmSecrets::new(sdk.clone());
         let mut env = env.clone();
@@ -224,7 +238,10 @@ impl Local {
         let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
             Ok(b) => b,
             Err(_) => {
-                return (http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+                return (
+                    http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large\n",
+                )
                     .into_response()
             }
         };
@@ -489,12 +506,28 @@ pub const BOB: DemoUser = DemoUser {
 
 /// What the demo sends, in order: GitLab's example jobs and the ways a run can end.
 pub const DEMO_SCRIPT: &[(DemoUser, &str, &str)] = &[
-    (ALICE, "run hello-world", "the docs' first example: one command, its output"),
-    (ALICE, "run ls", "the docs' chat_reply example: only that section comes back"),
-    (ALICE, "run greet the release notes", "several commands: commands and output"),
+    (
+        ALICE,
+        "run hello-world",
+        "the docs' first example: one command, its output",
+    ),
+    (
+        ALICE,
+        "run ls",
+        "the docs' chat_reply example: only that section comes back",
+    ),
+    (
+        ALICE,
+        "run greet the release notes",
+        "several commands: commands and output",
+    ),
     (ALICE, "run db-check", "a job that fails"),
     (ALICE, "run rollback", "a job the project does not define"),
-    (ALICE, "run deploy-production", "a job marked except: [chat]"),
+    (
+        ALICE,
+        "run deploy-production",
+        "a job marked except: [chat]",
+    ),
     (ALICE, "run restart", "a when: manual job"),
     (BOB, "run hello-world", "a Reporter may not run jobs"),
 ];
@@ -505,7 +538,7 @@ pub enum DemoBackends {
     Embedded,
     /// SQS and DynamoDB at `sdk`'s endpoint (moto in tests); queue and table must exist.
     Aws {
-        sdk: aws_config::SdkConfig,
+        sdk: Box<aws_config::SdkConfig>,
         queue_url: String,
         table: String,
     },
@@ -539,7 +572,17 @@ impl DemoWorld {
         backends: DemoBackends,
         project_dir: &std::path::Path,
     ) -> Result<DemoWorld, LocalError> {
-        let setup = |what: &str, e: &dyn std::fmt::Display| LocalError::Setup(format!("{what}: {e}"));
+        Self::start_with(backends, project_dir, &[]).await
+    }
+
+    /// Like `start`, with more variables for local mode (e.g. `SWEEP_EVERY_SECS`).
+    pub async fn start_with(
+        backends: DemoBackends,
+        project_dir: &std::path::Path,
+        extra_env: &[(&str, &str)],
+    ) -> Result<DemoWorld, LocalError> {
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| LocalError::Setup(format!("{what}: {e}"));
         let ci = CiFile::load(project_dir).map_err(|e| setup("the demo project", &e))?;
         let gitlab = GitLabStandin::start().await;
         let slack = SlackStandIn::start(DEMO_BOT_TOKEN)
@@ -550,7 +593,9 @@ impl DemoWorld {
             .map_err(|e| setup("binding 127.0.0.1", &e))?;
         let local_url = format!(
             "http://{}",
-            listener.local_addr().map_err(|e| setup("local address", &e))?
+            listener
+                .local_addr()
+                .map_err(|e| setup("local address", &e))?
         );
 
         let gl = gitlab.state();
@@ -558,7 +603,12 @@ impl DemoWorld {
         gl.set_ci_jobs(DEMO_PROJECT_ID, standin_jobs(&ci));
         let mut runner = Runner::new(project_dir);
         runner.timeout = Duration::from_secs(120);
-        gl.set_executor(Arc::new(ShellExecutor::new(runner, ci, gl.clone(), &gitlab.url())));
+        gl.set_executor(Arc::new(ShellExecutor::new(
+            runner,
+            ci,
+            gl.clone(),
+            &gitlab.url(),
+        )));
         gl.set_webhook(
             &format!("{local_url}{}", crate::completion::WEBHOOK_PATH),
             DEMO_WEBHOOK_SECRET,
@@ -590,6 +640,9 @@ impl DemoWorld {
                 ),
             ),
         ]);
+        for (k, v) in extra_env {
+            env.set(*k, *v);
+        }
         let (aws, sdk) = match backends {
             DemoBackends::Embedded => (false, Some(offline_sdk_config())),
             DemoBackends::Aws {
@@ -599,7 +652,7 @@ impl DemoWorld {
             } => {
                 env.set("RUN_QUEUE_URL", queue_url);
                 env.set("RUNS_TABLE", table);
-                (true, Some(sdk))
+                (true, Some(*sdk))
             }
         };
         let local = Local::from_env(&env, aws, sdk).await?;
@@ -635,7 +688,10 @@ impl DemoWorld {
             ("api_app_id", "A0DEMO"),
             ("is_enterprise_install", "false"),
             ("response_url", &response_url),
-            ("trigger_id", &format!("{n}.{}.demo", self.local.clock.now())),
+            (
+                "trigger_id",
+                &format!("{n}.{}.demo", self.local.clock.now()),
+            ),
         ])
         .map_err(|e| LocalError::Setup(format!("encoding a slash command: {e}")))?;
         let timestamp = self.local.clock.now().to_string();
@@ -646,7 +702,11 @@ impl DemoWorld {
         );
         let resp = self
             .http
-            .post(format!("{}{}", self.running.url(), crate::ingress::SLACK_PATH))
+            .post(format!(
+                "{}{}",
+                self.running.url(),
+                crate::ingress::SLACK_PATH
+            ))
             .header("content-type", "application/x-www-form-urlencoded")
             .header(crate::slack::verify::TIMESTAMP_HEADER, timestamp)
             .header(crate::slack::verify::SIGNATURE_HEADER, signature)
@@ -740,7 +800,10 @@ impl DemoWorld {
         for c in cmds {
             out.push_str(&format!("\n{} › /chatops {}\n", c.user.name, c.text));
             if c.status != 200 {
-                out.push_str(&format!("  Slack: \"/chatops\" failed with the error \"http_{}\"\n", c.status));
+                out.push_str(&format!(
+                    "  Slack: \"/chatops\" failed with the error \"http_{}\"\n",
+                    c.status
+                ));
             } else if !c.answer.is_null() && !c.answer["text"].as_str().unwrap_or("").is_empty() {
                 out.push_str(&speak(&answer_post(c), "answer"));
             }

@@ -786,3 +786,201 @@ async fn sample_sqs_event_dispatches() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0, request.response_url);
 }
+
+#[tokio::test]
+async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
+    let event: SqsEvent =
+        serde_json::from_str(include_str!("../events/sqs-batch-mixed.json")).unwrap();
+    assert_eq!(event.records.len(), 3);
+    let good: RunRequest = serde_json::from_str(event.records[2].body.as_deref().unwrap()).unwrap();
+    let gl = Arc::new(FakeGitLab::new());
+    let p = gl.add_project(42, "group/proj");
+    let u = gl.add_user(7, "steve");
+    gl.set_member(p.id, u.id, AccessLevel::MAINTAINER);
+    gl.set_ci_jobs(p.id, vec![FakeGitLab::ci_job(&good.job)]);
+    let store = Arc::new(MemoryStore::new());
+    store
+        .link_user(&UserLink {
+            team_id: good.team_id.clone(),
+            chat_user_id: good.user_id.clone(),
+            gitlab_username: "steve".into(),
+            linked_at: 1,
+        })
+        .await
+        .unwrap();
+    let chat = Arc::new(Recorder::default());
+    let clock: Arc<dyn Clock> = Arc::new(chatops::clock::ManualClock::at(good.received_at + 60));
+    let d = Dispatcher {
+        config: DispatcherConfig {
+            gitlab_url: "https://gitlab.example.com".into(),
+            gitlab_token: Secret::new("t"),
+            project: ProjectRef::new("42"),
+            channel_projects: HashMap::new(),
+            runs_table: "unused".into(),
+            slack_bot_token: None,
+            slack_api_url: "https://slack.com/api/".into(),
+            mattermost_url: None,
+            mattermost_bot_token: None,
+        },
+        gitlab: gl.clone(),
+        store: store.clone(),
+        deliverer: Deliverer {
+            slack: chat.clone(),
+            mattermost: chat.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+        },
+        clock,
+    };
+    let resp = d.handle_batch(event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    let created = gl.created_pipelines();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].variable("CHATOPS_JOB"), Some("hello-world"));
+    assert_eq!(created[0].variable("CHAT_INPUT"), Some(""));
+    assert_eq!(
+        store.all_runs().len(),
+        1,
+        "bad records leave nothing behind"
+    );
+}
+
+#[test]
+fn ci_template_carries_the_contract_rules() {
+    let v: serde_yaml::Value =
+        serde_yaml::from_str(include_str!("../infra/gitlab/chatops-job.gitlab-ci.yml")).unwrap();
+    assert_eq!(
+        v[".chatops"]["rules"][0]["if"].as_str(),
+        Some("$CHATOPS_JOB == $CI_JOB_NAME")
+    );
+    assert_eq!(
+        v[".chatops-manual"]["rules"][0]["if"].as_str(),
+        Some("$CHATOPS_JOB == $CI_JOB_NAME")
+    );
+    assert_eq!(
+        v[".chatops-manual"]["rules"][0]["when"].as_str(),
+        Some("manual")
+    );
+    assert_eq!(
+        v[".chatops-never"]["rules"][0]["if"].as_str(),
+        Some("$CHATOPS_JOB")
+    );
+    assert_eq!(
+        v[".chatops-never"]["rules"][0]["when"].as_str(),
+        Some("never")
+    );
+    // The README's copy-paste example uses the same rule text.
+    let readme = include_str!("../README.md");
+    assert!(readme.contains("- if: '$CHATOPS_JOB == $CI_JOB_NAME'"));
+}
+
+struct EchoExecutor;
+
+#[async_trait::async_trait]
+impl chatops::standin::gitlab::JobExecutor for EchoExecutor {
+    async fn run(
+        &self,
+        job: chatops::standin::gitlab::ExecJob,
+    ) -> chatops::standin::gitlab::ExecOutcome {
+        let input = job
+            .variables
+            .iter()
+            .find(|(k, _)| k == "CHAT_INPUT")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        chatops::standin::gitlab::ExecOutcome {
+            status: Status::Success,
+            trace: format!("{} says {input}\n", job.name).into_bytes(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn standin_runs_jobs_and_delivers_gitlab_webhooks() {
+    use futures_util::StreamExt;
+    type Seen = Arc<Mutex<Vec<(HashMap<String, String>, serde_json::Value)>>>;
+    let seen: Seen = Arc::default();
+    let s2 = seen.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/gitlab/webhook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/gitlab/webhook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let s2 = s2.clone();
+            async move {
+                let h = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                s2.lock()
+                    .unwrap()
+                    .push((h, serde_json::from_str(&body).unwrap()));
+                "ok"
+            }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let gitlab = GitLabStandin::start().await;
+    let st = gitlab.state();
+    st.add_project(5, "g/p");
+    st.set_ci_jobs(5, vec![StandinCiJob::chat("hello")]);
+    st.set_webhook(&hook_url, "hook-secret");
+    st.set_executor(Arc::new(EchoExecutor));
+    let client =
+        GitLabClient::with_policy(&gitlab.url(), Secret::new(gitlab.token()), fast_policy())
+            .unwrap();
+    let vars = vec![
+        ("CHATOPS_JOB".to_string(), "hello".to_string()),
+        ("CHAT_INPUT".to_string(), "hi".to_string()),
+    ];
+    let pipe = client
+        .create_pipeline(ProjectId(5), "main", &vars)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hooks = seen.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 2, "a Job Hook and a Pipeline Hook");
+    let (jh, job_body) = &hooks[0];
+    assert_eq!(jh["x-gitlab-event"], "Job Hook");
+    assert_eq!(jh["x-gitlab-token"], "hook-secret");
+    assert!(!jh["idempotency-key"].is_empty() && !jh["x-gitlab-event-uuid"].is_empty());
+    assert_eq!(job_body["object_kind"], "build");
+    assert_eq!(job_body["build_status"], "success");
+    assert_eq!(job_body["pipeline_id"], pipe.id.0);
+    let (ph, pipe_body) = &hooks[1];
+    assert_eq!(ph["x-gitlab-event"], "Pipeline Hook");
+    assert_eq!(pipe_body["object_attributes"]["status"], "success");
+    assert_eq!(pipe_body["builds"][0]["name"], "hello");
+
+    let job_id = chatops::ids::JobId(job_body["build_id"].as_u64().unwrap());
+    let job = client.job(ProjectId(5), job_id).await.unwrap();
+    assert_eq!(job.status, Status::Success);
+    let trace: Vec<u8> = client
+        .job_trace(ProjectId(5), job_id)
+        .await
+        .unwrap()
+        .map(|c| c.unwrap().to_vec())
+        .concat()
+        .await;
+    assert_eq!(trace, b"hello says hi\n");
+    assert_eq!(
+        client.pipeline(ProjectId(5), pipe.id).await.unwrap().status,
+        Status::Success
+    );
+
+    // Resending the same delivery keeps its Idempotency-Key (what completion dedups on).
+    let d = st.job_hook(job_id.0).unwrap();
+    st.deliver(&d).await.unwrap();
+    st.deliver(&d).await.unwrap();
+    let keys: Vec<String> = seen.lock().unwrap()[2..]
+        .iter()
+        .map(|(h, _)| h["idempotency-key"].clone())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], keys[1]);
+    server.abort();
+}

@@ -281,23 +281,58 @@ mod tests {
             (b"plain", "plain", false, false),
             (b"\x1b[32;1m$ whoami\x1b[0;m", "$ whoami", false, true),
             (b"\x1b[0;m\x1b[32;1m$ ls\x1b[0;m", "$ ls", false, true),
-            (b"\x1b[0Ksection_start:1:section_script_step_0\r\x1b[0K\x1b[32;1m$ ls\x1b[0;m", "$ ls", true, true),
-            (b"\x1b[32;1mCloning repository...\x1b[0;m", "Cloning repository...", false, false),
-            (b"x \x1b[32;1m$ not-a-command", "x $ not-a-command", false, false),
+            (
+                b"\x1b[0Ksection_start:1:section_script_step_0\r\x1b[0K\x1b[32;1m$ ls\x1b[0;m",
+                "$ ls",
+                true,
+                true,
+            ),
+            (
+                b"\x1b[32;1mCloning repository...\x1b[0;m",
+                "Cloning repository...",
+                false,
+                false,
+            ),
+            (
+                b"x \x1b[32;1m$ not-a-command",
+                "x $ not-a-command",
+                false,
+                false,
+            ),
             (b"10%\r20%\r100%", "100%", false, false),
             (b"abcdef\rXY", "XYcdef", false, false),
             (b"abcdef\r\x1b[0KXY", "XY", false, false),
             (b"abc\r\x1b[2Kd", "d", false, false),
             (b"done\r", "done", false, false),
             (b"ab\x08c", "ac", false, false),
-            (b"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link", false, false),
+            (
+                b"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\",
+                "link",
+                false,
+                false,
+            ),
             (b"\x1b]0;title\x07t", "t", false, false),
             (b"\x1b(Bx", "x", false, false),
             (b"a\x00b\x7fc", "abc", false, false),
             (b"\xff\xfeok", "\u{fffd}\u{fffd}ok", false, false),
-            (b"\xe8\xa8\xb1\x1b[0m\xe5\x8a\x9f", "\u{8a31}\u{529f}", false, false),
-            (b"section_end:1:step_script\r\x1b[0Ksection_start:2:after_script\r\x1b[0K", "", true, false),
-            (b"section_start:$( date +%s ):chat_reply\\r\\033[0K", "section_start:$( date +%s ):chat_reply\\r\\033[0K", false, false),
+            (
+                b"\xe8\xa8\xb1\x1b[0m\xe5\x8a\x9f",
+                "\u{8a31}\u{529f}",
+                false,
+                false,
+            ),
+            (
+                b"section_end:1:step_script\r\x1b[0Ksection_start:2:after_script\r\x1b[0K",
+                "",
+                true,
+                false,
+            ),
+            (
+                b"section_start:$( date +%s ):chat_reply\\r\\033[0K",
+                "section_start:$( date +%s ):chat_reply\\r\\033[0K",
+                false,
+                false,
+            ),
             (b"\x1b[999999999Cx", "", false, false),
             (b"\x1b[", "", false, false),
             (b"\x1b[31", "", false, false),
@@ -309,7 +344,12 @@ mod tests {
                 assert_eq!(l.text.chars().count(), MAX_COLUMN + 1);
                 continue;
             }
-            assert_eq!((l.text.as_str(), l.had_marker, l.echo), (*text, *marker, *echo), "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                (l.text.as_str(), l.had_marker, l.echo),
+                (*text, *marker, *echo),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 

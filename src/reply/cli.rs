@@ -32,7 +32,9 @@ pub fn run(file: &str, raw: bool) -> anyhow::Result<i32> {
         Outcome::NoReplySection => {
             if !raw {
                 let name = if file == "-" { "standard input" } else { file };
-                eprintln!("chatops reply: no chat_reply, step_script or build_script section in {name}");
+                eprintln!(
+                    "chatops reply: no chat_reply, step_script or build_script section in {name}"
+                );
             }
             NO_REPLY_SECTION
         }

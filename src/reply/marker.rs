@@ -171,14 +171,26 @@ mod tests {
     #[test]
     fn forward_table() {
         let cases: &[(&[u8], Option<(Kind, &str)>)] = &[
-            (b"section_start:1506004958:build_script\r\x1b[0K", Some((Kind::Start, "build_script"))),
-            (b"section_end:1:step_script\r\x1b[0K", Some((Kind::End, "step_script"))),
-            (b"section_start:1:a.b-c_9[collapsed=true]\r\x1b[0K", Some((Kind::Start, "a.b-c_9"))),
+            (
+                b"section_start:1506004958:build_script\r\x1b[0K",
+                Some((Kind::Start, "build_script")),
+            ),
+            (
+                b"section_end:1:step_script\r\x1b[0K",
+                Some((Kind::End, "step_script")),
+            ),
+            (
+                b"section_start:1:a.b-c_9[collapsed=true]\r\x1b[0K",
+                Some((Kind::Start, "a.b-c_9")),
+            ),
             (
                 b"section_start:1:x[hide_duration=true,collapsed=true]\r\x1b[0K",
                 Some((Kind::Start, "x")),
             ),
-            (b"section_start:1:x[a=b, c=d]\r\x1b[0K", Some((Kind::Start, "x"))),
+            (
+                b"section_start:1:x[a=b, c=d]\r\x1b[0K",
+                Some((Kind::Start, "x")),
+            ),
             (b"section_start:1:x[a=b=c]\r\x1b[0K", None),
             (b"section_start:1:x[]\r\x1b[0K", None),
             (b"section_start:1:x[a=]\r\x1b[0K", None),

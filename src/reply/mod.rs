@@ -124,7 +124,8 @@ impl Window {
             return;
         }
         self.buf.extend_from_slice(b);
-        if self.buf.len() > 2 * self.keep {
+        // Trimming moves `keep` bytes; doing it rarely keeps the copying per byte low.
+        if self.buf.len() > 4 * self.keep {
             self.trim(self.keep);
         }
     }
@@ -198,9 +199,13 @@ impl Capture {
             let m = b.len().min(ECHO_LEN - 1);
             j[..n].copy_from_slice(&self.carry);
             j[n..n + m].copy_from_slice(&b[..m]);
-            self.echoes = self.echoes.saturating_add(ECHO.find_iter(&j[..n + m]).take(2).count() as u8);
+            self.echoes = self
+                .echoes
+                .saturating_add(ECHO.find_iter(&j[..n + m]).take(2).count() as u8);
         }
-        self.echoes = self.echoes.saturating_add(ECHO.find_iter(b).take(2).count() as u8);
+        self.echoes = self
+            .echoes
+            .saturating_add(ECHO.find_iter(b).take(2).count() as u8);
         if b.len() >= ECHO_LEN - 1 {
             self.carry.clear();
             self.carry.extend_from_slice(&b[b.len() - (ECHO_LEN - 1)..]);
@@ -344,8 +349,14 @@ impl Extractor {
         if chunk[r..r + avail] != SUFFIX[..avail] {
             return;
         }
-        let prev = if r > 0 { chunk.get(r - 1) } else { self.look.last() };
-        if !prev.is_some_and(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b']')) {
+        let prev = if r > 0 {
+            chunk.get(r - 1)
+        } else {
+            self.look.last()
+        };
+        if !prev
+            .is_some_and(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b']'))
+        {
             return;
         }
         let before: &[u8] = if r >= LOOK {
@@ -421,10 +432,12 @@ impl Extractor {
             .slots
             .iter_mut()
             .zip(CANDIDATES)
-            .find_map(|(slot, (_, kind))| match std::mem::replace(slot, Slot::Invalid) {
-                Slot::Closed(c) => Some((c, kind)),
-                _ => None,
-            });
+            .find_map(
+                |(slot, (_, kind))| match std::mem::replace(slot, Slot::Invalid) {
+                    Slot::Closed(c) => Some((c, kind)),
+                    _ => None,
+                },
+            );
         let outcome = match picked {
             Some((c, kind)) => Outcome::Reply(c.reply(kind)),
             None => Outcome::NoReplySection,

@@ -77,10 +77,19 @@ fn items(lines: Vec<Line>) -> Vec<Item> {
         .collect()
 }
 
-fn script(head: Vec<Line>, tail: Option<Vec<Line>>, echoes_seen: u8) -> (Vec<Entry>, Option<usize>) {
+fn script(
+    head: Vec<Line>,
+    tail: Option<Vec<Line>>,
+    echoes_seen: u8,
+) -> (Vec<Entry>, Option<usize>) {
     let head = items(head);
     let tail = tail.map(items);
-    let count = |items: &[Item]| items.iter().filter(|i| matches!(i, Item::Command(_))).count();
+    let count = |items: &[Item]| {
+        items
+            .iter()
+            .filter(|i| matches!(i, Item::Command(_)))
+            .count()
+    };
     let visible_commands = count(&head) + tail.as_deref().map_or(0, count);
     let commands = if tail.is_some() {
         visible_commands.max(usize::from(echoes_seen))

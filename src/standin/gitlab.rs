@@ -32,7 +32,8 @@
 //! `set_ci_jobs`/`set_ci_invalid`, `set_job_status`, `set_trace`, `finish_job`, `play_job`,
 //! `pipelines()`, `jobs_of()`, `requests()`, `created_variables()`, `fail_next(Fault, n)`,
 //! `set_webhook(url, token)`, `job_hook()`/`pipeline_hook()` + `deliver()` (or `send_job_hook`
-//! / `send_pipeline_hook`), `set_executor()`.
+//! / `send_pipeline_hook`), `set_executor()`, `set_planner()` (a [`PipelinePlanner`] decides
+//! pipeline contents and `ci/lint` answers from a real `.gitlab-ci.yml`).
 
 use crate::gitlab::Status;
 use axum::body::Bytes;
@@ -171,6 +172,7 @@ pub struct StandinJob {
     pub stage: String,
     pub status: Status,
     pub manual: bool,
+    pub script: Vec<String>,
     pub trace: Vec<u8>,
     pub created_at: u64,
     pub started_at: Option<u64>,
@@ -241,6 +243,34 @@ pub trait JobExecutor: Send + Sync {
     async fn run(&self, job: ExecJob) -> ExecOutcome;
 }
 
+/// One job a planner puts in a new pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedJob {
+    pub name: String,
+    pub stage: String,
+    /// Created `manual` (waits for `play`) instead of `pending`.
+    pub manual: bool,
+    pub script: Vec<String>,
+}
+
+/// Decides which jobs a created pipeline holds, in place of the [`JoinRule`]s (the local mode
+/// evaluates a real `.gitlab-ci.yml` here). `Err(message)` answers 400
+/// `{"message":{"base":[message]}}`, as GitLab does when no job would run.
+pub trait PipelinePlanner: Send + Sync {
+    fn plan(
+        &self,
+        project: &StandinProject,
+        git_ref: &str,
+        variables: &[(String, String)],
+    ) -> Result<Vec<PlannedJob>, String>;
+
+    /// What `ci/lint` reports for the project: `Some(Ok(jobs))`, `Some(Err(errors))` for an
+    /// invalid configuration, or `None` to use the project's `set_ci_jobs` definition.
+    fn lint(&self, _project: &StandinProject) -> Option<Result<Vec<StandinCiJob>, Vec<String>>> {
+        None
+    }
+}
+
 /// A webhook request, ready to deliver (and to deliver again: same `Idempotency-Key`).
 #[derive(Debug, Clone)]
 pub struct HookDelivery {
@@ -263,6 +293,7 @@ struct State {
     requests: Vec<RecordedRequest>,
     faults: VecDeque<PendingFault>,
     executor: Option<Arc<dyn JobExecutor>>,
+    planner: Option<Arc<dyn PipelinePlanner>>,
     webhook: Option<(String, String)>,
     observed: u64,
     next_pipeline: u64,
@@ -318,6 +349,7 @@ impl GitLabStandin {
             requests: Vec::new(),
             faults: VecDeque::new(),
             executor: None,
+            planner: None,
             webhook: None,
             observed: 0,
             next_pipeline: 100,
@@ -540,6 +572,11 @@ impl StandinHandle {
 
     pub fn set_executor(&self, executor: Arc<dyn JobExecutor>) {
         self.lock().executor = Some(executor);
+    }
+
+    /// Let `planner` decide which jobs new pipelines hold (instead of the `JoinRule`s).
+    pub fn set_planner(&self, planner: Arc<dyn PipelinePlanner>) {
+        self.lock().planner = Some(planner);
     }
 
     /// Where Job and Pipeline hooks go after an executor finishes a job (and what
@@ -944,13 +981,18 @@ impl StandinHandle {
             ("GET", ["projects", id, "ci", "lint"]) => {
                 let include_jobs = q.get("include_jobs").map(String::as_str) == Some("true");
                 let content_ref = q.get("content_ref").cloned();
-                self.with_project(id, |_, p| {
+                self.with_project(id, |g, p| {
                     if let Some(r) = &content_ref {
                         if r != &p.default_branch {
                             return message(404, "404 Commit Not Found");
                         }
                     }
-                    let (valid, errors, jobs) = match &p.ci {
+                    let ci = match g.planner.as_ref().and_then(|pl| pl.lint(p)) {
+                        Some(Ok(jobs)) => CiDefinition::Valid(jobs),
+                        Some(Err(errors)) => CiDefinition::Invalid(errors),
+                        None => p.ci.clone(),
+                    };
+                    let (valid, errors, jobs) = match &ci {
                         CiDefinition::Valid(j) => {
                             (true, vec![], j.iter().map(StandinCiJob::lint_json).collect())
                         }
@@ -1145,22 +1187,38 @@ impl StandinHandle {
             if git_ref != p.default_branch {
                 return message(400, json!({"base": ["Reference not found"]}));
             }
-            let ci_jobs = match &p.ci {
-                CiDefinition::Valid(j) => j.clone(),
-                CiDefinition::Invalid(errors) => return message(400, json!({"base": errors})),
+            let joining: Vec<PlannedJob> = match g.planner.clone() {
+                Some(planner) => match planner.plan(&p, &git_ref, &variables) {
+                    Ok(jobs) => jobs,
+                    Err(m) => return message(400, json!({"base": [m]})),
+                },
+                None => {
+                    let ci_jobs = match &p.ci {
+                        CiDefinition::Valid(j) => j.clone(),
+                        CiDefinition::Invalid(errors) => {
+                            return message(400, json!({"base": errors}))
+                        }
+                    };
+                    let wanted = variables
+                        .iter()
+                        .find(|(k, _)| k == "CHATOPS_JOB")
+                        .map(|(_, v)| v.clone());
+                    ci_jobs
+                        .into_iter()
+                        .filter(|j| match j.rule {
+                            JoinRule::ChatopsRule => wanted.as_deref() == Some(j.name.as_str()),
+                            JoinRule::Always => true,
+                            JoinRule::OnlyChat => false,
+                        })
+                        .map(|j| PlannedJob {
+                            name: j.name,
+                            stage: j.stage,
+                            manual: j.when_manual,
+                            script: j.script,
+                        })
+                        .collect()
+                }
             };
-            let wanted = variables
-                .iter()
-                .find(|(k, _)| k == "CHATOPS_JOB")
-                .map(|(_, v)| v.clone());
-            let joining: Vec<StandinCiJob> = ci_jobs
-                .into_iter()
-                .filter(|j| match j.rule {
-                    JoinRule::ChatopsRule => wanted.as_deref() == Some(j.name.as_str()),
-                    JoinRule::Always => true,
-                    JoinRule::OnlyChat => false,
-                })
-                .collect();
             if joining.is_empty() {
                 return message(
                     400,
@@ -1190,18 +1248,19 @@ impl StandinHandle {
                     pipeline: pid,
                     name: cj.name.clone(),
                     stage: cj.stage.clone(),
-                    status: if cj.when_manual {
+                    status: if cj.manual {
                         Status::Manual
                     } else {
                         Status::Pending
                     },
-                    manual: cj.when_manual,
+                    manual: cj.manual,
+                    script: cj.script.clone(),
                     trace: Vec::new(),
                     created_at: t,
                     started_at: None,
                     finished_at: None,
                 });
-                if !cj.when_manual {
+                if !cj.manual {
                     to_run.push(jid);
                 }
             }
@@ -1319,14 +1378,7 @@ fn exec_job(g: &State, job: u64) -> Option<(Arc<dyn JobExecutor>, ExecJob)> {
     let j = g.jobs.iter().find(|j| j.id == job)?;
     let p = g.projects.iter().find(|p| p.id == j.project)?;
     let pipe = g.pipelines.iter().find(|x| x.id == j.pipeline)?;
-    let script = match &p.ci {
-        CiDefinition::Valid(jobs) => jobs
-            .iter()
-            .find(|c| c.name == j.name)
-            .map(|c| c.script.clone())
-            .unwrap_or_default(),
-        CiDefinition::Invalid(_) => Vec::new(),
-    };
+    let script = j.script.clone();
     let mut variables = pipe.variables.clone();
     variables.extend([
         ("CI".to_owned(), "true".to_owned()),

@@ -449,9 +449,11 @@ impl CiFile {
                     };
                     ctx.source == source
                 }
-                s if s.starts_with('/') => return Err(PlanError::Invalid(format!(
+                s if s.starts_with('/') => {
+                    return Err(PlanError::Invalid(format!(
                     "ref pattern {s}: regular expressions are not supported by the stand-in runner"
-                ))),
+                )))
+                }
                 s => s.split('@').next() == Some(ctx.git_ref.as_str()),
             };
             if hit {
@@ -1266,7 +1268,7 @@ impl Runner {
         );
         log.section_end("get_sources");
 
-        let env = self.job_env(ci, def, job, ctx, job_id, &root.join("builds"), &build_dir);
+        let env = self.job_env(ci, job, ctx, job_id, &root.join("builds"), &build_dir);
         let mut commands = def.before_script.clone();
         commands.extend(def.script.iter().cloned());
         log.section_start(
@@ -1275,7 +1277,10 @@ impl Runner {
         );
         let deadline = tokio::time::Instant::now() + self.timeout;
         let script = root.join("tmp").join("script.sh");
-        let step = run_script(&commands, &env, &build_dir, &script, &mut log, deadline, cancel).await;
+        let step = run_script(
+            &commands, &env, &build_dir, &script, &mut log, deadline, cancel,
+        )
+        .await;
         log.ensure_newline();
         log.section_end("step_script");
 
@@ -1372,7 +1377,6 @@ impl Runner {
     fn job_env(
         &self,
         ci: &CiFile,
-        def: &JobDef,
         job: &PlannedJob,
         ctx: &PipelineContext,
         job_id: u64,
@@ -1402,7 +1406,11 @@ impl Runner {
         ] {
             set(&mut vars, k, &v);
         }
-        for (k, v) in def.variables.iter().chain(job.rule_variables.iter()) {
+        let job_vars = ci
+            .job(&job.name)
+            .map(|d| d.variables.as_slice())
+            .unwrap_or(&[]);
+        for (k, v) in job_vars.iter().chain(job.rule_variables.iter()) {
             set_unless_present(&mut vars, k, v, &ctx.variables);
         }
         vars
@@ -1581,7 +1589,11 @@ fn kill_group(pid: Option<u32>) {
 
 /// A fresh copy of the project folder for one job (jobs may write files), laid out as the
 /// runner does: `<root>/builds/<project path>`, with the job script in `<root>/tmp`.
-fn copy_project(src: &Path, project_path: &str, job_id: u64) -> std::io::Result<(PathBuf, PathBuf)> {
+fn copy_project(
+    src: &Path,
+    project_path: &str,
+    job_id: u64,
+) -> std::io::Result<(PathBuf, PathBuf)> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -1595,7 +1607,9 @@ fn copy_project(src: &Path, project_path: &str, job_id: u64) -> std::io::Result<
         .filter(|p| !p.is_empty() && *p != "." && *p != "..")
         .collect::<Vec<_>>()
         .join("/");
-    let build = root.join("builds").join(if safe.is_empty() { "project" } else { &safe });
+    let build = root
+        .join("builds")
+        .join(if safe.is_empty() { "project" } else { &safe });
     copy_dir(src, &build)?;
     std::fs::create_dir_all(root.join("tmp"))?;
     Ok((root, build))
@@ -1894,7 +1908,10 @@ mod tests {
         let manual = ci.plan(&chat("restart")).unwrap();
         assert_eq!(names(&manual), ["restart"]);
         assert_eq!(manual[0].when, When::Manual);
-        assert!(!manual[0].allow_failure, "manual by rules is not allow_failure");
+        assert!(
+            !manual[0].allow_failure,
+            "manual by rules is not allow_failure"
+        );
         // A missing job and the excluded one: no jobs at all (GitLab answers 400).
         assert_eq!(ci.plan(&chat("nope")), Err(PlanError::NoJobs));
         assert_eq!(ci.plan(&chat("deploy-production")), Err(PlanError::NoJobs));
@@ -1906,16 +1923,27 @@ mod tests {
         let ci = CiFile::load(&demo_dir()).unwrap();
         let mut ctx = PipelineContext::api("demo/ops", "main", &[]);
         ctx.source = "push".into();
-        assert_eq!(names(&ci.plan(&ctx).unwrap()), ["test", "deploy-production"]);
+        assert_eq!(
+            names(&ci.plan(&ctx).unwrap()),
+            ["test", "deploy-production"]
+        );
     }
 
     #[test]
     fn demo_lint_marks_the_excluded_job() {
         let ci = CiFile::load(&demo_dir()).unwrap();
-        let excluded: Vec<_> = ci.jobs.iter().filter(|j| j.excepts_chat()).map(|j| j.name.as_str()).collect();
+        let excluded: Vec<_> = ci
+            .jobs
+            .iter()
+            .filter(|j| j.excepts_chat())
+            .map(|j| j.name.as_str())
+            .collect();
         assert_eq!(excluded, ["deploy-production"]);
         let lint = lint_jobs(&ci);
-        let dp = lint.iter().find(|j| j["name"] == "deploy-production").unwrap();
+        let dp = lint
+            .iter()
+            .find(|j| j["name"] == "deploy-production")
+            .unwrap();
         assert_eq!(dp["except"]["refs"], serde_json::json!(["chat"]));
         let hw = lint.iter().find(|j| j["name"] == "hello-world").unwrap();
         assert_eq!(hw["when"], "on_success");
@@ -1923,8 +1951,14 @@ mod tests {
         // extends resolved: ls got the rule and the stage from .chatops.
         let ls = ci.job("ls").unwrap();
         assert_eq!(ls.stage, "chatops");
-        assert_eq!(ls.rules.as_ref().unwrap()[0].condition.as_deref(), Some("$CHATOPS_JOB == $CI_JOB_NAME"));
-        assert_eq!(ci.job("greet").unwrap().before_script, ["export GREETING=\"Hello\""]);
+        assert_eq!(
+            ls.rules.as_ref().unwrap()[0].condition.as_deref(),
+            Some("$CHATOPS_JOB == $CI_JOB_NAME")
+        );
+        assert_eq!(
+            ci.job("greet").unwrap().before_script,
+            ["export GREETING=\"Hello\""]
+        );
     }
 
     #[test]
@@ -1942,7 +1976,10 @@ mod tests {
         assert_eq!(names(&ci.plan(&in_chat).unwrap()), ["hello-world"]);
         assert!(ci.job("deploy").unwrap().excepts_chat());
         let lint = lint_jobs(&ci);
-        assert_eq!(lint[1]["only"]["refs"], serde_json::json!(["branches", "tags"]));
+        assert_eq!(
+            lint[1]["only"]["refs"],
+            serde_json::json!(["branches", "tags"])
+        );
     }
 
     #[test]
@@ -1985,20 +2022,37 @@ c:
     fn invalid_configs_are_named() {
         for (yaml, needle) in [
             ("a: [", "Invalid configuration format"),
-            ("a:\n  stage: nope\n  script: x\n", "chosen stage nope does not exist"),
+            (
+                "a:\n  stage: nope\n  script: x\n",
+                "chosen stage nope does not exist",
+            ),
             ("a:\n  stage: test\n", "script"),
             (".hidden:\n  script: x\n", "at least one visible job"),
             ("a:\n  script: x\n  extends: .missing\n", ".missing"),
-            ("a:\n  script: x\n  rules:\n    - if: '$A =~ /x/'\n", "not supported"),
-            ("a:\n  script: x\n  only: [chat]\n  rules:\n    - when: always\n", "may not be used with `rules`"),
-            ("include: other.yml\na:\n  script: x\n", "does not have project"),
+            (
+                "a:\n  script: x\n  rules:\n    - if: '$A =~ /x/'\n",
+                "not supported",
+            ),
+            (
+                "a:\n  script: x\n  only: [chat]\n  rules:\n    - when: always\n",
+                "may not be used with `rules`",
+            ),
+            (
+                "include: other.yml\na:\n  script: x\n",
+                "does not have project",
+            ),
         ] {
             let err = CiFile::parse(yaml).unwrap_err().to_string();
             assert!(err.contains(needle), "{yaml:?}: {err}");
         }
     }
 
-    async fn run(dir: &Path, yaml: Option<&str>, job: &str, extra: &[(&str, &str)]) -> (JobResult, Vec<u8>) {
+    async fn run(
+        dir: &Path,
+        yaml: Option<&str>,
+        job: &str,
+        extra: &[(&str, &str)],
+    ) -> (JobResult, Vec<u8>) {
         let ci = match yaml {
             Some(y) => CiFile::parse(y).unwrap(),
             None => CiFile::load(dir).unwrap(),
@@ -2010,7 +2064,9 @@ c:
         let mut streamed = Vec::new();
         let runner = Runner::new(dir);
         let result = runner
-            .run(&ci, &plan[0], &ctx, 42, &mut |b: &[u8]| streamed.extend_from_slice(b))
+            .run(&ci, &plan[0], &ctx, 42, &mut |b: &[u8]| {
+                streamed.extend_from_slice(b)
+            })
             .await;
         (result, streamed)
     }
@@ -2026,15 +2082,36 @@ c:
         assert_eq!(r.exit_code, Some(0));
         assert_eq!(streamed, r.log, "the sink sees exactly the log");
         let log = text(&r.log);
-        assert!(log.starts_with("\x1b[0KRunning with gitlab-runner 17."), "{log:?}");
+        assert!(
+            log.starts_with("\x1b[0KRunning with gitlab-runner 17."),
+            "{log:?}"
+        );
         assert!(log.contains("section_start:"));
         let step = log.find(":step_script\r\x1b[0K\x1b[0K\x1b[36;1mExecuting \"step_script\" stage of the job script\x1b[0;m\x1b[0;m\n").expect("step_script header");
         let body = &log[step..];
-        assert!(body.contains("\n\x1b[32;1m$ echo \"Hello World.\"\x1b[0;m\nHello World.\nsection_end:"), "{body:?}");
-        assert!(log.ends_with(":cleanup_file_variables\r\x1b[0K\x1b[32;1mJob succeeded\x1b[0;m\n"), "{log:?}");
+        assert!(
+            body.contains(
+                "\n\x1b[32;1m$ echo \"Hello World.\"\x1b[0;m\nHello World.\nsection_end:"
+            ),
+            "{body:?}"
+        );
+        assert!(
+            log.ends_with(":cleanup_file_variables\r\x1b[0K\x1b[32;1mJob succeeded\x1b[0;m\n"),
+            "{log:?}"
+        );
         // Each section starts and ends exactly once.
-        for name in ["prepare_executor", "prepare_script", "get_sources", "step_script", "cleanup_file_variables"] {
-            assert_eq!(log.matches(&format!(":{name}\r\x1b[0K")).count(), 2, "{name}");
+        for name in [
+            "prepare_executor",
+            "prepare_script",
+            "get_sources",
+            "step_script",
+            "cleanup_file_variables",
+        ] {
+            assert_eq!(
+                log.matches(&format!(":{name}\r\x1b[0K")).count(),
+                2,
+                "{name}"
+            );
         }
     }
 
@@ -2048,7 +2125,10 @@ c:
         assert!(log.contains("Connecting to db-primary.internal:5432...\n"));
         assert!(log.contains("\x1b[32;1m$ echo \"psql: error: connection refused\" >&2\x1b[0;m\npsql: error: connection refused\n"));
         assert!(log.contains("\x1b[32;1m$ exit 1\x1b[0;m\nsection_end:"));
-        assert!(log.ends_with("\x1b[31;1mERROR: Job failed: exit code 1\x1b[0;m\n"), "{log:?}");
+        assert!(
+            log.ends_with("\x1b[31;1mERROR: Job failed: exit code 1\x1b[0;m\n"),
+            "{log:?}"
+        );
     }
 
     #[tokio::test]
@@ -2057,7 +2137,12 @@ c:
             &demo_dir(),
             None,
             "greet",
-            &[("CHAT_INPUT", "the logs\nplease"), ("CHAT_USER_NAME", "alice"), ("CHAT_CHANNEL", "C1"), ("CHAT_PLATFORM", "slack")],
+            &[
+                ("CHAT_INPUT", "the logs\nplease"),
+                ("CHAT_USER_NAME", "alice"),
+                ("CHAT_CHANNEL", "C1"),
+                ("CHAT_PLATFORM", "slack"),
+            ],
         )
         .await;
         assert_eq!(r.outcome, JobOutcome::Success);
@@ -2071,7 +2156,10 @@ c:
         let (r, _) = run(&dir, Some(yaml), "a", &[]).await;
         let log = text(&r.log);
         assert!(log.contains("[a 42 api main demo/ops]\n"), "{log:?}");
-        assert!(log.contains("[clean]\n"), "the runner's own environment leaks: {log:?}");
+        assert!(
+            log.contains("[clean]\n"),
+            "the runner's own environment leaks: {log:?}"
+        );
         assert!(log.contains("in-copy\n"), "{log:?}");
     }
 
@@ -2080,7 +2168,12 @@ c:
         let yaml = "a:\n  script:\n    - |\n      echo first\n      echo second\n";
         let (r, _) = run(&demo_dir(), Some(yaml), "a", &[]).await;
         let log = text(&r.log);
-        assert!(log.contains("\x1b[32;1m$ echo first # collapsed multi-line command\x1b[0;m\nfirst\nsecond\n"), "{log:?}");
+        assert!(
+            log.contains(
+                "\x1b[32;1m$ echo first # collapsed multi-line command\x1b[0;m\nfirst\nsecond\n"
+            ),
+            "{log:?}"
+        );
     }
 
     #[tokio::test]
@@ -2088,10 +2181,15 @@ c:
         let (r, _) = run(&demo_dir(), None, "ls", &[]).await;
         assert_eq!(r.outcome, JobOutcome::Success);
         let log = text(&r.log);
-        let start = log.find(":chat_reply\r\x1b[0K\n").expect("chat_reply start");
+        let start = log
+            .find(":chat_reply\r\x1b[0K\n")
+            .expect("chat_reply start");
         let end = log.rfind(":chat_reply\r\x1b[0K").unwrap();
         let section = &log[start..end];
-        assert!(section.contains(".gitlab-ci.yml") && section.contains("README.md"), "{section:?}");
+        assert!(
+            section.contains(".gitlab-ci.yml") && section.contains("README.md"),
+            "{section:?}"
+        );
         assert!(!section.contains("This command will not be shown."));
     }
 
@@ -2117,12 +2215,15 @@ c:
         assert_eq!(r.outcome, JobOutcome::Failed);
         assert_eq!(r.failure_reason.as_deref(), Some("job_execution_timeout"));
         assert!(text(&r.log).contains("started\n"));
-        assert!(text(&r.log).ends_with("ERROR: Job failed: execution took longer than 0s seconds\x1b[0;m\n"));
+        assert!(text(&r.log)
+            .ends_with("ERROR: Job failed: execution took longer than 0s seconds\x1b[0;m\n"));
 
         let runner = Runner::new(demo_dir());
         let t0 = std::time::Instant::now();
         let cancel = tokio::time::sleep(Duration::from_millis(300));
-        let r = runner.run_until(&ci, &plan[0], &ctx, 2, &mut |_: &[u8]| {}, cancel).await;
+        let r = runner
+            .run_until(&ci, &plan[0], &ctx, 2, &mut |_: &[u8]| {}, cancel)
+            .await;
         assert!(t0.elapsed() < Duration::from_secs(10));
         assert_eq!(r.outcome, JobOutcome::Canceled);
         assert!(text(&r.log).ends_with("ERROR: Job failed: canceled\x1b[0;m\n"));
@@ -2145,16 +2246,30 @@ c:
         let ls = reply(&r.log);
         assert_eq!(ls.section, SectionKind::ChatReply);
         let text = ls.to_text();
-        assert!(text.contains(".gitlab-ci.yml") && !text.contains("will not be shown"), "{text}");
+        assert!(
+            text.contains(".gitlab-ci.yml") && !text.contains("will not be shown"),
+            "{text}"
+        );
 
         let (r, _) = run(&demo_dir(), None, "greet", &[("CHAT_USER_NAME", "bob")]).await;
         let greet = reply(&r.log);
-        assert!(greet.entries.contains(&Entry::Command("export GREETING=\"Hello\"".into())), "{greet:?}");
+        assert!(
+            greet
+                .entries
+                .contains(&Entry::Command("export GREETING=\"Hello\"".into())),
+            "{greet:?}"
+        );
         assert!(greet.to_text().contains("Hello, bob!"));
 
         let (r, _) = run(&demo_dir(), None, "db-check", &[]).await;
         let x = extract(&r.log);
-        assert!(x.log_tail.iter().any(|l| l.contains("ERROR: Job failed: exit code 1")), "{:?}", x.log_tail);
+        assert!(
+            x.log_tail
+                .iter()
+                .any(|l| l.contains("ERROR: Job failed: exit code 1")),
+            "{:?}",
+            x.log_tail
+        );
     }
 
     #[test]
@@ -2169,7 +2284,11 @@ c:
         assert!(!get("hello-world").when_manual);
         let dp = get("deploy-production");
         assert!(dp.except_chat);
-        assert_eq!(dp.rule, JoinRule::OnlyChat, "never joins an API chat pipeline");
+        assert_eq!(
+            dp.rule,
+            JoinRule::OnlyChat,
+            "never joins an API chat pipeline"
+        );
         assert_eq!(get("test").rule, JoinRule::OnlyChat);
         let plain = standin_jobs(&CiFile::parse("lint:\n  script: [x]\n").unwrap());
         assert_eq!(plain[0].rule, JoinRule::Always);
@@ -2190,7 +2309,12 @@ c:
         let state = gl.state();
         state.add_project(7, "demo/ops");
         state.set_ci_jobs(7, standin_jobs(&ci));
-        state.set_executor(Arc::new(ShellExecutor::new(Runner::new(&dir), ci, state.clone(), &gl.url())));
+        state.set_executor(Arc::new(ShellExecutor::new(
+            Runner::new(&dir),
+            ci,
+            state.clone(),
+            &gl.url(),
+        )));
         let http = reqwest::Client::new();
         let create = |job: &str| {
             http.post(format!("{}/api/v4/projects/7/pipeline", gl.url()))
@@ -2210,7 +2334,10 @@ c:
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                panic!("pipeline {pipeline} did not finish: {:?}", state.jobs_of(pipeline));
+                panic!(
+                    "pipeline {pipeline} did not finish: {:?}",
+                    state.jobs_of(pipeline)
+                );
             }
         };
         let p: serde_json::Value = create("hello-world").await.unwrap().json().await.unwrap();
@@ -2219,9 +2346,18 @@ c:
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].status, Status::Success);
         let trace = http
-            .get(format!("{}/api/v4/projects/7/jobs/{}/trace", gl.url(), jobs[0].id))
+            .get(format!(
+                "{}/api/v4/projects/7/jobs/{}/trace",
+                gl.url(),
+                jobs[0].id
+            ))
             .header("PRIVATE-TOKEN", gl.token())
-            .send().await.unwrap().bytes().await.unwrap();
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert!(text(&trace).contains("\nHello World.\n"));
         assert!(text(&trace).ends_with("Job succeeded\x1b[0;m\n"));
 
@@ -2237,12 +2373,20 @@ c:
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(text(&state.job(job).unwrap().trace).contains("waiting\n"), "trace grows while running");
+        assert!(
+            text(&state.job(job).unwrap().trace).contains("waiting\n"),
+            "trace grows while running"
+        );
         let t0 = std::time::Instant::now();
         let r = http
-            .post(format!("{}/api/v4/projects/7/pipelines/{pid}/cancel", gl.url()))
+            .post(format!(
+                "{}/api/v4/projects/7/pipelines/{pid}/cancel",
+                gl.url()
+            ))
             .header("PRIVATE-TOKEN", gl.token())
-            .send().await.unwrap();
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         for _ in 0..100 {
             if text(&state.job(job).unwrap().trace).contains("canceled") {

@@ -21,24 +21,37 @@ fn job_log(size: usize) -> Vec<u8> {
     let mut i = 0u64;
     while log.len() < size {
         if i % 5000 == 0 {
-            log.extend_from_slice(format!("\x1b[32;1m$ make -C part{}\x1b[0;m\n", i / 5000).as_bytes());
+            log.extend_from_slice(
+                format!("\x1b[32;1m$ make -C part{}\x1b[0;m\n", i / 5000).as_bytes(),
+            );
         }
         match i % 100 {
-            0 => log.extend_from_slice(format!("\x1b[1m\x1b[32m   Compiling\x1b[0m crate-{i} v1.0.{i}\n").as_bytes()),
-            50 if i % 1000 == 50 => log.extend_from_slice(b"Downloading 10%\rDownloading 60%\rDownloading 100%\n"),
-            _ => log.extend_from_slice(format!("cc -O2 -c src/file_{i}.c -o build/file_{i}.o -Iinclude -Wall\n").as_bytes()),
+            0 => log.extend_from_slice(
+                format!("\x1b[1m\x1b[32m   Compiling\x1b[0m crate-{i} v1.0.{i}\n").as_bytes(),
+            ),
+            50 if i % 1000 == 50 => {
+                log.extend_from_slice(b"Downloading 10%\rDownloading 60%\rDownloading 100%\n")
+            }
+            _ => log.extend_from_slice(
+                format!("cc -O2 -c src/file_{i}.c -o build/file_{i}.o -Iinclude -Wall\n")
+                    .as_bytes(),
+            ),
         }
         i += 1;
     }
     log.extend_from_slice(format!("\x1b[32;1m$ ./deploy.sh\x1b[0;m\nsection_start:1730000900:chat_reply\r\x1b[0K\n{REPLY}\nsection_end:1730000900:chat_reply\r\x1b[0K\n").as_bytes());
-    log.extend_from_slice(b"section_end:1730000901:step_script\r\x1b[0K\x1b[32;1mJob succeeded\x1b[0;m\n");
+    log.extend_from_slice(
+        b"section_end:1730000901:step_script\r\x1b[0K\x1b[32;1mJob succeeded\x1b[0;m\n",
+    );
     log
 }
 
 fn check(log: &[u8]) {
     let e = extract(log);
     match e.outcome {
-        Outcome::Reply(r) if r.section == SectionKind::ChatReply && r.entries == [Entry::Output(REPLY.into())] => {}
+        Outcome::Reply(r)
+            if r.section == SectionKind::ChatReply
+                && r.entries == [Entry::Output(REPLY.into())] => {}
         other => panic!("unexpected reply: {other:?}"),
     }
 }
@@ -52,18 +65,26 @@ fn throughput(c: &mut Criterion) {
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(5));
     for chunk in [64 * 1024, 1024 * 1024] {
-        g.bench_with_input(BenchmarkId::new("extractor", format!("{}KiB_chunks", chunk / 1024)), &chunk, |b, &chunk| {
-            b.iter(|| {
-                let mut x = Extractor::new();
-                for c in log.chunks(chunk) {
-                    x.push(black_box(c));
-                }
-                black_box(x.finish())
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("extractor", format!("{}KiB_chunks", chunk / 1024)),
+            &chunk,
+            |b, &chunk| {
+                b.iter(|| {
+                    let mut x = Extractor::new();
+                    for c in log.chunks(chunk) {
+                        x.push(black_box(c));
+                    }
+                    black_box(x.finish())
+                })
+            },
+        );
     }
-    g.bench_function("memchr_newline_count", |b| b.iter(|| memchr::memchr_iter(b'\n', black_box(&log)).count()));
-    g.bench_function("memchr_cr_count", |b| b.iter(|| memchr::memchr_iter(b'\r', black_box(&log)).count()));
+    g.bench_function("memchr_newline_count", |b| {
+        b.iter(|| memchr::memchr_iter(b'\n', black_box(&log)).count())
+    });
+    g.bench_function("memchr_cr_count", |b| {
+        b.iter(|| memchr::memchr_iter(b'\r', black_box(&log)).count())
+    });
     g.finish();
 }
 
@@ -77,7 +98,11 @@ fn cli_peak_kib(size: usize) -> u64 {
         .env("CHATOPS_PRINT_PEAK_MEMORY", "1")
         .output()
         .expect("run chatops");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{REPLY}\n"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     stderr

@@ -59,11 +59,17 @@ fn start_moto() -> String {
          while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; \
          kill $m 2>/dev/null"
     );
-    Command::new("sh")
+    let mut watchdog = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("could not start moto server");
+    // Reap the watchdog when it ends so it never lingers as a zombie.
+    std::thread::spawn(move || {
+        let _ = watchdog.wait();
+    });
     let url = format!("http://127.0.0.1:{port}");
     wait_ready(&url);
     url
