@@ -18,8 +18,13 @@ local:
 	$(CARGO) run --quiet --bin chatops -- local --port $(PORT)
 
 ## Every test: unit, integration over moto, end to end, template lints.
+## One moto server (a free port) serves every test process; each test uses its own queue and
+## table names. Without CHATOPS_TEST_MOTO_URL, tests/support starts moto itself.
 test: test-tools
-	$(CARGO) nextest run --workspace --no-fail-fast
+	@set -e; port=$$($(PYTHON) -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	mkdir -p target; $(PYTHON) -m moto.server -H 127.0.0.1 -p $$port >target/moto-test.log 2>&1 & moto=$$!; \
+	trap 'kill $$moto 2>/dev/null' EXIT; \
+	CHATOPS_TEST_MOTO_URL=http://127.0.0.1:$$port $(CARGO) nextest run --workspace --no-fail-fast
 	$(MAKE) --no-print-directory lint
 
 check: fmt-check clippy test
