@@ -62,7 +62,7 @@ impl JobReport {
     fn body(&self) -> Body {
         match self.status {
             Status::Failed => Body::Failed {
-                tail: self.extraction.log_tail.join("\n").trim_end().to_owned(),
+                tail: failure_tail(&self.extraction),
             },
             Status::Canceled | Status::Canceling | Status::Skipped => Body::Stopped,
             _ => match &self.extraction.outcome {
@@ -157,6 +157,28 @@ pub fn reply_text(reply: &Reply) -> String {
         parts.push(format!("[… {} bytes omitted …]", reply.omitted_bytes));
     }
     parts.join("\n")
+}
+
+/// Lines of a failed job's output shown in the reply.
+const FAILURE_TAIL_LINES: usize = 20;
+
+/// What a failed job said: the end of its script section (the user's commands and their
+/// output, not the runner's preamble), then the runner's verdict line (`ERROR: Job failed…`).
+/// The raw end of the log only when there is no script section to read.
+fn failure_tail(x: &Extraction) -> String {
+    let Outcome::Reply(reply) = &x.outcome else {
+        return x.log_tail.join("\n").trim_end().to_owned();
+    };
+    let text = reply_text(reply);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let mut out = lines[lines.len().saturating_sub(FAILURE_TAIL_LINES)..].join("\n");
+    if let Some(verdict) = x.log_tail.iter().rev().find(|l| l.starts_with("ERROR: ")) {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(verdict.trim_end());
+    }
+    out
 }
 
 /// `12s`, `1m 5s`, `2h 3m`.
@@ -645,7 +667,7 @@ mod tests {
             "huge_failure_tail",
             report(
                 Status::Failed,
-                reply(vec![]),
+                Outcome::NoReplySection,
                 &[long_line.as_str(), long_line.as_str()],
             ),
         ));
@@ -716,5 +738,32 @@ mod tests {
         assert_eq!(human_duration(59.0), "59s");
         assert_eq!(human_duration(83.4), "1m 23s");
         assert_eq!(human_duration(7322.0), "2h 2m");
+    }
+
+    #[test]
+    fn failure_shows_the_script_output_and_verdict_not_the_runner_preamble() {
+        let r = report(
+            Status::Failed,
+            reply(vec![
+                Entry::Command("./deploy.sh".into()),
+                out("error: locked"),
+            ]),
+            &[
+                "Running with gitlab-runner 17.11.0",
+                "Executing \"step_script\" stage of the job script",
+                "$ ./deploy.sh",
+                "error: locked",
+                "ERROR: Job failed: exit code 1",
+            ],
+        );
+        let Body::Failed { tail } = r.body() else {
+            panic!("a failed job renders as a failure");
+        };
+        assert_eq!(tail, "$ ./deploy.sh\nerror: locked\nERROR: Job failed: exit code 1");
+        let raw = report(Status::Failed, Outcome::NoReplySection, &["a", "b"]);
+        let Body::Failed { tail } = raw.body() else {
+            panic!("a failed job renders as a failure");
+        };
+        assert_eq!(tail, "a\nb");
     }
 }
