@@ -602,7 +602,10 @@ mod tests {
                 "failed",
                 report(
                     Status::Failed,
-                    reply(vec![out("deploying…")]),
+                    reply(vec![
+                        Entry::Command("./deploy.sh production".into()),
+                        out("error: <production> is locked"),
+                    ]),
                     &[
                         "$ ./deploy.sh production",
                         "error: <production> is locked",
