@@ -14,18 +14,17 @@
 //! authentication answers 200 and leaves the run to the sweep (`sweep`), which looks at runs
 //! still open after `SWEEP_AFTER_SECS` and completes them the same way.
 
-use crate::chat::{ChatApi, OutgoingMessage};
+use crate::chat::OutgoingMessage;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Env, SecretSource};
 use crate::delivery::{Deliverer, Route};
 use crate::gitlab::{GitLab, GitLabClient, GitLabError, Job, Status};
 use crate::ids::{JobId, PipelineId, ProjectId};
-use crate::mattermost::api::MattermostApi;
 use crate::render::{self, JobReport};
 use crate::reply::{Extraction, Extractor, Outcome};
 use crate::run::{Platform, RunRecord};
 use crate::secret::Secret;
-use crate::slack::api::{SlackApi, DEFAULT_API_URL};
+use crate::slack::api::DEFAULT_API_URL;
 use crate::store::{DynamoStore, RunStore};
 use crate::web::{self, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -316,20 +315,14 @@ impl Completion {
             config.runs_table.clone(),
         ));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let slack: Arc<dyn ChatApi> = Arc::new(SlackApi::new(
+        let deliverer = Deliverer::over_http(
             &config.slack_api_url,
             config.slack_bot_token.clone(),
-        ));
-        let mattermost: Arc<dyn ChatApi> = Arc::new(MattermostApi::new(
             config.mattermost_url.clone(),
             config.mattermost_bot_token.clone(),
-        ));
-        let deliverer = Deliverer {
-            slack,
-            mattermost,
-            store: store.clone(),
-            clock: clock.clone(),
-        };
+            store.clone(),
+            clock.clone(),
+        );
         Ok(Self {
             config,
             gitlab,

@@ -12,6 +12,9 @@ use crate::chat::{ChatApi, ChatError, OutgoingMessage};
 use crate::clock::Clock;
 use crate::ids::ChannelId;
 use crate::run::{Platform, RunRequest};
+use crate::mattermost::api::MattermostApi;
+use crate::secret::Secret;
+use crate::slack::api::SlackApi;
 use crate::store::{RunStore, StoreError};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -47,6 +50,27 @@ pub struct Deliverer {
     pub mattermost: Arc<dyn ChatApi>,
     pub store: Arc<dyn RunStore>,
     pub clock: Arc<dyn Clock>,
+}
+
+impl Deliverer {
+    /// The production wiring shared by the dispatcher and completion: Slack's Web API at
+    /// `slack_api_url`, Mattermost's REST API at `mattermost_url`, each with its optional bot
+    /// token.
+    pub fn over_http(
+        slack_api_url: &str,
+        slack_bot_token: Option<Secret>,
+        mattermost_url: Option<String>,
+        mattermost_bot_token: Option<Secret>,
+        store: Arc<dyn RunStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            slack: Arc::new(SlackApi::new(slack_api_url, slack_bot_token)),
+            mattermost: Arc::new(MattermostApi::new(mattermost_url, mattermost_bot_token)),
+            store,
+            clock,
+        }
+    }
 }
 
 /// Run `call`, waiting out short rate limits.

@@ -22,10 +22,9 @@ use crate::gitlab::{
     AccessLevel, CiConfig, GitLab, GitLabClient, GitLabError, Job, Project, Status,
 };
 use crate::ids::{ChannelId, JobId, ProjectRef};
-use crate::mattermost::api::MattermostApi;
 use crate::run::{Platform, RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
 use crate::secret::Secret;
-use crate::slack::api::{SlackApi, DEFAULT_API_URL};
+use crate::slack::api::DEFAULT_API_URL;
 use crate::store::{DispatchClaim, DynamoStore, RunStore, StoreError};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use std::collections::HashMap;
@@ -165,7 +164,7 @@ impl Dispatcher {
     pub fn from_config(
         config: DispatcherConfig,
         sdk: &aws_config::SdkConfig,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, GitLabError> {
         let gitlab: Arc<dyn GitLab> = Arc::new(GitLabClient::new(
             &config.gitlab_url,
             config.gitlab_token.clone(),
@@ -175,18 +174,14 @@ impl Dispatcher {
             config.runs_table.clone(),
         ));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let deliverer = Deliverer {
-            slack: Arc::new(SlackApi::new(
-                &config.slack_api_url,
-                config.slack_bot_token.clone(),
-            )),
-            mattermost: Arc::new(MattermostApi::new(
-                config.mattermost_url.clone(),
-                config.mattermost_bot_token.clone(),
-            )),
-            store: store.clone(),
-            clock: clock.clone(),
-        };
+        let deliverer = Deliverer::over_http(
+            &config.slack_api_url,
+            config.slack_bot_token.clone(),
+            config.mattermost_url.clone(),
+            config.mattermost_bot_token.clone(),
+            store.clone(),
+            clock.clone(),
+        );
         Ok(Self {
             config,
             gitlab,

@@ -11,9 +11,9 @@ use chatops::clock::{Clock, ManualClock};
 use chatops::completion::{Completion, CompletionConfig, SweepReport};
 use chatops::delivery::{Deliverer, Route};
 use chatops::gitlab::{GitLab, GitLabClient, Status};
-use chatops::ids::{ChannelId, ChatUserId, JobId, ProjectId, RequestId, TeamId};
+use chatops::ids::{JobId, ProjectId};
 use chatops::mattermost::api::MattermostApi;
-use chatops::run::{Platform, RunRecord, RunRequest, RunStatus, RUN_REQUEST_VERSION};
+use chatops::run::{RunRecord, RunStatus};
 use chatops::secret::Secret;
 use chatops::slack::api::SlackApi;
 use chatops::standin::gitlab::{GitLabStandin, StandinCiJob};
@@ -89,22 +89,13 @@ async fn harness(opts: Opts) -> H {
     DynamoStore::create_table(&dynamo, &table).await.unwrap();
     let store = Arc::new(DynamoStore::new(dynamo, table.clone()));
 
-    let request = RunRequest {
-        version: RUN_REQUEST_VERSION,
-        request_id: RequestId::new(support::unique_name("req")),
-        platform: Platform::Slack,
-        team_id: TeamId::new("T1"),
-        team_domain: None,
-        channel_id: ChannelId::new("C1"),
-        channel_name: "ops".into(),
-        user_id: ChatUserId::new("U1"),
-        user_name: "alice".into(),
-        command: "/chatops".into(),
-        job: "deploy".into(),
-        input: "production".into(),
-        response_url: slack.response_url("T1"),
-        received_at: T0,
-    };
+    let request = support::run_request(
+        &support::unique_name("req"),
+        "deploy",
+        "production",
+        &slack.response_url("T1"),
+        T0,
+    );
     let mut run = RunRecord::claimed(request, T0, 60);
     run.status = if opts.manual {
         RunStatus::WaitingManual

@@ -3,8 +3,8 @@
 
 mod support;
 
-use chatops::ids::{ChannelId, ChatUserId, PipelineId, RequestId, TeamId};
-use chatops::run::{Platform, RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
+use chatops::ids::{ChatUserId, PipelineId, RequestId, TeamId};
+use chatops::run::{RunRecord, RunRequest, RunStatus, UserLink};
 use chatops::store::{DispatchClaim, DynamoStore, RunStore};
 use std::sync::Arc;
 
@@ -17,22 +17,7 @@ async fn store() -> DynamoStore {
 }
 
 fn request(id: &str) -> RunRequest {
-    RunRequest {
-        version: RUN_REQUEST_VERSION,
-        request_id: RequestId::new(id),
-        platform: Platform::Slack,
-        team_id: TeamId::new("T1"),
-        team_domain: None,
-        channel_id: ChannelId::new("C1"),
-        channel_name: "ops".into(),
-        user_id: ChatUserId::new("U1"),
-        user_name: "alice".into(),
-        command: "/chatops".into(),
-        job: "deploy".into(),
-        input: "production".into(),
-        response_url: "https://hooks.slack.com/commands/T1/1/x".into(),
-        received_at: 1_000,
-    }
+    support::run_request(id, "deploy", "production", "https://hooks.slack.com/commands/T1/1/x", 1_000)
 }
 
 #[tokio::test]

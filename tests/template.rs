@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
-use chatops::ids::{ChannelId, ChatUserId, PipelineId, RequestId, TeamId};
-use chatops::run::{Platform, RunRequest, RunStatus, RUN_REQUEST_VERSION};
+use chatops::ids::{ChatUserId, PipelineId, TeamId};
+use chatops::run::{RunRequest, RunStatus};
 use chatops::store::{DispatchClaim, DynamoStore, RunStore};
 use serde_yaml::Value;
 use std::collections::BTreeSet;
@@ -445,22 +445,7 @@ async fn shape(client: &aws_sdk_dynamodb::Client, name: &str) -> Vec<String> {
 }
 
 fn request(id: &str) -> RunRequest {
-    RunRequest {
-        version: RUN_REQUEST_VERSION,
-        request_id: RequestId::new(id),
-        platform: Platform::Slack,
-        team_id: TeamId::new("T1"),
-        team_domain: None,
-        channel_id: ChannelId::new("C1"),
-        channel_name: "ops".into(),
-        user_id: ChatUserId::new("U1"),
-        user_name: "alice".into(),
-        command: "/chatops".into(),
-        job: "hello-world".into(),
-        input: "".into(),
-        response_url: "https://hooks.slack.com/commands/T1/1/x".into(),
-        received_at: 1_700_000_000,
-    }
+    support::run_request(id, "hello-world", "", "https://hooks.slack.com/commands/T1/1/x", 1_700_000_000)
 }
 
 #[tokio::test]

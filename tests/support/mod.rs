@@ -124,3 +124,30 @@ pub fn unique_name(prefix: &str) -> String {
         N.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// A run request as the ingress would queue it for alice in #ops (team T1, channel C1).
+pub fn run_request(
+    id: &str,
+    job: &str,
+    input: &str,
+    response_url: &str,
+    received_at: u64,
+) -> chatops::run::RunRequest {
+    use chatops::ids::{ChannelId, ChatUserId, RequestId, TeamId};
+    chatops::run::RunRequest {
+        version: chatops::run::RUN_REQUEST_VERSION,
+        request_id: RequestId::new(id),
+        platform: chatops::run::Platform::Slack,
+        team_id: TeamId::new("T1"),
+        team_domain: None,
+        channel_id: ChannelId::new("C1"),
+        channel_name: "ops".into(),
+        user_id: ChatUserId::new("U1"),
+        user_name: "alice".into(),
+        command: "/chatops".into(),
+        job: job.into(),
+        input: input.into(),
+        response_url: response_url.into(),
+        received_at,
+    }
+}
