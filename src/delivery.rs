@@ -11,8 +11,8 @@
 use crate::chat::{ChatApi, ChatError, OutgoingMessage};
 use crate::clock::Clock;
 use crate::ids::ChannelId;
-use crate::run::{Platform, RunRequest};
 use crate::mattermost::api::MattermostApi;
+use crate::run::{Platform, RunRequest};
 use crate::secret::Secret;
 use crate::slack::api::SlackApi;
 use crate::store::{RunStore, StoreError};

@@ -762,7 +762,10 @@ mod tests {
         let Body::Failed { tail } = r.body() else {
             panic!("a failed job renders as a failure");
         };
-        assert_eq!(tail, "$ ./deploy.sh\nerror: locked\nERROR: Job failed: exit code 1");
+        assert_eq!(
+            tail,
+            "$ ./deploy.sh\nerror: locked\nERROR: Job failed: exit code 1"
+        );
         let raw = report(Status::Failed, Outcome::NoReplySection, &["a", "b"]);
         let Body::Failed { tail } = raw.body() else {
             panic!("a failed job renders as a failure");

@@ -17,7 +17,13 @@ async fn store() -> DynamoStore {
 }
 
 fn request(id: &str) -> RunRequest {
-    support::run_request(id, "deploy", "production", "https://hooks.slack.com/commands/T1/1/x", 1_000)
+    support::run_request(
+        id,
+        "deploy",
+        "production",
+        "https://hooks.slack.com/commands/T1/1/x",
+        1_000,
+    )
 }
 
 #[tokio::test]

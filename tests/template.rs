@@ -445,7 +445,13 @@ async fn shape(client: &aws_sdk_dynamodb::Client, name: &str) -> Vec<String> {
 }
 
 fn request(id: &str) -> RunRequest {
-    support::run_request(id, "hello-world", "", "https://hooks.slack.com/commands/T1/1/x", 1_700_000_000)
+    support::run_request(
+        id,
+        "hello-world",
+        "",
+        "https://hooks.slack.com/commands/T1/1/x",
+        1_700_000_000,
+    )
 }
 
 #[tokio::test]
