@@ -170,7 +170,8 @@ mod tests {
 
     #[test]
     fn forward_table() {
-        let cases: &[(&[u8], Option<(Kind, &str)>)] = &[
+        type Case<'a> = (&'a [u8], Option<(Kind, &'a str)>);
+        let cases: &[Case] = &[
             (
                 b"section_start:1506004958:build_script\r\x1b[0K",
                 Some((Kind::Start, "build_script")),

@@ -20,7 +20,7 @@ fn job_log(size: usize) -> Vec<u8> {
     log.extend_from_slice(b"section_end:1730000001:prepare_executor\r\x1b[0K\x1b[0Ksection_start:1730000001:step_script\r\x1b[0K\x1b[0K\x1b[36;1mExecuting \"step_script\" stage of the job script\x1b[0;m\x1b[0;m\n");
     let mut i = 0u64;
     while log.len() < size {
-        if i % 5000 == 0 {
+        if i.is_multiple_of(5000) {
             log.extend_from_slice(
                 format!("\x1b[32;1m$ make -C part{}\x1b[0;m\n", i / 5000).as_bytes(),
             );
