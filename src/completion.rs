@@ -17,14 +17,13 @@
 use crate::chat::OutgoingMessage;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Env, SecretSource};
-use crate::delivery::{Deliverer, Route};
+use crate::delivery::{ChatSettings, Deliverer, Route};
 use crate::gitlab::{GitLab, GitLabClient, GitLabError, Job, Status};
 use crate::ids::{JobId, PipelineId, ProjectId};
 use crate::render::{self, JobReport};
 use crate::reply::{Extraction, Extractor, Outcome};
 use crate::run::{Platform, RunRecord};
 use crate::secret::Secret;
-use crate::slack::api::DEFAULT_API_URL;
 use crate::store::{DynamoStore, RunStore};
 use crate::web::{self, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -47,10 +46,8 @@ pub struct CompletionConfig {
     pub gitlab_url: String,
     pub gitlab_token: Secret,
     pub runs_table: String,
-    pub slack_bot_token: Option<Secret>,
-    pub slack_api_url: String,
-    pub mattermost_url: Option<String>,
-    pub mattermost_bot_token: Option<Secret>,
+    /// Where messages to the channel go (Slack, Mattermost).
+    pub chat: ChatSettings,
     /// Runs still open this long after their last update are completed by the sweep.
     pub sweep_after_secs: u64,
     /// Delay between reads of a log that has no reply section yet (it may be incomplete).
@@ -93,10 +90,7 @@ impl CompletionConfig {
             gitlab_url: env.required("GITLAB_URL")?,
             gitlab_token: env.required_secret("GITLAB_TOKEN", secrets).await?,
             runs_table: env.required("RUNS_TABLE")?,
-            slack_bot_token: env.secret("SLACK_BOT_TOKEN", secrets).await?,
-            slack_api_url: env.or("SLACK_API_URL", DEFAULT_API_URL),
-            mattermost_url: env.get("MATTERMOST_URL").map(str::to_owned),
-            mattermost_bot_token: env.secret("MATTERMOST_BOT_TOKEN", secrets).await?,
+            chat: ChatSettings::from_env(env, secrets).await?,
             sweep_after_secs: env.parse_or("SWEEP_AFTER_SECS", 300)?,
             log_retry_delay: Duration::from_secs_f64(delay),
             log_retries: env.parse_or("LOG_RETRIES", 3)?,
@@ -315,14 +309,7 @@ impl Completion {
             config.runs_table.clone(),
         ));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let deliverer = Deliverer::over_http(
-            &config.slack_api_url,
-            config.slack_bot_token.clone(),
-            config.mattermost_url.clone(),
-            config.mattermost_bot_token.clone(),
-            store.clone(),
-            clock.clone(),
-        );
+        let deliverer = Deliverer::over_http(&config.chat, store.clone(), clock.clone());
         Ok(Self {
             config,
             gitlab,
@@ -475,7 +462,7 @@ impl Completion {
             extraction,
         };
         let msg = match run.request.platform {
-            Platform::Slack => render::slack(&report, self.config.slack_bot_token.is_some()),
+            Platform::Slack => render::slack(&report, self.config.chat.slack_bot_token.is_some()),
             Platform::Mattermost => render::mattermost(&report),
         };
         self.claim_and_deliver(&run, &msg).await
@@ -714,7 +701,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.sweep_after_secs, 300);
         assert_eq!(c.log_retry_delay, Duration::ZERO);
-        assert_eq!(c.slack_api_url, DEFAULT_API_URL);
-        assert!(c.slack_bot_token.is_none());
+        assert_eq!(c.chat.slack_api_url, crate::slack::api::DEFAULT_API_URL);
+        assert!(c.chat.slack_bot_token.is_none());
     }
 }

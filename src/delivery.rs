@@ -10,11 +10,12 @@
 
 use crate::chat::{ChatApi, ChatError, OutgoingMessage};
 use crate::clock::Clock;
+use crate::config::{ConfigError, Env, SecretSource};
 use crate::ids::ChannelId;
 use crate::mattermost::api::MattermostApi;
 use crate::run::{Platform, RunRequest};
 use crate::secret::Secret;
-use crate::slack::api::SlackApi;
+use crate::slack::api::{SlackApi, DEFAULT_API_URL};
 use crate::store::{RunStore, StoreError};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -52,21 +53,60 @@ pub struct Deliverer {
     pub clock: Arc<dyn Clock>,
 }
 
-impl Deliverer {
-    /// The production wiring shared by the dispatcher and completion: Slack's Web API at
-    /// `slack_api_url`, Mattermost's REST API at `mattermost_url`, each with its optional bot
-    /// token.
-    pub fn over_http(
-        slack_api_url: &str,
-        slack_bot_token: Option<Secret>,
-        mattermost_url: Option<String>,
-        mattermost_bot_token: Option<Secret>,
-        store: Arc<dyn RunStore>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+/// Where messages leave for each platform, read the same way by the dispatcher and
+/// completion: Slack's Web API (and bot token), Mattermost's site (and bot token).
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub slack_api_url: String,
+    pub slack_bot_token: Option<Secret>,
+    pub mattermost_url: Option<String>,
+    pub mattermost_bot_token: Option<Secret>,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
         Self {
-            slack: Arc::new(SlackApi::new(slack_api_url, slack_bot_token)),
-            mattermost: Arc::new(MattermostApi::new(mattermost_url, mattermost_bot_token)),
+            slack_api_url: DEFAULT_API_URL.to_owned(),
+            slack_bot_token: None,
+            mattermost_url: None,
+            mattermost_bot_token: None,
+        }
+    }
+}
+
+impl ChatSettings {
+    /// The variables `from_env` reads (part of each function's `ENV`).
+    pub const ENV: &[&str] = &[
+        "SLACK_BOT_TOKEN",
+        "SLACK_BOT_TOKEN_PARAM",
+        "SLACK_API_URL",
+        "MATTERMOST_URL",
+        "MATTERMOST_BOT_TOKEN",
+        "MATTERMOST_BOT_TOKEN_PARAM",
+    ];
+
+    pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
+        Ok(Self {
+            slack_api_url: env.or("SLACK_API_URL", DEFAULT_API_URL),
+            slack_bot_token: env.secret("SLACK_BOT_TOKEN", secrets).await?,
+            mattermost_url: env.get("MATTERMOST_URL").map(str::to_owned),
+            mattermost_bot_token: env.secret("MATTERMOST_BOT_TOKEN", secrets).await?,
+        })
+    }
+}
+
+impl Deliverer {
+    /// The production wiring: Slack's and Mattermost's HTTP APIs as `chat` says.
+    pub fn over_http(chat: &ChatSettings, store: Arc<dyn RunStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            slack: Arc::new(SlackApi::new(
+                &chat.slack_api_url,
+                chat.slack_bot_token.clone(),
+            )),
+            mattermost: Arc::new(MattermostApi::new(
+                chat.mattermost_url.clone(),
+                chat.mattermost_bot_token.clone(),
+            )),
             store,
             clock,
         }

@@ -17,14 +17,13 @@
 use crate::chat::OutgoingMessage;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Env, SecretSource};
-use crate::delivery::Deliverer;
+use crate::delivery::{ChatSettings, Deliverer};
 use crate::gitlab::{
     AccessLevel, CiConfig, GitLab, GitLabClient, GitLabError, Job, Project, Status,
 };
 use crate::ids::{ChannelId, JobId, ProjectRef};
 use crate::run::{Platform, RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
 use crate::secret::Secret;
-use crate::slack::api::DEFAULT_API_URL;
 use crate::store::{DispatchClaim, DynamoStore, RunStore, StoreError};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use std::collections::HashMap;
@@ -54,10 +53,8 @@ pub struct DispatcherConfig {
     /// `CHANNEL_PROJECTS`: `C123=group/proj,C456=42` sends a channel's runs elsewhere.
     pub channel_projects: HashMap<String, ProjectRef>,
     pub runs_table: String,
-    pub slack_bot_token: Option<Secret>,
-    pub slack_api_url: String,
-    pub mattermost_url: Option<String>,
-    pub mattermost_bot_token: Option<Secret>,
+    /// Where messages to the channel go (Slack, Mattermost).
+    pub chat: ChatSettings,
 }
 
 impl DispatcherConfig {
@@ -83,10 +80,7 @@ impl DispatcherConfig {
             project: ProjectRef::new(env.required("GITLAB_PROJECT")?.trim()),
             channel_projects: parse_channel_projects(env.get("CHANNEL_PROJECTS").unwrap_or(""))?,
             runs_table: env.required("RUNS_TABLE")?,
-            slack_bot_token: env.secret("SLACK_BOT_TOKEN", secrets).await?,
-            slack_api_url: env.or("SLACK_API_URL", DEFAULT_API_URL),
-            mattermost_url: env.get("MATTERMOST_URL").map(str::to_owned),
-            mattermost_bot_token: env.secret("MATTERMOST_BOT_TOKEN", secrets).await?,
+            chat: ChatSettings::from_env(env, secrets).await?,
         })
     }
 
@@ -174,14 +168,7 @@ impl Dispatcher {
             config.runs_table.clone(),
         ));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let deliverer = Deliverer::over_http(
-            &config.slack_api_url,
-            config.slack_bot_token.clone(),
-            config.mattermost_url.clone(),
-            config.mattermost_bot_token.clone(),
-            store.clone(),
-            clock.clone(),
-        );
+        let deliverer = Deliverer::over_http(&config.chat, store.clone(), clock.clone());
         Ok(Self {
             config,
             gitlab,
@@ -816,10 +803,7 @@ mod tests {
             project: ProjectRef::new("group/proj"),
             channel_projects: HashMap::new(),
             runs_table: "runs".into(),
-            slack_bot_token: None,
-            slack_api_url: DEFAULT_API_URL.into(),
-            mattermost_url: None,
-            mattermost_bot_token: None,
+            chat: ChatSettings::default(),
         }
     }
 

@@ -15,7 +15,6 @@
 //! in `bash`), local mode wired to them, sends GitLab's example jobs as signed slash commands
 //! and prints the channel as a person would read it.
 
-use crate::chat::ChatApi;
 use crate::clock::{Clock, SystemClock};
 use crate::completion::{Completion, CompletionConfig};
 use crate::config::{ConfigError, Env, SsmSecrets};
@@ -23,10 +22,8 @@ use crate::delivery::Deliverer;
 use crate::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, MAX_ATTEMPTS};
 use crate::gitlab::{GitLab, GitLabClient};
 use crate::ingress::{Ingress, IngressConfig};
-use crate::mattermost::api::MattermostApi;
 use crate::queue::{MemoryQueue, RunQueue, SqsQueue};
 use crate::run::UserLink;
-use crate::slack::api::SlackApi;
 use crate::store::{DynamoStore, MemoryStore, RunStore};
 use crate::web::{HttpRequest, HttpResponse};
 use axum::body::Body;
@@ -146,32 +143,18 @@ impl Local {
             )
             .map_err(|e| LocalError::Setup(format!("GITLAB_URL: {e}")))?,
         );
-        let slack: Arc<dyn ChatApi> = Arc::new(SlackApi::new(
-            &completion_config.slack_api_url,
-            completion_config.slack_bot_token.clone(),
-        ));
-        let mattermost: Arc<dyn ChatApi> = Arc::new(MattermostApi::new(
-            completion_config.mattermost_url.clone(),
-            completion_config.mattermost_bot_token.clone(),
-        ));
-        let deliverer = || Deliverer {
-            slack: slack.clone(),
-            mattermost: mattermost.clone(),
-            store: store.clone(),
-            clock: clock.clone(),
-        };
         let dispatcher = Dispatcher {
+            deliverer: Deliverer::over_http(&dispatcher_config.chat, store.clone(), clock.clone()),
             config: dispatcher_config,
             gitlab: gitlab.clone(),
             store: store.clone(),
-            deliverer: deliverer(),
             clock: clock.clone(),
         };
         let completion = Completion {
+            deliverer: Deliverer::over_http(&completion_config.chat, store.clone(), clock.clone()),
             config: completion_config,
             gitlab,
             store: store.clone(),
-            deliverer: deliverer(),
             clock: clock.clone(),
         };
         let sweep_every = Duration::from_secs(env.parse_or("SWEEP_EVERY_SECS", 60u64)?.max(1));

@@ -9,7 +9,7 @@ mod support;
 use chatops::chat::OutgoingMessage;
 use chatops::clock::{Clock, ManualClock};
 use chatops::completion::{Completion, CompletionConfig, SweepReport};
-use chatops::delivery::{Deliverer, Route};
+use chatops::delivery::{ChatSettings, Deliverer, Route};
 use chatops::gitlab::{GitLab, GitLabClient, Status};
 use chatops::ids::{JobId, ProjectId};
 use chatops::mattermost::api::MattermostApi;
@@ -114,10 +114,11 @@ async fn harness(opts: Opts) -> H {
         gitlab_url: gl.url(),
         gitlab_token: Secret::new(gl.token()),
         runs_table: table,
-        slack_bot_token: token.clone(),
-        slack_api_url: slack.api_url(),
-        mattermost_url: None,
-        mattermost_bot_token: None,
+        chat: ChatSettings {
+            slack_bot_token: token.clone(),
+            slack_api_url: slack.api_url(),
+            ..ChatSettings::default()
+        },
         sweep_after_secs: 300,
         log_retry_delay: Duration::ZERO,
         log_retries: 2,

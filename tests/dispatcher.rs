@@ -7,7 +7,7 @@ mod support;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chatops::chat::{ChatApi, ChatError, FileAttachment, OutgoingMessage};
 use chatops::clock::{Clock, SystemClock};
-use chatops::delivery::Deliverer;
+use chatops::delivery::{ChatSettings, Deliverer};
 use chatops::dispatcher::{
     could_not_schedule, DispatchError, Dispatcher, DispatcherConfig, MAX_ATTEMPTS,
 };
@@ -77,10 +77,11 @@ async fn harness() -> Harness {
         project: ProjectRef::new("group/proj"),
         channel_projects: HashMap::new(),
         runs_table: table,
-        slack_bot_token: Some(Secret::new(BOT)),
-        slack_api_url: slack.api_url(),
-        mattermost_url: None,
-        mattermost_bot_token: None,
+        chat: ChatSettings {
+            slack_bot_token: Some(Secret::new(BOT)),
+            slack_api_url: slack.api_url(),
+            ..ChatSettings::default()
+        },
     };
     let client =
         GitLabClient::with_policy(&gitlab.url(), Secret::new(gitlab.token()), fast_policy())
@@ -90,7 +91,10 @@ async fn harness() -> Harness {
         gitlab: Arc::new(client),
         store: store.clone(),
         deliverer: Deliverer {
-            slack: Arc::new(SlackApi::new(&config.slack_api_url, Some(Secret::new(BOT)))),
+            slack: Arc::new(SlackApi::new(
+                &config.chat.slack_api_url,
+                Some(Secret::new(BOT)),
+            )),
             mattermost: Arc::new(Recorder::default()),
             store: store.clone(),
             clock: clock.clone(),
@@ -758,10 +762,7 @@ async fn sample_sqs_event_dispatches() {
             project: ProjectRef::new("group/proj"),
             channel_projects: HashMap::new(),
             runs_table: "unused".into(),
-            slack_bot_token: None,
-            slack_api_url: "https://slack.com/api/".into(),
-            mattermost_url: None,
-            mattermost_bot_token: None,
+            chat: ChatSettings::default(),
         },
         gitlab: gl.clone(),
         store: store.clone(),
@@ -817,10 +818,7 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
             project: ProjectRef::new("42"),
             channel_projects: HashMap::new(),
             runs_table: "unused".into(),
-            slack_bot_token: None,
-            slack_api_url: "https://slack.com/api/".into(),
-            mattermost_url: None,
-            mattermost_bot_token: None,
+            chat: ChatSettings::default(),
         },
         gitlab: gl.clone(),
         store: store.clone(),
