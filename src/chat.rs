@@ -117,3 +117,45 @@ pub trait ChatApi: Send + Sync {
     /// The id of a direct-message channel with the user (`conversations.open`).
     async fn open_dm(&self, user: &ChatUserId) -> Result<ChannelId, ChatError>;
 }
+
+/// The in-memory fake of [`ChatApi`] for unit tests: every message is recorded with where it
+/// went (the `response_url` or the channel id), and every call succeeds.
+#[derive(Debug, Default)]
+pub struct RecordingChat {
+    pub sent: std::sync::Mutex<Vec<(String, OutgoingMessage)>>,
+}
+
+impl RecordingChat {
+    fn record(&self, to: &str, msg: &OutgoingMessage) {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.push((to.to_owned(), msg.clone()));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatApi for RecordingChat {
+    async fn respond(&self, response_url: &str, msg: &OutgoingMessage) -> Result<(), ChatError> {
+        self.record(response_url, msg);
+        Ok(())
+    }
+    async fn post_message(
+        &self,
+        channel: &ChannelId,
+        msg: &OutgoingMessage,
+    ) -> Result<(), ChatError> {
+        self.record(channel.as_str(), msg);
+        Ok(())
+    }
+    async fn upload_file(
+        &self,
+        _channel: &ChannelId,
+        _file: &FileAttachment,
+        _initial_comment: &str,
+    ) -> Result<(), ChatError> {
+        Ok(())
+    }
+    async fn open_dm(&self, user: &ChatUserId) -> Result<ChannelId, ChatError> {
+        Ok(ChannelId::new(format!("D{user}")))
+    }
+}

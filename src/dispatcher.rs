@@ -754,47 +754,11 @@ pub async fn users_cli(cmd: &crate::cli::UsersCommand) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{ChatApi, ChatError, FileAttachment};
+    use crate::chat::RecordingChat;
     use crate::clock::ManualClock;
     use crate::gitlab::FakeGitLab;
     use crate::ids::{ChatUserId, RequestId, TeamId};
     use crate::store::MemoryStore;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Chat {
-        sent: Mutex<Vec<(String, OutgoingMessage)>>,
-    }
-
-    #[async_trait::async_trait]
-    impl ChatApi for Chat {
-        async fn respond(&self, url: &str, msg: &OutgoingMessage) -> Result<(), ChatError> {
-            self.sent
-                .lock()
-                .unwrap()
-                .push((url.to_owned(), msg.clone()));
-            Ok(())
-        }
-        async fn post_message(
-            &self,
-            ch: &ChannelId,
-            msg: &OutgoingMessage,
-        ) -> Result<(), ChatError> {
-            self.sent.lock().unwrap().push((ch.0.clone(), msg.clone()));
-            Ok(())
-        }
-        async fn upload_file(
-            &self,
-            _: &ChannelId,
-            _: &FileAttachment,
-            _: &str,
-        ) -> Result<(), ChatError> {
-            Ok(())
-        }
-        async fn open_dm(&self, u: &ChatUserId) -> Result<ChannelId, ChatError> {
-            Ok(ChannelId::new(format!("D{u}")))
-        }
-    }
 
     fn config() -> DispatcherConfig {
         DispatcherConfig {
@@ -826,14 +790,19 @@ mod tests {
         }
     }
 
-    fn setup() -> (Dispatcher, Arc<FakeGitLab>, Arc<MemoryStore>, Arc<Chat>) {
+    fn setup() -> (
+        Dispatcher,
+        Arc<FakeGitLab>,
+        Arc<MemoryStore>,
+        Arc<RecordingChat>,
+    ) {
         let gl = Arc::new(FakeGitLab::new());
         let p = gl.add_project(42, "group/proj");
         let u = gl.add_user(7, "alice");
         gl.set_member(p.id, u.id, AccessLevel::DEVELOPER);
         gl.set_ci_jobs(p.id, vec![FakeGitLab::ci_job("deploy")]);
         let store = Arc::new(MemoryStore::new());
-        let chat = Arc::new(Chat::default());
+        let chat = Arc::new(RecordingChat::default());
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(1_010));
         let d = Dispatcher {
             config: config(),

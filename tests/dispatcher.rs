@@ -5,7 +5,7 @@
 mod support;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use chatops::chat::{ChatApi, ChatError, FileAttachment, OutgoingMessage};
+use chatops::chat::RecordingChat;
 use chatops::clock::{Clock, SystemClock};
 use chatops::delivery::{ChatSettings, Deliverer};
 use chatops::dispatcher::{
@@ -95,7 +95,7 @@ async fn harness() -> Harness {
                 &config.chat.slack_api_url,
                 Some(Secret::new(BOT)),
             )),
-            mattermost: Arc::new(Recorder::default()),
+            mattermost: Arc::new(RecordingChat::default()),
             store: store.clone(),
             clock: clock.clone(),
         },
@@ -703,34 +703,6 @@ async fn client_maps_gitlab_errors_with_their_messages() {
 
 // ----- the sample event, against in-memory fakes -----
 
-#[derive(Default)]
-struct Recorder {
-    sent: Mutex<Vec<(String, OutgoingMessage)>>,
-}
-
-#[async_trait::async_trait]
-impl ChatApi for Recorder {
-    async fn respond(&self, url: &str, msg: &OutgoingMessage) -> Result<(), ChatError> {
-        self.sent.lock().unwrap().push((url.into(), msg.clone()));
-        Ok(())
-    }
-    async fn post_message(&self, ch: &ChannelId, msg: &OutgoingMessage) -> Result<(), ChatError> {
-        self.sent.lock().unwrap().push((ch.0.clone(), msg.clone()));
-        Ok(())
-    }
-    async fn upload_file(
-        &self,
-        _: &ChannelId,
-        _: &FileAttachment,
-        _: &str,
-    ) -> Result<(), ChatError> {
-        Ok(())
-    }
-    async fn open_dm(&self, u: &ChatUserId) -> Result<ChannelId, ChatError> {
-        Ok(ChannelId::new(format!("D{u}")))
-    }
-}
-
 #[tokio::test]
 async fn sample_sqs_event_dispatches() {
     let event: SqsEvent =
@@ -753,7 +725,7 @@ async fn sample_sqs_event_dispatches() {
         })
         .await
         .unwrap();
-    let chat = Arc::new(Recorder::default());
+    let chat = Arc::new(RecordingChat::default());
     let clock: Arc<dyn Clock> = Arc::new(chatops::clock::ManualClock::at(request.received_at + 2));
     let d = Dispatcher {
         config: DispatcherConfig {
@@ -809,7 +781,7 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
         })
         .await
         .unwrap();
-    let chat = Arc::new(Recorder::default());
+    let chat = Arc::new(RecordingChat::default());
     let clock: Arc<dyn Clock> = Arc::new(chatops::clock::ManualClock::at(good.received_at + 60));
     let d = Dispatcher {
         config: DispatcherConfig {
