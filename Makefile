@@ -98,32 +98,63 @@ build: lambda-tools
 	    printf '  %-11s %s  %7.2f MB\n' $$f $$z "$$(awk -v b=$$(stat -c %s $$z) 'BEGIN{print b/1048576}')"; \
 	done
 
-## cargo-lambda (with zig, from PyPI) and the arm64 Rust target when they are missing.
+## cargo-lambda (with zig, from PyPI) in its own virtualenv, target/tools/lambda: never a
+## global `pip install` (PEP 668 systems refuse those). The targets that run `cargo lambda`
+## (build, deploy, watch, invoke-*) put that venv's bin first on PATH, which also makes its
+## python3 (with zig) the one cargo-lambda finds; a cargo-lambda already on PATH is used as is.
+## Also the arm64 Rust target (rustup) when missing.
+LAMBDA_VENV := target/tools/lambda
+LAMBDA_BIN := $(CURDIR)/$(LAMBDA_VENV)/bin
+build deploy watch: export PATH := $(LAMBDA_BIN):$(PATH)
+invoke-%: export PATH := $(LAMBDA_BIN):$(PATH)
 lambda-tools:
-	@$(CARGO) lambda --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet cargo-lambda
+	@$(LAMBDA_BIN)/cargo-lambda lambda --version >/dev/null 2>&1 || \
+	$(CARGO) lambda --version >/dev/null 2>&1 || { \
+	    echo "installing cargo-lambda (with zig) into $(LAMBDA_VENV)"; \
+	    $(PYTHON) -m venv $(LAMBDA_VENV) && \
+	    $(LAMBDA_VENV)/bin/pip install --quiet --disable-pip-version-check cargo-lambda; }
 	@rustup target list --installed 2>/dev/null | grep -q '^aarch64-unknown-linux-gnu$$' || \
 	    rustup target add aarch64-unknown-linux-gnu || \
 	    echo "note: no aarch64 Rust target here; make build will fall back to x86-64"
 
 ## Deploy with AWS SAM: guided the first time (answers saved to infra/samconfig.toml),
 ## plain `sam deploy` after. Needs AWS credentials (aws configure / AWS_PROFILE).
+## DEPLOY_ARGS go to `sam deploy`, e.g. DEPLOY_ARGS='--parameter-overrides ConfigVersion=2'
+## after rotating a secret (README "Rotating a secret").
 SAM_VENV := target/tools/sam
 SAM := $(CURDIR)/$(SAM_VENV)/bin/sam
+DEPLOY_ARGS ?=
 deploy: lambda-tools sam-tools
 	cd infra && $(SAM) build --beta-features
-	@cd infra && if [ -f samconfig.toml ]; then $(SAM) deploy; \
-	else $(SAM) deploy --guided --capabilities CAPABILITY_IAM; fi
+	@cd infra && if [ -f samconfig.toml ]; then $(SAM) deploy $(DEPLOY_ARGS); \
+	else $(SAM) deploy --guided --capabilities CAPABILITY_IAM $(DEPLOY_ARGS); fi
 
+## The AWS SAM CLI and the AWS CLI (v1, PyPI `awscli`) in target/tools/sam: put
+## target/tools/sam/bin on PATH to use `aws` and `sam` directly (README "First deploy").
 sam-tools:
-	@$(SAM) --version >/dev/null 2>&1 || { \
-	    echo "installing aws-sam-cli into $(SAM_VENV)"; \
+	@$(SAM) --version >/dev/null 2>&1 && $(SAM_VENV)/bin/aws --version >/dev/null 2>&1 || { \
+	    echo "installing aws-sam-cli and awscli into $(SAM_VENV)"; \
 	    $(PYTHON) -m venv $(SAM_VENV) && \
-	    $(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli; }
+	    $(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check aws-sam-cli awscli; }
 
-## Invoke a function in `cargo lambda watch` (run it in another terminal first) with its
-## sample event: make invoke-ingress | invoke-dispatcher | invoke-completion [EVENT=file].
+## The three functions under `cargo lambda watch` (the Runtime API emulator on port 9000,
+## rebuilt on every change) with infra/watch.env: local secrets that match the samples in
+## events/, AWS pointed at a moto server on 127.0.0.1:5000, GitLab and Slack at local ports.
+## Then, in another terminal, `make invoke-<function>`.
+WATCH_ENV ?= infra/watch.env
+.PHONY: watch
+watch: lambda-tools
+	$(CARGO) lambda watch --env-file $(WATCH_ENV)
+
+## Invoke a function in `make watch` (run it in another terminal first) with its sample
+## event: make invoke-ingress | invoke-dispatcher | invoke-completion [EVENT=file]. Gives up
+## after INVOKE_TIMEOUT seconds (cargo lambda invoke itself would wait for ever).
 EVENT_ingress ?= events/slack-command-run.json
 EVENT_dispatcher ?= events/sqs-run-request.json
 EVENT_completion ?= events/gitlab-pipeline-hook.json
+INVOKE_TIMEOUT ?= 30
+TIMEOUT_CMD := $(or $(shell command -v timeout 2>/dev/null),$(shell command -v gtimeout 2>/dev/null))
 invoke-%: lambda-tools
-	$(CARGO) lambda invoke $* --data-file $(or $(EVENT),$(EVENT_$*))
+	$(if $(TIMEOUT_CMD),$(TIMEOUT_CMD) $(INVOKE_TIMEOUT) ,@echo "note: no timeout(1) here (macOS: brew install coreutils)"; )$(CARGO) lambda invoke $* \
+	    --data-file $(or $(EVENT),$(EVENT_$*)) || { rc=$$?; [ $$rc != 124 ] || \
+	    echo "no answer within $(INVOKE_TIMEOUT) s: is \`make watch\` running, and done compiling?" >&2; exit $$rc; }

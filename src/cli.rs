@@ -75,17 +75,17 @@ pub enum GitlabCommand {
 /// Run the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Reply { file, raw } => crate::reply::cli::run(&file, raw),
-        Command::Users { command } => crate::dispatcher::users_cli(&command).await,
+        Command::Reply { file, raw } => crate::reply_cli::run(&file, raw),
+        Command::Users { command } => crate::users::run_cli(&command).await,
         Command::Gitlab {
             command: GitlabCommand::Setup { webhook_url },
-        } => Ok(crate::gitlab::setup::run_cli(
-            &crate::config::Env::from_process(),
+        } => Ok(crate::setup::run_cli(
+            &chatops_core::config::Env::from_process(),
             &webhook_url,
             &mut std::io::stdout(),
         )
         .await),
         Command::Local { port, aws } => crate::local::run_cli(port, aws).await,
-        Command::Demo => crate::local::run_demo().await,
+        Command::Demo => crate::demo::run_demo().await,
     }
 }

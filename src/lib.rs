@@ -1,35 +1,18 @@
-//! chatops: GitLab ChatOps as a serverless Slack and Mattermost bridge.
+//! The `chatops` command line, as a library so the end-to-end tests drive the same code:
 //!
-//! The library owns the whole domain; the three Lambda binaries in `functions/` and the
-//! `chatops` CLI only wire configuration, clients and these handlers together.
+//! - `cli`: the clap parser and the dispatch to each subcommand;
+//! - `users`: `chatops users link|unlink|list` (the use case is `chatops_core::users`);
+//! - `setup`: `chatops gitlab setup` (the project webhook, with the admin's own token);
+//! - `reply_cli`: `chatops reply <log>`;
+//! - `local`: `chatops local`, the whole product in one process (axum + in-process workers);
+//! - `demo`: `chatops demo`, local mode between the stand-ins of `chatops-sim`.
 //!
-//! Flow: `ingress` (verify + acknowledge + queue) → `dispatcher` (access, job lookup,
-//! pipeline) → `completion` (webhook or sweep → log → reply → channel).
-
-pub mod clock;
-pub mod config;
-pub mod ids;
-pub mod secret;
-pub mod web;
-
-pub mod command;
-pub mod run;
-
-pub mod chat;
-pub mod gitlab;
-pub mod mattermost;
-pub mod queue;
-pub mod slack;
-pub mod store;
-
-pub mod delivery;
-pub mod render;
-pub mod reply;
-
-pub mod completion;
-pub mod dispatcher;
-pub mod ingress;
+//! Nothing here is linked by a function: the Lambdas depend on `chatops-core` and
+//! `chatops-adapters` only.
 
 pub mod cli;
+pub mod demo;
 pub mod local;
-pub mod standin;
+pub mod reply_cli;
+pub mod setup;
+pub mod users;

@@ -1,4 +1,4 @@
-//! Local mode (`chatops local`) and the offline demo (`chatops demo`).
+//! Local mode (`chatops local`).
 //!
 //! Local mode is the whole product in one process: the ingress and completion routes
 //! (`POST /slack/commands`, `POST /mattermost/commands`, `POST /gitlab/webhook`) on
@@ -10,24 +10,20 @@
 //! restart), or SQS + DynamoDB with `--aws` or when `RUN_QUEUE_URL`/`RUNS_TABLE` are set
 //! (`AWS_ENDPOINT_URL` points them at moto). Configuration comes from the same variables as
 //! the functions, read once at start.
-//!
-//! The demo starts the GitLab and Slack stand-ins (jobs of `tests/demo-project` run for real
-//! in `bash`), local mode wired to them, sends GitLab's example jobs as signed slash commands
-//! and prints the channel as a person would read it.
+//! The services come from `chatops_adapters::services`, the same wiring as the Lambdas'.
 
-use crate::clock::{Clock, SystemClock};
-use crate::completion::{Completion, CompletionConfig};
-use crate::config::{ConfigError, Env, SsmSecrets};
-use crate::delivery::Deliverer;
-use crate::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, MAX_ATTEMPTS};
-use crate::gitlab::{GitLab, GitLabClient};
-use crate::ingress::{Ingress, IngressConfig};
-use crate::queue::{MemoryQueue, RunQueue, SqsQueue};
-use crate::run::UserLink;
-use crate::store::{DynamoStore, MemoryStore, RunStore};
-use crate::web::{HttpRequest, HttpResponse};
 use axum::body::Body;
 use axum::response::IntoResponse;
+use chatops_adapters::aws::{sdk_config, SsmSecrets};
+use chatops_adapters::services::{Backend, Inbox, Services, ServicesError};
+use chatops_core::clock::Clock;
+use chatops_core::completion::{Completion, CompletionConfig};
+use chatops_core::config::{ConfigError, Env};
+use chatops_core::dispatcher::{Delivery, Dispatcher, DispatcherConfig, MAX_ATTEMPTS};
+use chatops_core::ingress::{Ingress, IngressConfig};
+use chatops_core::run::UserLink;
+use chatops_core::store::RunStore;
+use chatops_core::web::{HttpRequest, HttpResponse};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,16 +54,6 @@ const EMBEDDED_TABLE: &str = "embedded-memory";
 /// hooks for big pipelines are the largest thing we receive).
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// Where run requests wait for the dispatcher.
-#[derive(Clone)]
-pub enum Inbox {
-    Embedded(Arc<MemoryQueue>),
-    Sqs {
-        client: aws_sdk_sqs::Client,
-        queue_url: String,
-    },
-}
-
 /// The three handlers and what they share, wired once.
 #[derive(Clone)]
 pub struct Local {
@@ -85,6 +71,8 @@ pub struct Local {
 pub enum LocalError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Services(#[from] ServicesError),
     #[error("{0}")]
     Setup(String),
 }
@@ -107,64 +95,33 @@ impl Local {
         let needs_aws = aws || SECRET_REFS.iter().any(|name| env.get(name).is_some());
         let sdk = match sdk {
             Some(s) => s,
-            None if needs_aws => crate::config::aws_sdk_config().await,
+            None if needs_aws => sdk_config().await,
             None => offline_sdk_config(),
         };
         let secrets = SsmSecrets::new(sdk.clone());
         let mut env = env.clone();
-        let (store, queue, inbox): (Arc<dyn RunStore>, Arc<dyn RunQueue>, Inbox) = if aws {
-            let queue_url = env.required("RUN_QUEUE_URL")?;
-            let table = env.required("RUNS_TABLE")?;
-            let sqs = SqsQueue::from_sdk_config(&sdk, queue_url.clone());
-            (
-                Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
-                Arc::new(sqs),
-                Inbox::Sqs {
-                    client: aws_sdk_sqs::Client::new(&sdk),
-                    queue_url,
-                },
-            )
+        let backend = if aws {
+            Backend::Aws {
+                queue_url: env.required("RUN_QUEUE_URL")?,
+                table: env.required("RUNS_TABLE")?,
+            }
         } else {
             env.set("RUN_QUEUE_URL", EMBEDDED_QUEUE);
             env.set("RUNS_TABLE", EMBEDDED_TABLE);
-            let q = Arc::new(MemoryQueue::new());
-            (Arc::new(MemoryStore::new()), q.clone(), Inbox::Embedded(q))
+            Backend::Embedded
         };
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-
-        let ingress_config = IngressConfig::from_env(&env, &secrets).await?;
-        let dispatcher_config = DispatcherConfig::from_env(&env, &secrets).await?;
-        let completion_config = CompletionConfig::from_env(&env, &secrets).await?;
-
-        let gitlab: Arc<dyn GitLab> = Arc::new(
-            GitLabClient::new(
-                &dispatcher_config.gitlab_url,
-                dispatcher_config.gitlab_token.clone(),
-            )
-            .map_err(|e| LocalError::Setup(format!("GITLAB_URL: {e}")))?,
-        );
-        let dispatcher = Dispatcher {
-            deliverer: Deliverer::over_http(&dispatcher_config.chat, store.clone(), clock.clone()),
-            config: dispatcher_config,
-            gitlab: gitlab.clone(),
-            store: store.clone(),
-            clock: clock.clone(),
-        };
-        let completion = Completion {
-            deliverer: Deliverer::over_http(&completion_config.chat, store.clone(), clock.clone()),
-            config: completion_config,
-            gitlab,
-            store: store.clone(),
-            clock: clock.clone(),
-        };
+        let services = Services::new(&backend, &sdk);
+        let ingress = services.ingress(IngressConfig::from_env(&env, &secrets).await?);
+        let dispatcher = services.dispatcher(DispatcherConfig::from_env(&env, &secrets).await?)?;
+        let completion = services.completion(CompletionConfig::from_env(&env, &secrets).await?)?;
         let sweep_every = Duration::from_secs(env.parse_or("SWEEP_EVERY_SECS", 60u64)?.max(1));
         let local = Local {
-            ingress: Arc::new(Ingress::new(ingress_config, queue, clock.clone())),
+            ingress: Arc::new(ingress),
             dispatcher: Arc::new(dispatcher),
             completion: Arc::new(completion),
-            store,
-            inbox,
-            clock,
+            store: services.store,
+            inbox: services.inbox,
+            clock: services.clock,
             sweep_every,
         };
         if let Some(links) = env.get("LOCAL_USER_LINKS") {
@@ -198,8 +155,8 @@ impl Local {
     pub async fn link(&self, team: &str, user: &str, gitlab: &str) -> Result<(), LocalError> {
         self.store
             .link_user(&UserLink {
-                team_id: crate::ids::TeamId::new(team),
-                chat_user_id: crate::ids::ChatUserId::new(user),
+                team_id: chatops_core::ids::TeamId::new(team),
+                chat_user_id: chatops_core::ids::ChatUserId::new(user),
                 gitlab_username: gitlab.to_owned(),
                 linked_at: self.clock.now(),
             })
@@ -230,14 +187,14 @@ impl Local {
         };
         let req: HttpRequest = http::Request::from_parts(parts, bytes);
         let resp = match req.uri().path() {
-            crate::ingress::SLACK_PATH | crate::ingress::MATTERMOST_PATH => {
+            chatops_core::ingress::SLACK_PATH | chatops_core::ingress::MATTERMOST_PATH => {
                 self.ingress.handle(req).await
             }
-            p if p.trim_end_matches('/') == crate::completion::WEBHOOK_PATH => {
+            p if p.trim_end_matches('/') == chatops_core::completion::WEBHOOK_PATH => {
                 self.completion.handle_webhook(req).await
             }
-            "/" | "/healthz" => crate::web::text(200, "chatops local: ok\n"),
-            _ => crate::web::json(
+            "/" | "/healthz" => chatops_core::web::text(200, "chatops local: ok\n"),
+            _ => chatops_core::web::json(
                 404,
                 &serde_json::json!({"error": "not found", "routes": [
                     "POST /slack/commands", "POST /mattermost/commands", "POST /gitlab/webhook"]}),
@@ -282,14 +239,13 @@ impl Local {
     /// done or the dispatcher has told the user on the last attempt.
     async fn dispatch_embedded(&self, body: String) {
         for receive_count in 1..=MAX_ATTEMPTS {
-            match self.dispatcher.handle_message(&body, receive_count).await {
-                Ok(()) => return,
-                Err(DispatchError::Permanent(reason)) => {
-                    tracing::error!(%reason, "run request dropped: it can never be processed");
-                    return;
-                }
-                Err(DispatchError::Retryable(reason)) => {
-                    tracing::warn!(%reason, receive_count, "run request will be retried");
+            match self
+                .dispatcher
+                .handle_delivery("embedded", &body, receive_count)
+                .await
+            {
+                Delivery::Done => return,
+                Delivery::Retry => {
                     tokio::time::sleep(Duration::from_secs(u64::from(receive_count) * 2)).await;
                 }
             }
@@ -324,23 +280,20 @@ impl Local {
                 .unwrap_or(1);
             let result = self
                 .dispatcher
-                .handle_message(m.body.as_deref().unwrap_or(""), count)
+                .handle_delivery(
+                    m.message_id.as_deref().unwrap_or(""),
+                    m.body.as_deref().unwrap_or(""),
+                    count,
+                )
                 .await;
             (m, result)
         }))
         .await;
         for (m, result) in handled {
-            match result {
-                // Left on the queue: visible again after the visibility timeout, as for
-                // the Lambda's batch item failures.
-                Err(DispatchError::Retryable(reason)) => {
-                    tracing::warn!(%reason, "run request will be retried");
-                    continue;
-                }
-                Err(DispatchError::Permanent(reason)) => {
-                    tracing::error!(%reason, "run request dropped: it can never be processed");
-                }
-                Ok(()) => {}
+            // Left on the queue: visible again after the visibility timeout, as for the
+            // Lambda's batch item failures.
+            if result == Delivery::Retry {
+                continue;
             }
             if let Some(handle) = &m.receipt_handle {
                 if let Err(e) = client
@@ -367,7 +320,7 @@ impl Local {
         }
     }
 
-    fn describe_backends(&self) -> String {
+    pub fn describe_backends(&self) -> String {
         match &self.inbox {
             Inbox::Embedded(_) => {
                 "embedded queue and run store, kept in memory: nothing survives a restart".into()
@@ -437,7 +390,7 @@ pub async fn run_cli(port: u16, aws_flag: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -446,496 +399,10 @@ fn init_tracing() {
         .try_init();
 }
 
-// ---------------------------------------------------------------------------------------
-// The offline demo: stand-ins for GitLab and Slack, local mode between them.
-
-use crate::standin::gitlab::{GitLabStandin, STANDIN_TOKEN};
-use crate::standin::runner::{standin_jobs, CiFile, Runner, ShellExecutor};
-use crate::standin::slack::{render_posts, Post, SlackStandIn, Via};
-
-/// The demo's Slack workspace and GitLab project.
-pub const DEMO_TEAM: &str = "T0DEMO";
-pub const DEMO_CHANNEL: &str = "C0OPS";
-pub const DEMO_CHANNEL_NAME: &str = "ops";
-pub const DEMO_PROJECT: &str = "demo/ops";
-const DEMO_PROJECT_ID: u64 = 1;
-const DEMO_SIGNING_SECRET: &str = "demo-signing-secret-not-a-real-one";
-const DEMO_BOT_TOKEN: &str = "xoxb-demo-bot-token";
-const DEMO_WEBHOOK_SECRET: &str = "demo-webhook-secret";
-
-/// A chat user of the demo and the GitLab account it is linked to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DemoUser {
-    pub slack_id: &'static str,
-    pub name: &'static str,
-    pub gitlab_id: u64,
-    pub access_level: u32,
-}
-
-/// Developer: may run jobs.
-pub const ALICE: DemoUser = DemoUser {
-    slack_id: "U0ALICE",
-    name: "alice",
-    gitlab_id: 11,
-    access_level: 30,
-};
-/// Reporter: linked, but too little access.
-pub const BOB: DemoUser = DemoUser {
-    slack_id: "U0BOB",
-    name: "bob",
-    gitlab_id: 12,
-    access_level: 20,
-};
-
-/// What the demo sends, in order: GitLab's example jobs and the ways a run can end.
-pub const DEMO_SCRIPT: &[(DemoUser, &str, &str)] = &[
-    (
-        ALICE,
-        "run hello-world",
-        "the docs' first example: one command, its output",
-    ),
-    (
-        ALICE,
-        "run ls",
-        "the docs' chat_reply example: only that section comes back",
-    ),
-    (
-        ALICE,
-        "run greet the release notes",
-        "several commands: commands and output",
-    ),
-    (ALICE, "run db-check", "a job that fails"),
-    (ALICE, "run rollback", "a job the project does not define"),
-    (
-        ALICE,
-        "run deploy-production",
-        "a job marked except: [chat]",
-    ),
-    (ALICE, "run restart", "a when: manual job"),
-    (BOB, "run hello-world", "a Reporter may not run jobs"),
-];
-
-/// Which backends the demo's local mode uses.
-pub enum DemoBackends {
-    /// The in-memory queue and store (`chatops demo`).
-    Embedded,
-    /// SQS and DynamoDB at `sdk`'s endpoint (moto in tests); queue and table must exist.
-    Aws {
-        sdk: Box<aws_config::SdkConfig>,
-        queue_url: String,
-        table: String,
-    },
-}
-
-/// One slash command as sent, with Slack's immediate answer.
-#[derive(Debug, Clone)]
-pub struct SentCommand {
-    pub user: DemoUser,
-    pub text: String,
-    pub response_url: String,
-    /// The HTTP status of the ingress's answer.
-    pub status: u16,
-    /// The answer's body (a slash-command response).
-    pub answer: serde_json::Value,
-}
-
-/// GitLab and Slack stand-ins with local mode between them.
-pub struct DemoWorld {
-    pub gitlab: GitLabStandin,
-    pub slack: SlackStandIn,
-    pub local: Local,
-    pub running: Running,
-    http: reqwest::Client,
-    next_trigger: std::sync::atomic::AtomicU64,
-}
-
-impl DemoWorld {
-    /// Start everything; the GitLab project's jobs come from `project_dir/.gitlab-ci.yml`.
-    pub async fn start(
-        backends: DemoBackends,
-        project_dir: &std::path::Path,
-    ) -> Result<DemoWorld, LocalError> {
-        Self::start_with(backends, project_dir, &[]).await
-    }
-
-    /// Like `start`, with more variables for local mode (e.g. `SWEEP_EVERY_SECS`).
-    pub async fn start_with(
-        backends: DemoBackends,
-        project_dir: &std::path::Path,
-        extra_env: &[(&str, &str)],
-    ) -> Result<DemoWorld, LocalError> {
-        let setup =
-            |what: &str, e: &dyn std::fmt::Display| LocalError::Setup(format!("{what}: {e}"));
-        let ci = CiFile::load(project_dir).map_err(|e| setup("the demo project", &e))?;
-        let gitlab = GitLabStandin::start().await;
-        let slack = SlackStandIn::start(DEMO_BOT_TOKEN)
-            .await
-            .map_err(|e| setup("the Slack stand-in", &e))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| setup("binding 127.0.0.1", &e))?;
-        let local_url = format!(
-            "http://{}",
-            listener
-                .local_addr()
-                .map_err(|e| setup("local address", &e))?
-        );
-
-        let gl = gitlab.state();
-        gl.add_project(DEMO_PROJECT_ID, DEMO_PROJECT);
-        gl.set_ci_jobs(DEMO_PROJECT_ID, standin_jobs(&ci));
-        let mut runner = Runner::new(project_dir);
-        runner.timeout = Duration::from_secs(120);
-        gl.set_executor(Arc::new(ShellExecutor::new(
-            runner,
-            ci,
-            gl.clone(),
-            &gitlab.url(),
-        )));
-        gl.set_webhook(
-            &format!("{local_url}{}", crate::completion::WEBHOOK_PATH),
-            DEMO_WEBHOOK_SECRET,
-        );
-        for u in [ALICE, BOB] {
-            gl.add_user(u.gitlab_id, u.name);
-            gl.set_member(DEMO_PROJECT_ID, u.gitlab_id, u.access_level);
-        }
-
-        // The same variables a laptop user would export for `chatops local`.
-        let mut env = Env::from_pairs([
-            ("SLACK_SIGNING_SECRET", DEMO_SIGNING_SECRET.to_owned()),
-            ("SLACK_BOT_TOKEN", DEMO_BOT_TOKEN.to_owned()),
-            ("SLACK_API_URL", slack.api_url()),
-            (
-                "ALLOWED_RESPONSE_URL_PREFIXES",
-                format!("{}/commands/", slack.base_url()),
-            ),
-            ("GITLAB_URL", gitlab.url()),
-            ("GITLAB_TOKEN", STANDIN_TOKEN.to_owned()),
-            ("GITLAB_PROJECT", DEMO_PROJECT.to_owned()),
-            ("GITLAB_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET.to_owned()),
-            ("LOG_RETRY_SECS", "0.2".to_owned()),
-            (
-                "LOCAL_USER_LINKS",
-                format!(
-                    "{DEMO_TEAM}/{}={},{DEMO_TEAM}/{}={}",
-                    ALICE.slack_id, ALICE.name, BOB.slack_id, BOB.name
-                ),
-            ),
-        ]);
-        for (k, v) in extra_env {
-            env.set(*k, *v);
-        }
-        let (aws, sdk) = match backends {
-            DemoBackends::Embedded => (false, Some(offline_sdk_config())),
-            DemoBackends::Aws {
-                sdk,
-                queue_url,
-                table,
-            } => {
-                env.set("RUN_QUEUE_URL", queue_url);
-                env.set("RUNS_TABLE", table);
-                (true, Some(*sdk))
-            }
-        };
-        let local = Local::from_env(&env, aws, sdk).await?;
-        let running = local
-            .start(listener)
-            .map_err(|e| setup("starting local mode", &e))?;
-        Ok(DemoWorld {
-            gitlab,
-            slack,
-            local,
-            running,
-            http: reqwest::Client::new(),
-            next_trigger: std::sync::atomic::AtomicU64::new(1),
-        })
-    }
-
-    /// Send `/chatops <text>` from `user` in the demo channel, signed as Slack signs.
-    pub async fn command(&self, user: DemoUser, text: &str) -> Result<SentCommand, LocalError> {
-        let response_url = self.slack.response_url(DEMO_TEAM);
-        let n = self
-            .next_trigger
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let body = serde_urlencoded::to_string([
-            ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
-            ("team_id", DEMO_TEAM),
-            ("team_domain", "demo"),
-            ("channel_id", DEMO_CHANNEL),
-            ("channel_name", DEMO_CHANNEL_NAME),
-            ("user_id", user.slack_id),
-            ("user_name", user.name),
-            ("command", "/chatops"),
-            ("text", text),
-            ("api_app_id", "A0DEMO"),
-            ("is_enterprise_install", "false"),
-            ("response_url", &response_url),
-            (
-                "trigger_id",
-                &format!("{n}.{}.demo", self.local.clock.now()),
-            ),
-        ])
-        .map_err(|e| LocalError::Setup(format!("encoding a slash command: {e}")))?;
-        let timestamp = self.local.clock.now().to_string();
-        let signature = crate::slack::verify::sign(
-            &crate::secret::Secret::new(DEMO_SIGNING_SECRET),
-            &timestamp,
-            body.as_bytes(),
-        );
-        let resp = self
-            .http
-            .post(format!(
-                "{}{}",
-                self.running.url(),
-                crate::ingress::SLACK_PATH
-            ))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header(crate::slack::verify::TIMESTAMP_HEADER, timestamp)
-            .header(crate::slack::verify::SIGNATURE_HEADER, signature)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| LocalError::Setup(format!("sending a slash command: {e}")))?;
-        let status = resp.status().as_u16();
-        let answer = resp.json().await.unwrap_or(serde_json::Value::Null);
-        Ok(SentCommand {
-            user,
-            text: text.to_owned(),
-            response_url,
-            status,
-            answer,
-        })
-    }
-
-    /// Messages that reached Slack through this command's `response_url`.
-    pub fn posts_for(&self, cmd: &SentCommand) -> Vec<Post> {
-        let id = response_url_id(&cmd.response_url);
-        self.slack
-            .transcript()
-            .into_iter()
-            .filter(|p| matches!(&p.via, Via::ResponseUrl { id: i, .. } if Some(i.as_str()) == id))
-            .collect()
-    }
-
-    /// Messages that reached the channel another way (Web API, files).
-    pub fn channel_posts(&self) -> Vec<Post> {
-        self.slack
-            .transcript()
-            .into_iter()
-            .filter(|p| !matches!(p.via, Via::ResponseUrl { .. }))
-            .collect()
-    }
-
-    /// Wait until every command was answered and nothing moves any more: no run in flight
-    /// (only runs waiting for a manual play stay open) and no new message for 0.6 s.
-    pub async fn settle(&self, cmds: &[SentCommand], timeout: Duration) -> bool {
-        use crate::gitlab::Status;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut last_len = usize::MAX;
-        let mut quiet_since = tokio::time::Instant::now();
-        loop {
-            let now = tokio::time::Instant::now();
-            let len = self.slack.transcript().len();
-            if len != last_len {
-                last_len = len;
-                quiet_since = now;
-            }
-            let answered = cmds
-                .iter()
-                .all(|c| c.status != 200 || !self.posts_for(c).is_empty() || is_final_answer(c));
-            let runs_settled = match self.local.store.open_runs(u64::MAX).await {
-                Ok(runs) => runs
-                    .iter()
-                    .all(|r| r.status == crate::run::RunStatus::WaitingManual),
-                Err(_) => false,
-            };
-            let gitlab_idle = self.gitlab.state().pipelines().iter().all(|p| {
-                self.gitlab
-                    .state()
-                    .jobs_of(p.id)
-                    .iter()
-                    .all(|j| j.status.is_final() || j.status == Status::Manual)
-            });
-            let queue_empty = match &self.local.inbox {
-                Inbox::Embedded(q) => q.is_empty(),
-                Inbox::Sqs { .. } => true,
-            };
-            if answered
-                && runs_settled
-                && gitlab_idle
-                && queue_empty
-                && now.duration_since(quiet_since) >= Duration::from_millis(600)
-            {
-                return true;
-            }
-            if now >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The channel as a person reads it: each command, Slack's immediate answer, then what
-    /// came back for it.
-    pub fn transcript(&self, cmds: &[SentCommand]) -> String {
-        let mut out = format!("#{DEMO_CHANNEL_NAME}\n");
-        for c in cmds {
-            out.push_str(&format!("\n{} › /chatops {}\n", c.user.name, c.text));
-            if c.status != 200 {
-                out.push_str(&format!(
-                    "  Slack: \"/chatops\" failed with the error \"http_{}\"\n",
-                    c.status
-                ));
-            } else if !c.answer.is_null() && !c.answer["text"].as_str().unwrap_or("").is_empty() {
-                out.push_str(&speak(&answer_post(c), "answer"));
-            }
-            for p in self.posts_for(c) {
-                out.push_str(&speak(&p, "response_url"));
-            }
-        }
-        let others = self.channel_posts();
-        if !others.is_empty() {
-            out.push_str("\nposted to the channel by the bot:\n");
-            for p in &others {
-                out.push_str(&speak(p, "chat.postMessage"));
-            }
-        }
-        for u in [ALICE, BOB] {
-            out = out.replace(&format!("@{}", u.slack_id), &format!("@{}", u.name));
-        }
-        out
-    }
-}
-
-/// Whether the immediate answer ended the command (help, refusal, "could not schedule").
-fn is_final_answer(c: &SentCommand) -> bool {
-    c.answer["response_type"].as_str() == Some("ephemeral")
-}
-
-fn response_url_id(url: &str) -> Option<&str> {
-    // …/commands/<team>/<id>/<token>
-    let mut parts = url.rsplit('/');
-    parts.next()?;
-    parts.next()
-}
-
-fn answer_post(c: &SentCommand) -> Post {
-    Post {
-        via: Via::ResponseUrl {
-            team: DEMO_TEAM.into(),
-            id: response_url_id(&c.response_url).unwrap_or("").into(),
-        },
-        channel: None,
-        response_type: c.answer["response_type"].as_str().map(str::to_owned),
-        text: c.answer["text"].as_str().unwrap_or("").to_owned(),
-        blocks: c.answer.get("blocks").cloned(),
-        attachments: c.answer.get("attachments").cloned(),
-        file: None,
-    }
-}
-
-/// One message as the channel shows it: who sees it, then its text.
-fn speak(p: &Post, how: &str) -> String {
-    let seen = match (p.response_type.as_deref(), &p.via) {
-        (Some("in_channel"), _) => "everyone sees".to_owned(),
-        (_, Via::ResponseUrl { .. }) => "only visible to you".to_owned(),
-        (_, Via::PostMessage) => format!("in #{}", p.channel.as_deref().unwrap_or("?")),
-        (_, Via::FileUpload) => "file".to_owned(),
-    };
-    let rendered = render_posts(std::slice::from_ref(p));
-    let mut out = format!("  ChatOps ({seen}; {how}):\n");
-    for line in rendered.lines().skip(1) {
-        out.push_str("  ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
-/// AWS configuration for the embedded backends: nothing reaches AWS, and loading it must
-/// not look for credentials, profiles or instance metadata.
-fn offline_sdk_config() -> aws_config::SdkConfig {
+/// An SDK configuration that never looks for credentials (embedded backends, no `_PARAM`).
+pub(crate) fn offline_sdk_config() -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .build()
-}
-
-/// Where the demo project lives: `CHATOPS_DEMO_PROJECT`, else this checkout's
-/// `tests/demo-project`.
-pub fn demo_project_dir() -> std::path::PathBuf {
-    std::env::var_os("CHATOPS_DEMO_PROJECT")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/demo-project")
-        })
-}
-
-/// Run the demo script in `world`: each command, waiting for it to settle before the next
-/// so the channel reads in order.
-pub async fn run_script(world: &DemoWorld) -> Result<(Vec<SentCommand>, bool), LocalError> {
-    let mut sent = Vec::new();
-    let mut settled = true;
-    for (user, text, _) in DEMO_SCRIPT {
-        let c = world.command(*user, text).await?;
-        sent.push(c);
-        settled &= world.settle(&sent, Duration::from_secs(60)).await;
-    }
-    Ok((sent, settled))
-}
-
-/// `chatops demo`: the whole product offline; prints the channel; 0 when every command got
-/// its answer and Slack refused nothing.
-pub async fn run_demo() -> anyhow::Result<i32> {
-    if std::env::var_os("RUST_LOG").is_some() {
-        init_tracing();
-    }
-    let dir = demo_project_dir();
-    println!("chatops demo: GitLab and Slack stand-ins on 127.0.0.1, no network, no accounts.");
-    println!(
-        "GitLab project {DEMO_PROJECT} = {} (jobs run for real in bash)",
-        dir.display()
-    );
-    println!(
-        "{} is a Developer, {} a Reporter; both are linked to their GitLab accounts.",
-        ALICE.name, BOB.name
-    );
-    let world = match DemoWorld::start(DemoBackends::Embedded, &dir).await {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("chatops demo: {e}");
-            return Ok(1);
-        }
-    };
-    println!(
-        "local mode on {} ({})\n",
-        world.running.url(),
-        world.local.describe_backends()
-    );
-    let (sent, settled) = run_script(&world).await?;
-    print!("{}", world.transcript(&sent));
-
-    let refusals = world.slack.refusals();
-    let unanswered: Vec<_> = sent
-        .iter()
-        .filter(|c| c.status != 200 || (world.posts_for(c).is_empty() && !is_final_answer(c)))
-        .map(|c| c.text.as_str())
-        .collect();
-    println!();
-    if !refusals.is_empty() {
-        println!("Slack refused {} request(s): {refusals:?}", refusals.len());
-    }
-    if !unanswered.is_empty() || !settled {
-        println!("not answered in time: {unanswered:?}");
-        return Ok(1);
-    }
-    if !refusals.is_empty() {
-        return Ok(1);
-    }
-    println!(
-        "{} commands, every one answered. Try your own: `chatops local` (README, 'Local mode').",
-        sent.len()
-    );
-    Ok(0)
 }

@@ -6,20 +6,23 @@
 
 mod support;
 
-use chatops::chat::OutgoingMessage;
-use chatops::clock::{Clock, ManualClock};
-use chatops::completion::{Completion, CompletionConfig, SweepReport};
-use chatops::delivery::{ChatSettings, Deliverer, Route};
-use chatops::gitlab::{GitLab, GitLabClient, Status};
-use chatops::ids::{JobId, ProjectId};
-use chatops::mattermost::api::MattermostApi;
-use chatops::run::{RunRecord, RunStatus};
-use chatops::secret::Secret;
-use chatops::slack::api::SlackApi;
-use chatops::standin::gitlab::{GitLabStandin, StandinCiJob};
-use chatops::standin::slack::{SlackStandIn, Via};
-use chatops::store::{DynamoStore, RunStore};
-use chatops::web::HttpRequest;
+use chatops_adapters::dynamo::DynamoStore;
+use chatops_adapters::gitlab::GitLabClient;
+use chatops_adapters::mattermost::MattermostApi;
+use chatops_adapters::slack::SlackApi;
+use chatops_core::chat::OutgoingMessage;
+use chatops_core::clock::Clock;
+use chatops_core::completion::{Completion, CompletionConfig, SweepReport};
+use chatops_core::delivery::{ChatSettings, Deliverer, Route};
+use chatops_core::gitlab::{GitLab, Status};
+use chatops_core::ids::{JobId, ProjectId};
+use chatops_core::run::{RunRecord, RunStatus};
+use chatops_core::secret::Secret;
+use chatops_core::store::RunStore;
+use chatops_core::web::HttpRequest;
+use chatops_sim::gitlab::{GitLabStandin, StandinCiJob};
+use chatops_sim::slack::{SlackStandIn, Via};
+use chatops_sim::ManualClock;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +32,9 @@ const HOOK_SECRET: &str = "hook-secret";
 const BOT_TOKEN: &str = "xoxb-test-bot";
 const PROJECT: u64 = 42;
 
-const PIPELINE_FIXTURE: &str =
-    include_str!("../../shared/fixtures/gitlab-webhooks/pipeline_event.json");
-const JOB_FIXTURE: &str =
-    include_str!("../../shared/fixtures/gitlab-webhooks/job_event.clean.json");
-const JOB_PUBLISHED: &str = include_str!("../../shared/fixtures/gitlab-webhooks/job_event.json");
+const PIPELINE_FIXTURE: &str = include_str!("fixtures/gitlab-webhooks/pipeline_event.json");
+const JOB_FIXTURE: &str = include_str!("fixtures/gitlab-webhooks/job_event.clean.json");
+const JOB_PUBLISHED: &str = include_str!("fixtures/gitlab-webhooks/job_event.json");
 
 struct H {
     gl: GitLabStandin,
@@ -719,12 +720,16 @@ async fn lambda_events_reach_the_handler_and_the_sweep() {
         serde_json::from_str(include_str!("../events/gitlab-job-hook.json")).unwrap();
     event["headers"]["x-gitlab-token"] = json!(HOOK_SECRET);
     event["body"] = json!(h.job_hook("success").to_string());
-    let out = h.c.handle_event(event).await.unwrap();
+    let out = chatops_adapters::lambda::completion_event(&h.c, event)
+        .await
+        .unwrap();
     assert_eq!(out["statusCode"], 200, "{out}");
     assert!(out["body"].as_str().unwrap().contains("replied"), "{out}");
     let sweep: Value =
         serde_json::from_str(include_str!("../events/eventbridge-sweep.json")).unwrap();
-    let report = h.c.handle_event(sweep).await.unwrap();
+    let report = chatops_adapters::lambda::completion_event(&h.c, sweep)
+        .await
+        .unwrap();
     assert_eq!(report["examined"], 0, "{report}");
     assert_eq!(h.slack.transcript().len(), 1);
 }

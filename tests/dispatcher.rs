@@ -5,21 +5,24 @@
 mod support;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use chatops::chat::RecordingChat;
-use chatops::clock::{Clock, SystemClock};
-use chatops::delivery::{ChatSettings, Deliverer};
-use chatops::dispatcher::{
-    could_not_schedule, DispatchError, Dispatcher, DispatcherConfig, MAX_ATTEMPTS,
+use chatops_adapters::dynamo::DynamoStore;
+use chatops_adapters::gitlab::GitLabClient;
+use chatops_adapters::gitlab::RetryPolicy;
+use chatops_adapters::slack::SlackApi;
+use chatops_core::clock::{Clock, SystemClock};
+use chatops_core::delivery::{ChatSettings, Deliverer};
+use chatops_core::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, MAX_ATTEMPTS};
+use chatops_core::gitlab::{AccessLevel, GitLab, GitLabError, Status};
+use chatops_core::ids::{
+    ChannelId, ChatUserId, PipelineId, ProjectId, ProjectRef, RequestId, TeamId,
 };
-use chatops::gitlab::client::RetryPolicy;
-use chatops::gitlab::{AccessLevel, FakeGitLab, GitLab, GitLabClient, GitLabError, Status};
-use chatops::ids::{ChannelId, ChatUserId, PipelineId, ProjectId, ProjectRef, RequestId, TeamId};
-use chatops::run::{Platform, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
-use chatops::secret::Secret;
-use chatops::slack::api::SlackApi;
-use chatops::standin::gitlab::{Fault, GitLabStandin, StandinCiJob};
-use chatops::standin::slack::{Post, SlackStandIn};
-use chatops::store::{DynamoStore, MemoryStore, RunStore};
+use chatops_core::run::{Platform, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
+use chatops_core::secret::Secret;
+use chatops_core::store::{MemoryStore, RunStore};
+use chatops_sim::gitlab::{Fault, GitLabStandin, StandinCiJob};
+use chatops_sim::slack::{Post, SlackStandIn};
+use chatops_sim::FakeGitLab;
+use chatops_sim::RecordingChat;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -290,7 +293,7 @@ async fn same_message_received_three_times_from_sqs_makes_one_pipeline() {
             m.body.as_deref().unwrap(),
             count,
         )]);
-        let resp = h.dispatcher.handle_batch(event).await;
+        let resp = chatops_adapters::lambda::dispatch_batch(&h.dispatcher, event).await;
         assert!(failures(&resp).is_empty());
     }
     assert_eq!(counts, [1, 2, 3]);
@@ -304,19 +307,20 @@ async fn same_record_thrice_in_one_batch_makes_one_pipeline() {
     let h = harness().await;
     let req = h.request("req-batch", "deploy", "");
     let body = serde_json::to_string(&req).unwrap();
-    let resp = h
-        .dispatcher
-        .handle_batch(batch(vec![
+    let resp = chatops_adapters::lambda::dispatch_batch(
+        &h.dispatcher,
+        batch(vec![
             sqs_message("m1", &body, 1),
             sqs_message("m2", &body, 1),
             sqs_message("m3", &body, 1),
-        ]))
-        .await;
+        ]),
+    )
+    .await;
     // The copies that lost the claim come back later and find the run done.
     let retried = failures(&resp);
     assert!(retried.len() <= 2, "{retried:?}");
     let again: Vec<SqsMessage> = retried.iter().map(|id| sqs_message(id, &body, 2)).collect();
-    let resp = h.dispatcher.handle_batch(batch(again)).await;
+    let resp = chatops_adapters::lambda::dispatch_batch(&h.dispatcher, batch(again)).await;
     assert!(failures(&resp).is_empty());
     assert_eq!(h.gitlab.state().pipelines().len(), 1);
     assert_eq!(h.slack.transcript().len(), 1);
@@ -493,7 +497,7 @@ async fn unlinked_user_is_told_how_to_get_linked() {
     assert_eq!(post.response_type.as_deref(), Some("ephemeral"));
     assert!(
         post.text
-            .contains("`chatops users link T1/U1 <your GitLab username>`"),
+            .contains("`chatops users link T1/U1 &lt;your GitLab username&gt;`"),
         "{}",
         post.text
     );
@@ -590,17 +594,19 @@ async fn server_errors_forever_are_retried_then_the_user_is_told() {
     let req = h.request("req-500", "deploy", "");
     let body = serde_json::to_string(&req).unwrap();
     for n in 1..MAX_ATTEMPTS {
-        let resp = h
-            .dispatcher
-            .handle_batch(batch(vec![sqs_message("m-500", &body, n)]))
-            .await;
+        let resp = chatops_adapters::lambda::dispatch_batch(
+            &h.dispatcher,
+            batch(vec![sqs_message("m-500", &body, n)]),
+        )
+        .await;
         assert_eq!(failures(&resp), ["m-500"], "attempt {n} goes back to SQS");
         assert!(h.slack.transcript().is_empty());
     }
-    let resp = h
-        .dispatcher
-        .handle_batch(batch(vec![sqs_message("m-500", &body, MAX_ATTEMPTS)]))
-        .await;
+    let resp = chatops_adapters::lambda::dispatch_batch(
+        &h.dispatcher,
+        batch(vec![sqs_message("m-500", &body, MAX_ATTEMPTS)]),
+    )
+    .await;
     assert!(
         failures(&resp).is_empty(),
         "acknowledged once the user knows"
@@ -619,14 +625,15 @@ async fn a_bad_record_never_fails_its_neighbours() {
     let mut future = serde_json::to_value(&good).unwrap();
     future["version"] = 2.into();
     future["request_id"] = "req-future".into();
-    let resp = h
-        .dispatcher
-        .handle_batch(batch(vec![
+    let resp = chatops_adapters::lambda::dispatch_batch(
+        &h.dispatcher,
+        batch(vec![
             sqs_message("bad-json", "{not json", 1),
             sqs_message("future", &future.to_string(), 1),
             sqs_message("good", &serde_json::to_string(&good).unwrap(), 1),
-        ]))
-        .await;
+        ]),
+    )
+    .await;
     assert!(failures(&resp).is_empty());
     assert_eq!(h.gitlab.state().pipelines().len(), 1);
     assert_eq!(h.status(&good).await, RunStatus::Running);
@@ -686,7 +693,7 @@ async fn client_maps_gitlab_errors_with_their_messages() {
         ProjectId(1)
     );
     assert_eq!(
-        ok.member_access(ProjectId(1), chatops::ids::GitLabUserId(9))
+        ok.member_access(ProjectId(1), chatops_core::ids::GitLabUserId(9))
             .await
             .unwrap(),
         None
@@ -694,7 +701,7 @@ async fn client_maps_gitlab_errors_with_their_messages() {
     gitlab.state().add_user(9, "bob");
     gitlab.state().set_member(1, 9, 40);
     assert_eq!(
-        ok.member_access(ProjectId(1), chatops::ids::GitLabUserId(9))
+        ok.member_access(ProjectId(1), chatops_core::ids::GitLabUserId(9))
             .await
             .unwrap(),
         Some(AccessLevel::MAINTAINER)
@@ -726,7 +733,7 @@ async fn sample_sqs_event_dispatches() {
         .await
         .unwrap();
     let chat = Arc::new(RecordingChat::default());
-    let clock: Arc<dyn Clock> = Arc::new(chatops::clock::ManualClock::at(request.received_at + 2));
+    let clock: Arc<dyn Clock> = Arc::new(chatops_sim::ManualClock::at(request.received_at + 2));
     let d = Dispatcher {
         config: DispatcherConfig {
             gitlab_url: "https://gitlab.example.com".into(),
@@ -746,7 +753,7 @@ async fn sample_sqs_event_dispatches() {
         },
         clock,
     };
-    let resp = d.handle_batch(event).await;
+    let resp = chatops_adapters::lambda::dispatch_batch(&d, event).await;
     assert!(resp.batch_item_failures.is_empty());
     let created = gl.created_pipelines();
     assert_eq!(created.len(), 1);
@@ -782,7 +789,7 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
         .await
         .unwrap();
     let chat = Arc::new(RecordingChat::default());
-    let clock: Arc<dyn Clock> = Arc::new(chatops::clock::ManualClock::at(good.received_at + 60));
+    let clock: Arc<dyn Clock> = Arc::new(chatops_sim::ManualClock::at(good.received_at + 60));
     let d = Dispatcher {
         config: DispatcherConfig {
             gitlab_url: "https://gitlab.example.com".into(),
@@ -802,7 +809,7 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
         },
         clock,
     };
-    let resp = d.handle_batch(event).await;
+    let resp = chatops_adapters::lambda::dispatch_batch(&d, event).await;
     assert!(resp.batch_item_failures.is_empty());
     let created = gl.created_pipelines();
     assert_eq!(created.len(), 1);
@@ -847,18 +854,15 @@ fn ci_template_carries_the_contract_rules() {
 struct EchoExecutor;
 
 #[async_trait::async_trait]
-impl chatops::standin::gitlab::JobExecutor for EchoExecutor {
-    async fn run(
-        &self,
-        job: chatops::standin::gitlab::ExecJob,
-    ) -> chatops::standin::gitlab::ExecOutcome {
+impl chatops_sim::gitlab::JobExecutor for EchoExecutor {
+    async fn run(&self, job: chatops_sim::gitlab::ExecJob) -> chatops_sim::gitlab::ExecOutcome {
         let input = job
             .variables
             .iter()
             .find(|(k, _)| k == "CHAT_INPUT")
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
-        chatops::standin::gitlab::ExecOutcome {
+        chatops_sim::gitlab::ExecOutcome {
             status: Status::Success,
             trace: format!("{} says {input}\n", job.name).into_bytes(),
         }
@@ -926,7 +930,7 @@ async fn standin_runs_jobs_and_delivers_gitlab_webhooks() {
     assert_eq!(pipe_body["object_attributes"]["status"], "success");
     assert_eq!(pipe_body["builds"][0]["name"], "hello");
 
-    let job_id = chatops::ids::JobId(job_body["build_id"].as_u64().unwrap());
+    let job_id = chatops_core::ids::JobId(job_body["build_id"].as_u64().unwrap());
     let job = client.job(ProjectId(5), job_id).await.unwrap();
     assert_eq!(job.status, Status::Success);
     let trace: Vec<u8> = client
@@ -953,4 +957,12 @@ async fn standin_runs_jobs_and_delivers_gitlab_webhooks() {
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0], keys[1]);
     server.abort();
+}
+
+/// GitLab's own first sentence when a command cannot be scheduled, as Slack shows it.
+fn could_not_schedule(job: &str) -> String {
+    format!(
+        "The command could not be scheduled. Make sure that your project has a .gitlab-ci.yml \
+         that defines a job with the name \"{job}\""
+    )
 }

@@ -7,11 +7,11 @@
 
 mod support;
 
-use chatops::gitlab::Status;
-use chatops::local::{
+use chatops::demo::{
     demo_project_dir, run_script, DemoBackends, DemoWorld, SentCommand, ALICE, BOB, DEMO_SCRIPT,
 };
-use chatops::standin::slack::render_posts;
+use chatops_core::gitlab::Status;
+use chatops_sim::slack::render_posts;
 use std::time::Duration;
 
 fn find<'a>(sent: &'a [SentCommand], text: &str, user: &str) -> &'a SentCommand {
@@ -170,6 +170,67 @@ async fn demo_scenarios_with_embedded_backends() {
     check_scenarios(&world, &sent);
 }
 
+/// Markup a person typed (`<!channel>`, `<@U123>`, `&`) travels through the whole flow: the
+/// ack, the dispatcher's follow-up or refusal, and the job's reply (the `greet` job echoes
+/// `CHAT_INPUT`). Every message that reaches Slack has it escaped, so nobody is pinged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markup_in_commands_is_escaped_in_every_message() {
+    let world = DemoWorld::start(DemoBackends::Embedded, &demo_project_dir())
+        .await
+        .expect("demo world");
+    let hostile = "<!channel> <@U123> &";
+    let mut sent = Vec::new();
+    for text in [
+        format!("run echo-input {hostile}"),
+        format!("run greet {hostile}"),
+        "run <!channel>".to_owned(),
+    ] {
+        sent.push(world.command(ALICE, &text).await.expect("command"));
+    }
+    assert!(
+        world.settle(&sent, Duration::from_secs(60)).await,
+        "did not settle:\n{}",
+        world.transcript(&sent)
+    );
+    let greet = &sent[1];
+    let reply = shown(&world, greet);
+    assert!(
+        reply.contains("You asked for"),
+        "the job ran and replied\n{reply}"
+    );
+
+    let mut everything = Vec::new();
+    for c in &sent {
+        everything.push(c.answer.to_string());
+        for p in world.posts_for(c) {
+            everything.push(serde_json::to_string(&p).expect("post as JSON"));
+        }
+    }
+    for p in world.channel_posts() {
+        everything.push(serde_json::to_string(&p).expect("post as JSON"));
+    }
+    assert!(everything.len() >= 6, "{everything:#?}");
+    for m in &everything {
+        for raw in ["<!channel>", "<@U123>"] {
+            assert!(!m.contains(raw), "{raw} reached Slack unescaped: {m}");
+        }
+        // Every `&` is an entity Slack decodes, never a bare one.
+        for (i, _) in m.match_indices('&') {
+            let rest = &m[i..];
+            assert!(
+                rest.starts_with("&amp;") || rest.starts_with("&lt;") || rest.starts_with("&gt;"),
+                "bare & in {m}"
+            );
+        }
+    }
+    assert!(
+        everything
+            .iter()
+            .any(|m| m.contains("&lt;!channel&gt; &lt;@U123&gt; &amp;")),
+        "{everything:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_scenarios_over_sqs_and_dynamodb() {
     let sdk = support::aws_config().await;
@@ -187,9 +248,12 @@ async fn demo_scenarios_over_sqs_and_dynamodb() {
         .queue_url
         .expect("queue url");
     let table = support::unique_name("e2e-runs");
-    chatops::store::DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .await
-        .expect("create table");
+    chatops_adapters::dynamo::DynamoStore::create_table(
+        &aws_sdk_dynamodb::Client::new(&sdk),
+        &table,
+    )
+    .await
+    .expect("create table");
     let world = DemoWorld::start(
         DemoBackends::Aws {
             sdk: Box::new(sdk.clone()),
@@ -205,15 +269,16 @@ async fn demo_scenarios_over_sqs_and_dynamodb() {
     check_scenarios(&world, &sent);
 
     // The runs really went through DynamoDB and the queue is drained.
-    let store = chatops::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
-    use chatops::store::RunStore;
+    let store =
+        chatops_adapters::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+    use chatops_core::store::RunStore;
     let p = pipelines_for(&world, "hello-world")[0];
     let run = store
-        .find_by_pipeline(chatops::ids::PipelineId(p))
+        .find_by_pipeline(chatops_core::ids::PipelineId(p))
         .await
         .expect("store")
         .expect("the run is in DynamoDB");
-    assert_eq!(run.status, chatops::run::RunStatus::Replied);
+    assert_eq!(run.status, chatops_core::run::RunStatus::Replied);
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)

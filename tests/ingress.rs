@@ -7,15 +7,16 @@ mod support;
 
 use base64::Engine;
 use bytes::Bytes;
-use chatops::clock::ManualClock;
-use chatops::config::{Env, NoSecrets};
-use chatops::ids::{ChannelId, ChatUserId, TeamId};
-use chatops::ingress::{Ingress, IngressConfig, MAX_BODY_BYTES};
-use chatops::queue::{MemoryQueue, RunQueue, SqsQueue};
-use chatops::run::{Platform, RunRequest, RUN_REQUEST_VERSION};
-use chatops::secret::Secret;
-use chatops::slack::verify::{sign, verify};
-use chatops::web::{self, HttpRequest, HttpResponse};
+use chatops_adapters::sqs::SqsQueue;
+use chatops_core::config::{Env, NoSecrets};
+use chatops_core::ids::{ChannelId, ChatUserId, TeamId};
+use chatops_core::ingress::{Ingress, IngressConfig, MAX_BODY_BYTES};
+use chatops_core::queue::{MemoryQueue, RunQueue};
+use chatops_core::run::{Platform, RunRequest, RUN_REQUEST_VERSION};
+use chatops_core::secret::Secret;
+use chatops_core::slack::verify::{sign, verify};
+use chatops_core::web::{HttpRequest, HttpResponse};
+use chatops_sim::ManualClock;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -226,10 +227,8 @@ fn resp_header(resp: &HttpResponse, name: &str) -> Option<String> {
 
 #[test]
 fn slacks_signing_example_verifies_and_any_changed_byte_does_not() {
-    let ex: Value = serde_json::from_slice(&repo_file(
-        "../shared/fixtures/slack/signature_example.json",
-    ))
-    .unwrap();
+    let ex: Value =
+        serde_json::from_slice(&repo_file("tests/fixtures/slack/signature_example.json")).unwrap();
     let secret = Secret::new(ex["signing_secret"].as_str().unwrap());
     let ts = ex["timestamp"].as_str().unwrap();
     let sig = ex["expected_signature"].as_str().unwrap();
@@ -292,10 +291,8 @@ fn slacks_signing_example_verifies_and_any_changed_byte_does_not() {
 
 #[tokio::test]
 async fn signing_example_through_the_handler() {
-    let ex: Value = serde_json::from_slice(&repo_file(
-        "../shared/fixtures/slack/signature_example.json",
-    ))
-    .unwrap();
+    let ex: Value =
+        serde_json::from_slice(&repo_file("tests/fixtures/slack/signature_example.json")).unwrap();
     let secret = ex["signing_secret"].as_str().unwrap();
     let ts = ex["timestamp"].as_str().unwrap();
     let sig = ex["expected_signature"].as_str().unwrap();
@@ -327,7 +324,7 @@ async fn signing_example_through_the_handler() {
         v["text"]
             .as_str()
             .unwrap()
-            .contains("/webhook-collect run <job>"),
+            .contains("/webhook-collect run &lt;job&gt;"),
         "{v}"
     );
     for i in 0..body.len() {
@@ -717,7 +714,10 @@ async fn every_bad_input_gets_its_answer_and_queues_nothing() {
         assert_eq!(v["response_type"], "ephemeral", "{text:?}");
         assert!(v["text"].as_str().unwrap().contains(says), "{text:?}: {v}");
         assert!(
-            v["text"].as_str().unwrap().contains("/chatops run <job>"),
+            v["text"]
+                .as_str()
+                .unwrap()
+                .contains("/chatops run &lt;job&gt;"),
             "{text:?}: {v}"
         );
         let resp = m.ingress.handle(mattermost(&mm_fields(text), None)).await;
@@ -843,7 +843,7 @@ async fn base64_function_url_body_reaches_the_handler_byte_for_byte() {
         .to_owned();
 
     let lambda_req: lambda_http::request::LambdaRequest = serde_json::from_value(event).unwrap();
-    let req = web::from_lambda(lambda_http::Request::from(lambda_req));
+    let req = chatops_adapters::lambda::from_lambda(lambda_http::Request::from(lambda_req));
     assert_eq!(req.body().as_ref(), sent.as_slice());
     assert_eq!(req.method(), http::Method::POST);
     assert_eq!(req.uri().path(), "/slack/commands");
@@ -872,7 +872,7 @@ async fn base64_function_url_body_reaches_the_handler_byte_for_byte() {
     );
 
     // The response converts back for lambda_http unchanged.
-    let out = web::to_lambda(resp);
+    let out = chatops_adapters::lambda::to_lambda(resp);
     assert_eq!(out.status(), 200);
 }
 
@@ -882,7 +882,7 @@ async fn mattermost_sample_event_is_accepted() {
     let event: Value =
         serde_json::from_slice(&repo_file("events/mattermost-command-run.json")).unwrap();
     let lambda_req: lambda_http::request::LambdaRequest = serde_json::from_value(event).unwrap();
-    let req = web::from_lambda(lambda_http::Request::from(lambda_req));
+    let req = chatops_adapters::lambda::from_lambda(lambda_http::Request::from(lambda_req));
     let queue = Arc::new(MemoryQueue::new());
     let env = Env::from_pairs([
         ("MATTERMOST_TOKEN", "local-mattermost-token"),

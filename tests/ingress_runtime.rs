@@ -6,9 +6,9 @@
 mod runtime_api;
 mod support;
 
-use chatops::run::{Platform, RunRequest};
-use chatops::secret::Secret;
-use chatops::slack::verify::sign;
+use chatops_core::run::{Platform, RunRequest};
+use chatops_core::secret::Secret;
+use chatops_core::slack::verify::sign;
 use runtime_api::{function_url_event, lambda_env, OutcomeKind, RuntimeApi};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -4,14 +4,13 @@
 //! memory bound, random and mutated input (no panic, same result whatever the chunking, same
 //! section choice as a whole-buffer implementation of GitLab's rule), and the `chatops reply` CLI.
 
-use chatops::reply::{extract, marker, Entry, Extraction, Extractor, Outcome, Reply, SectionKind};
+use chatops_core::reply::{
+    extract, marker, Entry, Extraction, Extractor, Outcome, Reply, SectionKind,
+};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-const TRACES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/gitlab-traces"
-);
+const TRACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gitlab-traces");
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{TRACES}/{name}");
@@ -457,7 +456,7 @@ fn log_tail_is_the_end_of_the_log_as_read() {
     // Only the last lines of a long log.
     let long = big_log(100_000, 1);
     let tail = extract(&long).log_tail;
-    assert_eq!(tail.len(), chatops::reply::LOG_TAIL_LINES);
+    assert_eq!(tail.len(), chatops_core::reply::LOG_TAIL_LINES);
     assert_eq!(tail.last().map(String::as_str), Some("Job succeeded"));
 }
 

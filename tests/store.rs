@@ -3,9 +3,10 @@
 
 mod support;
 
-use chatops::ids::{ChatUserId, PipelineId, RequestId, TeamId};
-use chatops::run::{RunRecord, RunRequest, RunStatus, UserLink};
-use chatops::store::{DispatchClaim, DynamoStore, RunStore};
+use chatops_adapters::dynamo::DynamoStore;
+use chatops_core::ids::{ChatUserId, PipelineId, RequestId, TeamId};
+use chatops_core::run::{RunRecord, RunRequest, RunStatus, UserLink};
+use chatops_core::store::{DispatchClaim, RunStore};
 use std::sync::Arc;
 
 async fn store() -> DynamoStore {

@@ -13,9 +13,10 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
-use chatops::ids::{ChatUserId, PipelineId, TeamId};
-use chatops::run::{RunRequest, RunStatus};
-use chatops::store::{DispatchClaim, DynamoStore, RunStore};
+use chatops_adapters::dynamo::DynamoStore;
+use chatops_core::ids::{ChatUserId, PipelineId, TeamId};
+use chatops_core::run::{RunRequest, RunStatus};
+use chatops_core::store::{DispatchClaim, RunStore};
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 
@@ -24,14 +25,14 @@ const TEMPLATE: &str = include_str!("../infra/template.yaml");
 /// Each function's template resource and the variables its code reads.
 fn functions() -> Vec<(&'static str, &'static [&'static str])> {
     vec![
-        ("IngressFunction", chatops::ingress::IngressConfig::ENV),
+        ("IngressFunction", chatops_core::ingress::IngressConfig::ENV),
         (
             "DispatcherFunction",
-            chatops::dispatcher::DispatcherConfig::ENV,
+            chatops_core::dispatcher::DispatcherConfig::ENV,
         ),
         (
             "CompletionFunction",
-            chatops::completion::CompletionConfig::ENV,
+            chatops_core::completion::CompletionConfig::ENV,
         ),
     ]
 }
@@ -244,7 +245,7 @@ fn the_queue_fits_the_dispatcher() {
     // The dispatcher tells the user on its last attempt; the redrive must not come sooner.
     assert_eq!(
         q["RedrivePolicy"]["maxReceiveCount"].as_u64(),
-        Some(u64::from(chatops::dispatcher::MAX_ATTEMPTS))
+        Some(u64::from(chatops_core::dispatcher::MAX_ATTEMPTS))
     );
     let mut dlq = BTreeSet::new();
     references(&q["RedrivePolicy"]["deadLetterTargetArn"], &mut dlq);
@@ -263,17 +264,17 @@ fn outputs_and_the_slack_manifest_point_where_the_code_listens() {
         (
             "SlackRequestUrl",
             "IngressFunctionUrl",
-            chatops::ingress::SLACK_PATH,
+            chatops_core::ingress::SLACK_PATH,
         ),
         (
             "MattermostRequestUrl",
             "IngressFunctionUrl",
-            chatops::ingress::MATTERMOST_PATH,
+            chatops_core::ingress::MATTERMOST_PATH,
         ),
         (
             "GitLabWebhookUrl",
             "CompletionFunctionUrl",
-            chatops::completion::WEBHOOK_PATH,
+            chatops_core::completion::WEBHOOK_PATH,
         ),
     ];
     for (output, url, path) in cases {
@@ -529,11 +530,12 @@ async fn the_table_built_from_the_template_serves_the_store() {
 
 #[tokio::test]
 async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
-    use chatops::config::{Env, SsmSecrets};
-    use chatops::dispatcher::{Dispatcher, DispatcherConfig};
-    use chatops::run::UserLink;
-    use chatops::standin::gitlab::{GitLabStandin, StandinCiJob};
-    use chatops::standin::slack::SlackStandIn;
+    use chatops_adapters::aws::SsmSecrets;
+    use chatops_core::config::Env;
+    use chatops_core::dispatcher::DispatcherConfig;
+    use chatops_core::run::UserLink;
+    use chatops_sim::gitlab::{GitLabStandin, StandinCiJob};
+    use chatops_sim::slack::SlackStandIn;
 
     let t = template();
     let cfg = support::aws_config().await;
@@ -583,6 +585,7 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
             "GitLabTokenParam" => put_secret(gl.token()).await,
             "SlackBotTokenParam" => put_secret("xoxb-template-test".to_owned()).await,
             "SlackApiUrl" => slack.api_url(),
+            "ConfigVersion" => "1".to_owned(),
             other => panic!("DispatcherFunction.{name} = {other}: teach this test its value"),
         };
         env.set(name, v);
@@ -590,7 +593,7 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
     let config = DispatcherConfig::from_env(&env, &SsmSecrets::new(cfg.clone()))
         .await
         .expect("the template's environment configures the dispatcher");
-    let dispatcher = Dispatcher::from_config(config, &cfg).unwrap();
+    let dispatcher = chatops_adapters::services::aws_dispatcher(config, &cfg).unwrap();
 
     let store = DynamoStore::new(ddb, &table);
     let now = std::time::SystemTime::now()

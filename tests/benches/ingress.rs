@@ -14,12 +14,12 @@ mod runtime_api;
 mod support;
 
 use bytes::Bytes;
-use chatops::clock::ManualClock;
-use chatops::config::{Env, NoSecrets};
-use chatops::ingress::{Ingress, IngressConfig};
-use chatops::queue::MemoryQueue;
-use chatops::secret::Secret;
-use chatops::slack::verify::{sign, verify};
+use chatops_core::config::{Env, NoSecrets};
+use chatops_core::ingress::{Ingress, IngressConfig};
+use chatops_core::queue::MemoryQueue;
+use chatops_core::secret::Secret;
+use chatops_core::slack::verify::{sign, verify};
+use chatops_sim::ManualClock;
 use criterion::{criterion_group, criterion_main, Criterion};
 use runtime_api::{function_url_event, lambda_env, OutcomeKind, RuntimeApi};
 use std::hint::black_box;
@@ -52,7 +52,7 @@ fn slack_body(text: &str) -> String {
     .unwrap()
 }
 
-fn signed(body: &Bytes, ts: u64, signature: &str) -> chatops::web::HttpRequest {
+fn signed(body: &Bytes, ts: u64, signature: &str) -> chatops_core::web::HttpRequest {
     http::Request::builder()
         .method("POST")
         .uri("/slack/commands")

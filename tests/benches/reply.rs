@@ -4,7 +4,7 @@
 //! within 2x of the scan. Then peak memory (VmHWM) of the release `chatops reply` on 1 MB and
 //! 100 MB logs. Goal: < 32 MB, same order for both.
 
-use chatops::reply::{extract, Entry, Extractor, Outcome, SectionKind};
+use chatops_core::reply::{extract, Entry, Extractor, Outcome, SectionKind};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;

@@ -132,12 +132,12 @@ pub fn run_request(
     input: &str,
     response_url: &str,
     received_at: u64,
-) -> chatops::run::RunRequest {
-    use chatops::ids::{ChannelId, ChatUserId, RequestId, TeamId};
-    chatops::run::RunRequest {
-        version: chatops::run::RUN_REQUEST_VERSION,
+) -> chatops_core::run::RunRequest {
+    use chatops_core::ids::{ChannelId, ChatUserId, RequestId, TeamId};
+    chatops_core::run::RunRequest {
+        version: chatops_core::run::RUN_REQUEST_VERSION,
         request_id: RequestId::new(id),
-        platform: chatops::run::Platform::Slack,
+        platform: chatops_core::run::Platform::Slack,
         team_id: TeamId::new("T1"),
         team_domain: None,
         channel_id: ChannelId::new("C1"),

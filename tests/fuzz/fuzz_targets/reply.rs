@@ -2,7 +2,7 @@
 //! and rendering never panics. The first byte picks the chunk size.
 #![no_main]
 
-use chatops::reply::{extract, Extractor, Outcome};
+use chatops_core::reply::{extract, Extractor, Outcome};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,0 +1,592 @@
+//! The DynamoDB adapter for the runs table (`RUNS_TABLE`).
+//!
+//! Schema (the template defines exactly this; `create_table` builds it for tests):
+//! - key `pk` (S, HASH only): `run#<request_id>`, `user#<team_id>#<chat_user_id>`,
+//!   `delivery#<key>`; TTL attribute `expires_at` (N) on every item.
+//! - runs: `record` (the `RunRecord` as JSON) plus the attributes conditions and indexes use:
+//!   `status` (S), `lease_until` (N), `replied_at` (N, once claimed), `response_url_uses` (N),
+//!   `updated_at` (N), `expires_at` (N), `pipeline_key` (S, the pipeline id, once one exists),
+//!   `open` (S `"1"`, only while the run is owed a reply).
+//! - GSI `by-pipeline`: HASH `pipeline_key`, projection ALL.
+//! - GSI `open-runs`: HASH `open` + RANGE `updated_at`, projection ALL.
+//!
+//! The separate attributes are the truth for the fields they hold: `response_url_uses` and
+//! `replied_at` only change through their conditional updates (a `save_run` never lowers or
+//! clears them), and reading a run overlays them on the JSON record.
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+use chatops_core::ids::{ChatUserId, PipelineId, RequestId, TeamId};
+use chatops_core::run::{RunRecord, RunRequest, RunStatus, UserLink};
+use chatops_core::store::{DispatchClaim, RunStore, StoreError};
+use std::collections::HashMap;
+
+/// The GSI that finds a run by its pipeline.
+pub const BY_PIPELINE_INDEX: &str = "by-pipeline";
+/// The GSI of runs still owed a reply, by last update.
+pub const OPEN_RUNS_INDEX: &str = "open-runs";
+/// User links do not expire by themselves; their TTL is set this far ahead.
+const USER_LINK_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The DynamoDB-backed run store.
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    StoreError::Unavailable(DisplayErrorContext(e).to_string())
+}
+
+fn is_condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n(item: &Item, k: &str) -> Option<u64> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn status_str(s: RunStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn run_key(id: &RequestId) -> String {
+    format!("run#{}", id.0)
+}
+
+fn user_key(team: &str, user: &str) -> String {
+    format!("user#{team}#{user}")
+}
+
+/// A run from its item: the JSON record with the separately kept attributes laid over it.
+fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
+    let json = get_s(item, "record")
+        .ok_or_else(|| StoreError::Corrupt("run item has no record attribute".into()))?;
+    let mut rec: RunRecord =
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("run record: {e}")))?;
+    if let Some(st) = get_s(item, "status") {
+        rec.status = serde_json::from_value(serde_json::Value::String(st.to_owned()))
+            .map_err(|e| StoreError::Corrupt(format!("run status {st:?}: {e}")))?;
+    }
+    if let Some(v) = get_n(item, "lease_until") {
+        rec.lease_until = v;
+    }
+    if let Some(v) = get_n(item, "updated_at") {
+        rec.updated_at = v;
+    }
+    if let Some(v) = get_n(item, "expires_at") {
+        rec.expires_at = v;
+    }
+    rec.response_url_uses = get_n(item, "response_url_uses").unwrap_or(0) as u32;
+    if let Some(v) = get_n(item, "replied_at") {
+        rec.replied_at = Some(v);
+    }
+    Ok(rec)
+}
+
+fn record_json(rec: &RunRecord) -> Result<String, StoreError> {
+    serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(format!("encode run: {e}")))
+}
+
+/// The full item for a run (used when a claim writes a fresh record).
+fn run_item(rec: &RunRecord) -> Result<Item, StoreError> {
+    let mut item: Item = HashMap::new();
+    item.insert("pk".into(), s(run_key(&rec.request.request_id)));
+    item.insert("record".into(), s(record_json(rec)?));
+    item.insert("status".into(), s(status_str(rec.status)));
+    item.insert("lease_until".into(), n(rec.lease_until));
+    item.insert("updated_at".into(), n(rec.updated_at));
+    item.insert("expires_at".into(), n(rec.expires_at));
+    item.insert("response_url_uses".into(), n(rec.response_url_uses as u64));
+    if let Some(r) = rec.replied_at {
+        item.insert("replied_at".into(), n(r));
+    }
+    if let Some(p) = rec.pipeline_id {
+        item.insert("pipeline_key".into(), s(p.0.to_string()));
+    }
+    if rec.status.is_open() {
+        item.insert("open".into(), s("1"));
+    }
+    Ok(item)
+}
+
+fn link_from_item(item: &Item) -> Result<UserLink, StoreError> {
+    let field = |k: &str| {
+        get_s(item, k)
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Corrupt(format!("user link without {k}")))
+    };
+    Ok(UserLink {
+        team_id: TeamId(field("team_id")?),
+        chat_user_id: ChatUserId(field("chat_user_id")?),
+        gitlab_username: field("gitlab_username")?,
+        linked_at: get_n(item, "linked_at").unwrap_or(0),
+    })
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Create the runs table with exactly the production schema (tests, local mode), and
+    /// turn TTL on for `expires_at`.
+    pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
+        let attr = |name: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        let all = Projection::builder()
+            .projection_type(ProjectionType::All)
+            .build();
+        let by_pipeline = GlobalSecondaryIndex::builder()
+            .index_name(BY_PIPELINE_INDEX)
+            .key_schema(key("pipeline_key", KeyType::Hash)?)
+            .projection(all.clone())
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let open_runs = GlobalSecondaryIndex::builder()
+            .index_name(OPEN_RUNS_INDEX)
+            .key_schema(key("open", KeyType::Hash)?)
+            .key_schema(key("updated_at", KeyType::Range)?)
+            .projection(all)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("pipeline_key", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("open", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("updated_at", ScalarAttributeType::N)?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .global_secondary_indexes(by_pipeline)
+            .global_secondary_indexes(open_runs)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let ttl = TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name("expires_at")
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(ttl)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_item(&self, pk: String) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    /// Take over the lease of a `Dispatching` run whose lease ran out.
+    async fn take_lease(
+        &self,
+        old: RunRecord,
+        now: u64,
+        lease_secs: u64,
+    ) -> Result<DispatchClaim, StoreError> {
+        let mut rec = old;
+        rec.lease_until = now + lease_secs;
+        rec.updated_at = now;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_key(&rec.request.request_id)))
+            .update_expression("SET lease_until = :lease, updated_at = :now, #record = :rec")
+            .condition_expression("#status = :dispatching AND lease_until < :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#record", "record")
+            .expression_attribute_values(":lease", n(rec.lease_until))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":rec", s(record_json(&rec)?))
+            .expression_attribute_values(":dispatching", s(status_str(RunStatus::Dispatching)))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let rec = match out.attributes {
+                    Some(item) => run_from_item(&item)?,
+                    None => rec,
+                };
+                Ok(DispatchClaim::Claimed(Box::new(rec)))
+            }
+            Err(e) if is_condition_failed(&e) => Ok(DispatchClaim::Busy),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn query_runs(
+        &self,
+        index: &str,
+        key_condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+        names: Vec<(&str, &str)>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression(key_condition)
+                .set_exclusive_start_key(start.take());
+            for (k, v) in &values {
+                q = q.expression_attribute_values(*k, v.clone());
+            }
+            for (k, v) in &names {
+                q = q.expression_attribute_names(*k, *v);
+            }
+            let page = q.send().await.map_err(unavailable)?;
+            for item in page.items() {
+                out.push(run_from_item(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RunStore for DynamoStore {
+    async fn claim_dispatch(
+        &self,
+        request: &RunRequest,
+        now: u64,
+        lease_secs: u64,
+    ) -> Result<DispatchClaim, StoreError> {
+        let rec = RunRecord::claimed(request.clone(), now, lease_secs);
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(run_item(&rec)?))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let existing = match res {
+            Ok(_) => return Ok(DispatchClaim::Claimed(Box::new(rec))),
+            Err(e) if is_condition_failed(&e) => {
+                let item = e.as_service_error().and_then(|se| match se {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
+                        c.item.clone()
+                    }
+                    _ => None,
+                });
+                match item {
+                    Some(item) => item,
+                    // Older servers do not return the item: read it.
+                    None => match self.get_item(run_key(&request.request_id)).await? {
+                        Some(item) => item,
+                        None => return Ok(DispatchClaim::Busy),
+                    },
+                }
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let old = run_from_item(&existing)?;
+        match old.status {
+            RunStatus::Dispatching if old.lease_until < now => {
+                self.take_lease(old, now, lease_secs).await
+            }
+            RunStatus::Dispatching => Ok(DispatchClaim::Busy),
+            _ => Ok(DispatchClaim::Done(Box::new(old))),
+        }
+    }
+
+    async fn save_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let mut set = vec![
+            "#record = :rec",
+            "#status = :status",
+            "lease_until = :lease",
+            "updated_at = :updated",
+            "expires_at = :expires",
+            "response_url_uses = if_not_exists(response_url_uses, :uses)",
+        ];
+        let mut remove = Vec::new();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_key(&run.request.request_id)))
+            .expression_attribute_names("#record", "record")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":rec", s(record_json(run)?))
+            .expression_attribute_values(":status", s(status_str(run.status)))
+            .expression_attribute_values(":lease", n(run.lease_until))
+            .expression_attribute_values(":updated", n(run.updated_at))
+            .expression_attribute_values(":expires", n(run.expires_at))
+            .expression_attribute_values(":uses", n(run.response_url_uses as u64));
+        if let Some(r) = run.replied_at {
+            set.push("replied_at = if_not_exists(replied_at, :replied)");
+            req = req.expression_attribute_values(":replied", n(r));
+        }
+        match run.pipeline_id {
+            Some(p) => {
+                set.push("pipeline_key = :pkey");
+                req = req.expression_attribute_values(":pkey", s(p.0.to_string()));
+            }
+            None => remove.push("pipeline_key"),
+        }
+        if run.status.is_open() {
+            set.push("#open = :one");
+            req = req.expression_attribute_values(":one", s("1"));
+        } else {
+            remove.push("#open");
+        }
+        let mut expr = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        req.update_expression(expr)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_run(&self, id: &RequestId) -> Result<Option<RunRecord>, StoreError> {
+        match self.get_item(run_key(id)).await? {
+            Some(item) => run_from_item(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_by_pipeline(
+        &self,
+        pipeline: PipelineId,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let runs = self
+            .query_runs(
+                BY_PIPELINE_INDEX,
+                "pipeline_key = :p",
+                vec![(":p", s(pipeline.0.to_string()))],
+                vec![],
+            )
+            .await?;
+        Ok(runs.into_iter().max_by_key(|r| r.updated_at))
+    }
+
+    async fn open_runs(&self, updated_before: u64) -> Result<Vec<RunRecord>, StoreError> {
+        let runs = self
+            .query_runs(
+                OPEN_RUNS_INDEX,
+                "#open = :one AND updated_at < :before",
+                vec![(":one", s("1")), (":before", n(updated_before))],
+                vec![("#open", "open")],
+            )
+            .await?;
+        // The index is eventually consistent: drop any run that is no longer open.
+        Ok(runs.into_iter().filter(|r| r.status.is_open()).collect())
+    }
+
+    async fn claim_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_key(id)))
+            .update_expression(
+                "SET replied_at = :now, #status = :replied, updated_at = :now REMOVE #open",
+            )
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(replied_at)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":replied", s(status_str(RunStatus::Replied)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn take_response_url_use(
+        &self,
+        id: &RequestId,
+        max: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_key(id)))
+            .update_expression("ADD response_url_uses :one")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(response_url_uses) OR response_url_uses < :max)",
+            )
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max as u64))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(Some(
+                out.attributes
+                    .as_ref()
+                    .and_then(|a| get_n(a, "response_url_uses"))
+                    .unwrap_or(1) as u32,
+            )),
+            Err(e) if is_condition_failed(&e) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn first_delivery(&self, key: &str, now: u64, ttl_secs: u64) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("delivery#{key}")))
+            .item("expires_at", n(now + ttl_secs))
+            .item("received_at", n(now))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn link_user(&self, link: &UserLink) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(user_key(&link.team_id.0, &link.chat_user_id.0)))
+            .item("team_id", s(link.team_id.0.clone()))
+            .item("chat_user_id", s(link.chat_user_id.0.clone()))
+            .item("gitlab_username", s(link.gitlab_username.clone()))
+            .item("linked_at", n(link.linked_at))
+            .item("expires_at", n(link.linked_at + USER_LINK_TTL_SECS))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn unlink_user(&self, team_id: &str, chat_user_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(user_key(team_id, chat_user_id)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn get_user(
+        &self,
+        team_id: &str,
+        chat_user_id: &str,
+    ) -> Result<Option<UserLink>, StoreError> {
+        match self.get_item(user_key(team_id, chat_user_id)).await? {
+            Some(item) => link_from_item(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserLink>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :user)")
+                .expression_attribute_values(":user", s("user#"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                out.push(link_from_item(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| (&a.team_id, &a.chat_user_id).cmp(&(&b.team_id, &b.chat_user_id)));
+        Ok(out)
+    }
+}

@@ -1,0 +1,614 @@
+//! The real GitLab adapter: REST API v4 over HTTPS (reqwest + rustls), `PRIVATE-TOKEN` auth.
+//!
+//! Failure policy, per call:
+//! - 429: wait as `Retry-After` (seconds) or `RateLimit-Reset` (unix time) says, if that fits
+//!   in the call's wait budget (default 10 s in total); otherwise `Retryable`, so the SQS
+//!   message comes back later instead of holding the Lambda.
+//! - 5xx, timeouts, connection errors: a few backoffs within the same budget, then `Retryable`.
+//!   Requests that create something (`POST …/pipeline`, `POST …/hooks`) are not repeated after
+//!   an ambiguous failure (5xx or timeout once the request was sent): a second pipeline is
+//!   worse than a later retry from the queue.
+//! - 404 → `NotFound`, 401/403 → `Unauthorized`, 400/409/422 and other 4xx → `Rejected`, each
+//!   with GitLab's own message (`{"message": …}` string or field map, or `{"error": …}`).
+//! - Lists follow pagination (`X-Next-Page`, else the `Link: rel="next"` URL), 100 per page.
+
+use chatops_core::gitlab::{
+    AccessLevel, CiConfig, CiJob, GitLab, GitLabError, Hook, Job, Pipeline, Project, TraceStream,
+    User,
+};
+use chatops_core::ids::{GitLabUserId, JobId, PipelineId, ProjectId, ProjectRef};
+use chatops_core::secret::Secret;
+use futures_util::StreamExt;
+use reqwest::{Method, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+/// The default GitLab.
+pub use chatops_core::gitlab::DEFAULT_GITLAB_URL;
+
+/// How hard one call tries before giving the failure back as `Retryable`.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// Total time one call may spend waiting between attempts.
+    pub max_wait: Duration,
+    /// First backoff after a 5xx or timeout; doubles each time.
+    pub backoff: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            max_wait: Duration::from_secs(10),
+            backoff: Duration::from_millis(250),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// GitLab REST API v4 client.
+pub struct GitLabClient {
+    http: reqwest::Client,
+    api: String,
+    token: Secret,
+    policy: RetryPolicy,
+}
+
+/// Whether repeating a request after an ambiguous failure is safe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Safe,
+    OnlyIfNotSent,
+}
+
+impl GitLabClient {
+    /// `base_url` is the instance (`https://gitlab.com`), without `/api/v4`.
+    pub fn new(base_url: &str, token: Secret) -> Result<Self, GitLabError> {
+        Self::with_policy(base_url, token, RetryPolicy::default())
+    }
+
+    pub fn with_policy(
+        base_url: &str,
+        token: Secret,
+        policy: RetryPolicy,
+    ) -> Result<Self, GitLabError> {
+        let http = reqwest::Client::builder()
+            .timeout(policy.timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("chatops/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GitLabError::Protocol(format!("cannot build HTTP client: {e}")))?;
+        let base = base_url.trim_end_matches('/');
+        let api = if base.ends_with("/api/v4") {
+            base.to_owned()
+        } else {
+            format!("{base}/api/v4")
+        };
+        Ok(Self {
+            http,
+            api,
+            token,
+            policy,
+        })
+    }
+
+    /// The API root, e.g. `https://gitlab.com/api/v4`.
+    pub fn api_url(&self) -> &str {
+        &self.api
+    }
+
+    /// Send one request with the retry policy; returns a 2xx response.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        repeat: Repeat,
+    ) -> Result<Response, GitLabError> {
+        let started = Instant::now();
+        let mut backoff = self.policy.backoff;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .header("PRIVATE-TOKEN", self.token.expose())
+                .query(query);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let last = attempt >= self.policy.max_attempts;
+            let waited = started.elapsed();
+            let budget = self.policy.max_wait.saturating_sub(waited);
+            let (wait, reason) = match req.send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    let wait = rate_limit_wait(&resp).unwrap_or(backoff);
+                    let msg = error_message(resp).await;
+                    if wait > budget || last {
+                        return Err(GitLabError::Retryable(format!(
+                            "rate limited by GitLab (retry after {} s): {msg}",
+                            wait.as_secs().max(1)
+                        )));
+                    }
+                    (wait, "429")
+                }
+                Ok(resp) if resp.status().is_server_error() => {
+                    let status = resp.status();
+                    let msg = error_message(resp).await;
+                    if repeat == Repeat::OnlyIfNotSent || last || backoff > budget {
+                        return Err(GitLabError::Retryable(format!("{status}: {msg}")));
+                    }
+                    (backoff, "5xx")
+                }
+                Ok(resp) => return Err(map_client_error(resp).await),
+                Err(e) => {
+                    let not_sent = e.is_connect();
+                    let text = describe(&e);
+                    if (repeat == Repeat::OnlyIfNotSent && !not_sent) || last || backoff > budget {
+                        return Err(GitLabError::Retryable(text));
+                    }
+                    (backoff, "transport")
+                }
+            };
+            tracing::info!(%url, attempt, wait_ms = wait.as_millis() as u64, reason, "GitLab call will be retried");
+            tokio::time::sleep(wait).await;
+            if reason != "429" {
+                backoff *= 2;
+            }
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, GitLabError> {
+        let url = format!("{}{}", self.api, path);
+        let resp = self
+            .send(Method::GET, &url, query, None, Repeat::Safe)
+            .await?;
+        read_json(resp).await
+    }
+
+    /// Every page of a list.
+    async fn get_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<T>, GitLabError> {
+        const MAX_PAGES: usize = 100;
+        let mut out = Vec::new();
+        let mut q: Vec<(&str, String)> = query.to_vec();
+        q.push(("per_page", "100".into()));
+        let mut url = format!("{}{}", self.api, path);
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            let resp = self.send(Method::GET, &url, &q, None, Repeat::Safe).await?;
+            let next_page = header(&resp, "x-next-page").filter(|s| !s.is_empty());
+            let next_link = header(&resp, "link").and_then(|l| link_next(&l));
+            let mut items: Vec<T> = read_json(resp).await?;
+            out.append(&mut items);
+            if pages >= MAX_PAGES {
+                tracing::warn!(%path, "stopped following pagination after {MAX_PAGES} pages");
+                return Ok(out);
+            }
+            match (next_page, next_link) {
+                (Some(p), _) => {
+                    q.retain(|(k, _)| *k != "page");
+                    q.push(("page", p));
+                }
+                (None, Some(link)) => {
+                    // The link carries every query parameter itself.
+                    url = link;
+                    q.clear();
+                }
+                (None, None) => return Ok(out),
+            }
+        }
+    }
+
+    fn project_path(project: ProjectId) -> String {
+        format!("/projects/{}", project.0)
+    }
+}
+
+fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_owned())
+}
+
+/// `rel="next"` target of a `Link` header.
+fn link_next(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let mut pieces = part.split(';');
+        let target = pieces.next()?.trim();
+        let is_next = pieces.any(|p| {
+            let p = p.trim();
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        (is_next && target.starts_with('<') && target.ends_with('>'))
+            .then(|| target[1..target.len() - 1].to_owned())
+    })
+}
+
+/// How long a 429 asks us to wait: `Retry-After` seconds, else `RateLimit-Reset` unix time.
+fn rate_limit_wait(resp: &Response) -> Option<Duration> {
+    if let Some(secs) = header(resp, "retry-after").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    let reset = header(resp, "ratelimit-reset").and_then(|v| v.parse::<u64>().ok())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "GitLab did not answer in time".into()
+    } else if e.is_connect() {
+        "could not connect to GitLab".into()
+    } else {
+        format!("GitLab request failed: {e}")
+    }
+}
+
+async fn read_json<T: DeserializeOwned>(resp: Response) -> Result<T, GitLabError> {
+    let url = resp.url().path().to_owned();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| GitLabError::Retryable(describe(&e)))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| GitLabError::Protocol(format!("unreadable answer from {url}: {e}")))
+}
+
+/// GitLab's message from an error body: `{"message": "…"}`, `{"message": {"field": ["…"]}}`,
+/// `{"error": "…"}`, or plain text.
+pub fn gitlab_message(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => {
+            let s = String::from_utf8_lossy(body).trim().to_owned();
+            return (!s.is_empty()).then(|| s.chars().take(300).collect());
+        }
+    };
+    fn flatten(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) => a.iter().map(flatten).collect::<Vec<_>>().join(", "),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| {
+                    if k == "base" {
+                        flatten(v)
+                    } else {
+                        format!("{k} {}", flatten(v))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        }
+    }
+    ["message", "error_description", "error"]
+        .iter()
+        .find_map(|k| v.get(*k))
+        .map(flatten)
+        .filter(|s| !s.is_empty())
+}
+
+async fn error_message(resp: Response) -> String {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    gitlab_message(&body).unwrap_or_else(|| status.to_string())
+}
+
+async fn map_client_error(resp: Response) -> GitLabError {
+    let status = resp.status();
+    let msg = error_message(resp).await;
+    match status {
+        StatusCode::NOT_FOUND => GitLabError::NotFound(msg),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => GitLabError::Unauthorized(msg),
+        StatusCode::REQUEST_TIMEOUT => GitLabError::Retryable(msg),
+        _ => GitLabError::Rejected(msg),
+    }
+}
+
+#[derive(Deserialize)]
+struct Member {
+    access_level: AccessLevel,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LintResult {
+    valid: bool,
+    #[serde(default)]
+    errors: Vec<String>,
+    #[serde(default)]
+    jobs: Option<Vec<LintJob>>,
+}
+
+#[derive(Deserialize)]
+struct LintJob {
+    name: String,
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    when: Option<String>,
+    #[serde(default)]
+    except: Option<serde_json::Value>,
+}
+
+/// Whether an `except` value (as CI lint reports it: `{"refs": [...]}`, or a plain list in
+/// older versions) names chat pipelines.
+pub fn except_names_chat(except: &serde_json::Value) -> bool {
+    let refs = match except {
+        serde_json::Value::Object(m) => m.get("refs"),
+        other => Some(other),
+    };
+    match refs {
+        Some(serde_json::Value::Array(a)) => a.iter().any(|r| r.as_str() == Some("chat")),
+        Some(serde_json::Value::String(s)) => s == "chat",
+        _ => false,
+    }
+}
+
+impl From<LintJob> for CiJob {
+    fn from(j: LintJob) -> Self {
+        CiJob {
+            excluded_from_chat: j.except.as_ref().is_some_and(except_names_chat),
+            name: j.name,
+            stage: j.stage.unwrap_or_default(),
+            when: j.when,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl GitLab for GitLabClient {
+    async fn project(&self, project: &ProjectRef) -> Result<Project, GitLabError> {
+        self.get_json(&format!("/projects/{}", project.url_segment()), &[])
+            .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>, GitLabError> {
+        let users: Vec<User> = self
+            .get_json("/users", &[("username", username.to_owned())])
+            .await?;
+        Ok(users
+            .into_iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username)))
+    }
+
+    async fn member_access(
+        &self,
+        project: ProjectId,
+        user: GitLabUserId,
+    ) -> Result<Option<AccessLevel>, GitLabError> {
+        let path = format!("{}/members/all/{}", Self::project_path(project), user.0);
+        match self.get_json::<Member>(&path, &[]).await {
+            // An invited member who has not accepted yet has no access.
+            Ok(m) if m.state.as_deref() == Some("awaiting") => Ok(None),
+            Ok(m) => Ok(Some(m.access_level)),
+            Err(GitLabError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ci_jobs(&self, project: ProjectId, git_ref: &str) -> Result<CiConfig, GitLabError> {
+        let path = format!("{}/ci/lint", Self::project_path(project));
+        let r: LintResult = self
+            .get_json(
+                &path,
+                &[
+                    ("content_ref", git_ref.to_owned()),
+                    ("include_jobs", "true".into()),
+                ],
+            )
+            .await?;
+        if !r.valid {
+            return Ok(CiConfig::Invalid(r.errors));
+        }
+        Ok(CiConfig::Valid(
+            r.jobs
+                .unwrap_or_default()
+                .into_iter()
+                .map(CiJob::from)
+                .collect(),
+        ))
+    }
+
+    async fn create_pipeline(
+        &self,
+        project: ProjectId,
+        git_ref: &str,
+        variables: &[(String, String)],
+    ) -> Result<Pipeline, GitLabError> {
+        let url = format!("{}{}/pipeline", self.api, Self::project_path(project));
+        let vars: Vec<serde_json::Value> = variables
+            .iter()
+            .map(|(k, v)| serde_json::json!({"key": k, "value": v, "variable_type": "env_var"}))
+            .collect();
+        let body = serde_json::json!({"ref": git_ref, "variables": vars});
+        let resp = self
+            .send(Method::POST, &url, &[], Some(&body), Repeat::OnlyIfNotSent)
+            .await?;
+        read_json(resp).await
+    }
+
+    async fn pipeline(
+        &self,
+        project: ProjectId,
+        pipeline: PipelineId,
+    ) -> Result<Pipeline, GitLabError> {
+        self.get_json(
+            &format!("{}/pipelines/{}", Self::project_path(project), pipeline.0),
+            &[],
+        )
+        .await
+    }
+
+    async fn pipeline_jobs(
+        &self,
+        project: ProjectId,
+        pipeline: PipelineId,
+    ) -> Result<Vec<Job>, GitLabError> {
+        let base = format!("{}/pipelines/{}", Self::project_path(project), pipeline.0);
+        let mut jobs: Vec<Job> = self.get_all(&format!("{base}/jobs"), &[]).await?;
+        // Trigger jobs (bridges) are listed apart; they join a pipeline all the same.
+        let bridges: Vec<Job> = match self.get_all(&format!("{base}/bridges"), &[]).await {
+            Ok(b) => b,
+            Err(GitLabError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        jobs.extend(bridges);
+        Ok(jobs)
+    }
+
+    async fn cancel_pipeline(
+        &self,
+        project: ProjectId,
+        pipeline: PipelineId,
+    ) -> Result<(), GitLabError> {
+        let url = format!(
+            "{}{}/pipelines/{}/cancel",
+            self.api,
+            Self::project_path(project),
+            pipeline.0
+        );
+        self.send(Method::POST, &url, &[], None, Repeat::Safe)
+            .await
+            .map(|_| ())
+    }
+
+    async fn job(&self, project: ProjectId, job: JobId) -> Result<Job, GitLabError> {
+        self.get_json(
+            &format!("{}/jobs/{}", Self::project_path(project), job.0),
+            &[],
+        )
+        .await
+    }
+
+    async fn job_trace(&self, project: ProjectId, job: JobId) -> Result<TraceStream, GitLabError> {
+        let url = format!(
+            "{}{}/jobs/{}/trace",
+            self.api,
+            Self::project_path(project),
+            job.0
+        );
+        let resp = self
+            .send(Method::GET, &url, &[], None, Repeat::Safe)
+            .await?;
+        Ok(Box::pin(resp.bytes_stream().map(|r| {
+            r.map_err(|e| GitLabError::Retryable(describe(&e)))
+        })))
+    }
+
+    async fn hooks(&self, project: ProjectId) -> Result<Vec<Hook>, GitLabError> {
+        self.get_all(&format!("{}/hooks", Self::project_path(project)), &[])
+            .await
+    }
+
+    async fn put_hook(
+        &self,
+        project: ProjectId,
+        existing: Option<u64>,
+        url: &str,
+        token: &str,
+    ) -> Result<Hook, GitLabError> {
+        let body = serde_json::json!({
+            "url": url,
+            "token": token,
+            "pipeline_events": true,
+            "job_events": true,
+            "push_events": false,
+            "enable_ssl_verification": true,
+        });
+        let (method, target, repeat) = match existing {
+            Some(id) => (
+                Method::PUT,
+                format!("{}{}/hooks/{id}", self.api, Self::project_path(project)),
+                Repeat::Safe,
+            ),
+            None => (
+                Method::POST,
+                format!("{}{}/hooks", self.api, Self::project_path(project)),
+                Repeat::OnlyIfNotSent,
+            ),
+        };
+        let resp = self.send(method, &target, &[], Some(&body), repeat).await?;
+        read_json(resp).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_read_in_every_shape() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                br#"{"message":"404 Project Not Found"}"#,
+                "404 Project Not Found",
+            ),
+            (
+                br#"{"message":{"base":["Pipeline will not run for the selected trigger."]}}"#,
+                "Pipeline will not run for the selected trigger.",
+            ),
+            (br#"{"message":{"url":["is blocked"]}}"#, "url is blocked"),
+            (
+                br#"{"error":"invalid_token","error_description":"Token was revoked."}"#,
+                "Token was revoked.",
+            ),
+            (br#"{"error":"ref is missing"}"#, "ref is missing"),
+            (b"Retry later\n", "Retry later"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(gitlab_message(body).as_deref(), Some(*want));
+        }
+        assert_eq!(gitlab_message(b""), None);
+    }
+
+    #[test]
+    fn link_header_next_is_found() {
+        let l = r#"<https://g/api/v4/x?page=1&per_page=2>; rel="prev", <https://g/api/v4/x?page=3&per_page=2>; rel="next", <https://g/api/v4/x?page=1>; rel="first""#;
+        assert_eq!(
+            link_next(l).as_deref(),
+            Some("https://g/api/v4/x?page=3&per_page=2")
+        );
+        assert_eq!(link_next(r#"<https://g/x?page=1>; rel="first""#), None);
+    }
+
+    #[test]
+    fn except_chat_in_both_forms() {
+        use serde_json::json;
+        assert!(except_names_chat(&json!({"refs": ["chat"]})));
+        assert!(except_names_chat(&json!(["tags", "chat"])));
+        assert!(!except_names_chat(
+            &json!({"refs": ["master@gitlab-org/gitlab"]})
+        ));
+        assert!(!except_names_chat(&json!(null)));
+    }
+
+    #[test]
+    fn base_url_gets_api_root() {
+        let c = GitLabClient::new("https://gitlab.example.com/", Secret::new("t")).unwrap();
+        assert_eq!(c.api_url(), "https://gitlab.example.com/api/v4");
+    }
+}

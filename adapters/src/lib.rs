@@ -1,0 +1,17 @@
+//! chatops-adapters: the product's ports implemented against the real world, and the glue
+//! the three Lambdas need. Depends on `chatops-core` only (never on `chatops-sim`).
+//!
+//! - `gitlab`: GitLab's REST API (reqwest + rustls; rate limits, retries, pagination);
+//! - `slack`, `mattermost`: posting replies (`response_url`, Web API / REST API);
+//! - `dynamo`, `sqs`, `aws`: the runs table, the run queue, SSM secrets and SDK config;
+//! - `lambda`: Function URL, SQS batch and EventBridge event shapes;
+//! - `services`: the one place that builds the services for a backend (AWS, embedded).
+
+pub mod aws;
+pub mod dynamo;
+pub mod gitlab;
+pub mod lambda;
+pub mod mattermost;
+pub mod services;
+pub mod slack;
+pub mod sqs;

@@ -1,0 +1,163 @@
+//! Mattermost's outgoing side: the slash command's `response_url` (same JSON as Slack's:
+//! `response_type`, `text`, `attachments`), and, when `MATTERMOST_URL` and
+//! `MATTERMOST_BOT_TOKEN` are configured, the REST API v4 (`POST /api/v4/posts`, direct
+//! channels). Without a bot token there is no channel route: `ChatError::NoToken`.
+
+use chatops_core::chat::{ChatApi, ChatError, FileAttachment, OutgoingMessage};
+use chatops_core::ids::{ChannelId, ChatUserId};
+use chatops_core::secret::Secret;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+pub struct MattermostApi {
+    http: reqwest::Client,
+    /// Server base URL and bot token, when both are configured.
+    rest: Option<(String, Secret)>,
+}
+
+impl MattermostApi {
+    pub fn new(url: Option<String>, token: Option<Secret>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(8))
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        let rest = match (url, token) {
+            (Some(u), Some(t)) if !u.trim().is_empty() && !t.is_empty() => {
+                Some((u.trim().trim_end_matches('/').to_owned(), t))
+            }
+            _ => None,
+        };
+        Self { http, rest }
+    }
+
+    fn rest(&self) -> Result<(&str, &Secret), ChatError> {
+        self.rest
+            .as_ref()
+            .map(|(u, t)| (u.as_str(), t))
+            .ok_or(ChatError::NoToken)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ChatError> {
+        let (base, token) = self.rest()?;
+        let mut req = self
+            .http
+            .request(method, format!("{base}/api/v4/{path}"))
+            .bearer_auth(token.expose());
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ChatError::Retryable(format!("mattermost {path}: {e}")))?;
+        let status = resp.status();
+        let reset = resp
+            .headers()
+            .get("x-ratelimit-reset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let text = resp.text().await.unwrap_or_default();
+        match status.as_u16() {
+            200..=299 => Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
+            429 => Err(ChatError::RateLimited(reset)),
+            403 | 404 => Err(ChatError::ChannelUnavailable(format!(
+                "mattermost {path}: HTTP {status}"
+            ))),
+            500..=599 => Err(ChatError::Retryable(format!(
+                "mattermost {path}: HTTP {status}"
+            ))),
+            _ => Err(ChatError::Refused(format!(
+                "mattermost {path}: HTTP {status} {}",
+                text.chars().take(200).collect::<String>()
+            ))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatApi for MattermostApi {
+    async fn respond(&self, response_url: &str, msg: &OutgoingMessage) -> Result<(), ChatError> {
+        let resp = self
+            .http
+            .post(response_url)
+            .json(&msg.to_response_json())
+            .send()
+            .await
+            .map_err(|e| ChatError::Retryable(format!("response_url: {e}")))?;
+        let status = resp.status();
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            404 | 410 => Err(ChatError::ResponseUrlGone(format!("HTTP {status}"))),
+            429 => Err(ChatError::RateLimited(1)),
+            500..=599 => Err(ChatError::Retryable(format!("response_url: HTTP {status}"))),
+            _ => Err(ChatError::Refused(format!("response_url: HTTP {status}"))),
+        }
+    }
+
+    async fn post_message(
+        &self,
+        channel: &ChannelId,
+        msg: &OutgoingMessage,
+    ) -> Result<(), ChatError> {
+        let mut body = json!({"channel_id": channel.as_str(), "message": msg.text});
+        if let Some(a) = &msg.attachments {
+            body["props"] = json!({"attachments": a});
+        }
+        self.call(reqwest::Method::POST, "posts", Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    async fn upload_file(
+        &self,
+        _channel: &ChannelId,
+        _file: &FileAttachment,
+        _initial_comment: &str,
+    ) -> Result<(), ChatError> {
+        // Mattermost replies are shortened with a link to the log instead (render::mattermost
+        // never attaches a file).
+        Err(ChatError::Refused(
+            "file uploads are not used on Mattermost".into(),
+        ))
+    }
+
+    async fn open_dm(&self, user: &ChatUserId) -> Result<ChannelId, ChatError> {
+        let me = self.call(reqwest::Method::GET, "users/me", None).await?;
+        let me = me["id"]
+            .as_str()
+            .ok_or_else(|| ChatError::Refused("mattermost users/me: no id".into()))?
+            .to_owned();
+        let ch = self
+            .call(
+                reqwest::Method::POST,
+                "channels/direct",
+                Some(json!([me, user.as_str()])),
+            )
+            .await?;
+        ch["id"]
+            .as_str()
+            .map(ChannelId::new)
+            .ok_or_else(|| ChatError::Refused("mattermost channels/direct: no id".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_bot_token_there_is_no_channel_route() {
+        let api = MattermostApi::new(Some("https://mm.example.com".into()), None);
+        let r = api
+            .post_message(&ChannelId::new("abc"), &OutgoingMessage::in_channel("hi"))
+            .await;
+        assert_eq!(r, Err(ChatError::NoToken));
+    }
+}

@@ -1,0 +1,171 @@
+//! The one place that builds the product's services for a backend: the three Lambda mains,
+//! local mode and the tests all come through here, so the wiring exists once.
+//!
+//! - `Backend::Aws`: SQS for the run queue, DynamoDB for the runs table (their endpoints
+//!   follow the SDK configuration, so moto in tests);
+//! - `Backend::Embedded`: the in-memory queue and store of `chatops_core` (local mode).
+//!
+//! GitLab is always the REST client and chat always Slack's and Mattermost's HTTP APIs; their
+//! base URLs come from the configuration, which is how tests point them at the stand-ins.
+
+use crate::dynamo::DynamoStore;
+use crate::gitlab::GitLabClient;
+use crate::mattermost::MattermostApi;
+use crate::slack::SlackApi;
+use crate::sqs::SqsQueue;
+use chatops_core::clock::{Clock, SystemClock};
+use chatops_core::completion::{Completion, CompletionConfig};
+use chatops_core::delivery::{ChatSettings, Deliverer};
+use chatops_core::dispatcher::{Dispatcher, DispatcherConfig};
+use chatops_core::gitlab::{GitLab, GitLabError};
+use chatops_core::ingress::{Ingress, IngressConfig};
+use chatops_core::queue::{MemoryQueue, RunQueue};
+use chatops_core::secret::Secret;
+use chatops_core::store::{MemoryStore, RunStore};
+use std::sync::Arc;
+
+/// Where runs are queued and recorded.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// SQS + DynamoDB.
+    Aws { queue_url: String, table: String },
+    /// In memory, in this process: nothing survives a restart.
+    Embedded,
+}
+
+/// Where the dispatcher's messages wait: what a worker loop reads from.
+#[derive(Clone)]
+pub enum Inbox {
+    Embedded(Arc<MemoryQueue>),
+    Sqs {
+        client: aws_sdk_sqs::Client,
+        queue_url: String,
+    },
+}
+
+/// The queue, the store and the clock of one backend, shared by every handler it serves.
+#[derive(Clone)]
+pub struct Services {
+    pub queue: Arc<dyn RunQueue>,
+    pub store: Arc<dyn RunStore>,
+    pub inbox: Inbox,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error("GITLAB_URL is not usable")]
+    GitLabUrl(#[source] GitLabError),
+}
+
+impl Services {
+    pub fn new(backend: &Backend, sdk: &aws_config::SdkConfig) -> Self {
+        match backend {
+            Backend::Aws { queue_url, table } => Self {
+                queue: Arc::new(SqsQueue::from_sdk_config(sdk, queue_url.clone())),
+                store: Arc::new(store(sdk, table)),
+                inbox: Inbox::Sqs {
+                    client: aws_sdk_sqs::Client::new(sdk),
+                    queue_url: queue_url.clone(),
+                },
+                clock: Arc::new(SystemClock),
+            },
+            Backend::Embedded => {
+                let q = Arc::new(MemoryQueue::new());
+                Self {
+                    queue: q.clone(),
+                    store: Arc::new(MemoryStore::new()),
+                    inbox: Inbox::Embedded(q),
+                    clock: Arc::new(SystemClock),
+                }
+            }
+        }
+    }
+
+    /// A store with no queue in front of it (the dispatcher's and completion's view).
+    fn over_store(store: Arc<dyn RunStore>) -> Self {
+        let q = Arc::new(MemoryQueue::new());
+        Self {
+            queue: q.clone(),
+            store,
+            inbox: Inbox::Embedded(q),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn ingress(&self, config: IngressConfig) -> Ingress {
+        Ingress::new(config, self.queue.clone(), self.clock.clone())
+    }
+
+    pub fn dispatcher(&self, config: DispatcherConfig) -> Result<Dispatcher, ServicesError> {
+        Ok(Dispatcher {
+            gitlab: gitlab(&config.gitlab_url, config.gitlab_token.clone())?,
+            deliverer: self.deliverer(&config.chat),
+            config,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        })
+    }
+
+    pub fn completion(&self, config: CompletionConfig) -> Result<Completion, ServicesError> {
+        Ok(Completion {
+            gitlab: gitlab(&config.gitlab_url, config.gitlab_token.clone())?,
+            deliverer: self.deliverer(&config.chat),
+            config,
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        })
+    }
+
+    /// Slack's and Mattermost's HTTP APIs as `chat` says, counting `response_url` uses in
+    /// this backend's store.
+    pub fn deliverer(&self, chat: &ChatSettings) -> Deliverer {
+        Deliverer {
+            slack: Arc::new(SlackApi::new(
+                &chat.slack_api_url,
+                chat.slack_bot_token.clone(),
+            )),
+            mattermost: Arc::new(MattermostApi::new(
+                chat.mattermost_url.clone(),
+                chat.mattermost_bot_token.clone(),
+            )),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+/// The ingress Lambda's wiring: the SQS queue only (its cold start is measured against a
+/// function that only sends to SQS).
+pub fn aws_ingress(config: IngressConfig, sdk: &aws_config::SdkConfig) -> Ingress {
+    let queue = Arc::new(SqsQueue::from_sdk_config(sdk, config.run_queue_url.clone()));
+    Ingress::new(config, queue, Arc::new(SystemClock))
+}
+
+/// The dispatcher Lambda's wiring: DynamoDB, GitLab, chat.
+pub fn aws_dispatcher(
+    config: DispatcherConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Dispatcher, ServicesError> {
+    Services::over_store(Arc::new(store(sdk, &config.runs_table))).dispatcher(config)
+}
+
+/// The completion Lambda's wiring: DynamoDB, GitLab, chat.
+pub fn aws_completion(
+    config: CompletionConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Completion, ServicesError> {
+    Services::over_store(Arc::new(store(sdk, &config.runs_table))).completion(config)
+}
+
+/// The runs table in DynamoDB.
+pub fn store(sdk: &aws_config::SdkConfig, table: &str) -> DynamoStore {
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table)
+}
+
+/// GitLab's REST API at `url` with `token`.
+pub fn gitlab(url: &str, token: Secret) -> Result<Arc<dyn GitLab>, ServicesError> {
+    Ok(Arc::new(
+        GitLabClient::new(url, token).map_err(ServicesError::GitLabUrl)?,
+    ))
+}

@@ -1,0 +1,66 @@
+//! The SQS adapter for the run queue (`RUN_QUEUE_URL`): one `SendMessage` per run request,
+//! the body being the request's JSON. The endpoint comes from the SDK config, so
+//! `AWS_ENDPOINT_URL` (moto in tests) needs no code here. A FIFO queue (`.fifo`) gets the
+//! request id as deduplication id, so SQS itself drops a resent request.
+
+use chatops_core::queue::{QueueError, RunQueue};
+use chatops_core::run::RunRequest;
+use std::time::Duration;
+
+/// Slack wants an answer within 3 s; the send happens before the answer, so it must give up
+/// well before that and let the user retry.
+pub const SEND_OPERATION_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const SEND_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// Sends run requests to an SQS queue.
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    /// A queue whose client gives up in time for a 3-second answer.
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(SEND_ATTEMPT_TIMEOUT)
+            .operation_timeout(SEND_OPERATION_TIMEOUT)
+            .build();
+        let conf = aws_sdk_sqs::config::Builder::from(sdk)
+            .timeout_config(timeouts)
+            .build();
+        Self::new(aws_sdk_sqs::Client::from_conf(conf), queue_url)
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+}
+
+#[async_trait::async_trait]
+impl RunQueue for SqsQueue {
+    async fn send(&self, request: &RunRequest) -> Result<(), QueueError> {
+        let body = serde_json::to_string(request).map_err(|e| QueueError::Encode(e.to_string()))?;
+        let mut send = self
+            .client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body);
+        if self.queue_url.ends_with(".fifo") {
+            send = send
+                .message_group_id(request.request_id.as_str())
+                .message_deduplication_id(request.request_id.as_str());
+        }
+        send.send().await.map(|_| ()).map_err(|e| {
+            QueueError::Unavailable(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+        })
+    }
+}

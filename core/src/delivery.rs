@@ -1,0 +1,229 @@
+//! Getting a message to the channel of a run: through `response_url` while Slack still takes
+//! it (younger than 30 minutes, fewer than 5 uses, counted in the run record), else through
+//! the Web API to the channel. Owned by the completion issue; the dispatcher uses it for its
+//! follow-ups so that every use of `response_url` is counted in one place.
+//!
+//! Fallbacks, in order: `response_url` answering any error → the channel; the channel
+//! answering `not_in_channel`/`channel_not_found` → a direct message to the user. Rate limits
+//! (429 `Retry-After`) are waited out when short (`MAX_RATE_LIMIT_WAIT_SECS`), a bounded
+//! number of times; longer ones fail the delivery so the caller can try again later.
+
+use crate::chat::{ChatApi, ChatError, OutgoingMessage};
+use crate::clock::Clock;
+use crate::config::{ConfigError, Env, SecretSource};
+use crate::ids::ChannelId;
+use crate::run::{Platform, RunRequest};
+use crate::secret::Secret;
+use crate::slack::DEFAULT_API_URL;
+use crate::store::{RunStore, StoreError};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Slack's documented limits for one `response_url`.
+pub const RESPONSE_URL_MAX_AGE_SECS: u64 = 30 * 60;
+pub const RESPONSE_URL_MAX_USES: u32 = 5;
+/// The longest `Retry-After` we wait out inside one invocation.
+pub const MAX_RATE_LIMIT_WAIT_SECS: u64 = 5;
+/// How many times one call is retried after a 429.
+pub const MAX_RATE_LIMIT_RETRIES: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a message went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    ResponseUrl,
+    Channel,
+    DirectMessage,
+}
+
+pub struct Deliverer {
+    pub slack: Arc<dyn ChatApi>,
+    pub mattermost: Arc<dyn ChatApi>,
+    pub store: Arc<dyn RunStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Where messages leave for each platform, read the same way by the dispatcher and
+/// completion: Slack's Web API (and bot token), Mattermost's site (and bot token).
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub slack_api_url: String,
+    pub slack_bot_token: Option<Secret>,
+    pub mattermost_url: Option<String>,
+    pub mattermost_bot_token: Option<Secret>,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            slack_api_url: DEFAULT_API_URL.to_owned(),
+            slack_bot_token: None,
+            mattermost_url: None,
+            mattermost_bot_token: None,
+        }
+    }
+}
+
+impl ChatSettings {
+    /// The variables `from_env` reads (part of each function's `ENV`).
+    pub const ENV: &[&str] = &[
+        "SLACK_BOT_TOKEN",
+        "SLACK_BOT_TOKEN_PARAM",
+        "SLACK_API_URL",
+        "MATTERMOST_URL",
+        "MATTERMOST_BOT_TOKEN",
+        "MATTERMOST_BOT_TOKEN_PARAM",
+    ];
+
+    pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
+        Ok(Self {
+            slack_api_url: env.or("SLACK_API_URL", DEFAULT_API_URL),
+            slack_bot_token: env.secret("SLACK_BOT_TOKEN", secrets).await?,
+            mattermost_url: env.get("MATTERMOST_URL").map(str::to_owned),
+            mattermost_bot_token: env.secret("MATTERMOST_BOT_TOKEN", secrets).await?,
+        })
+    }
+}
+
+/// Run `call`, waiting out short rate limits.
+async fn with_rate_limit<T, F, Fut>(what: &str, mut call: F) -> Result<T, ChatError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ChatError>>,
+{
+    let mut retries = 0;
+    loop {
+        match call().await {
+            Err(ChatError::RateLimited(secs))
+                if retries < MAX_RATE_LIMIT_RETRIES && secs <= MAX_RATE_LIMIT_WAIT_SECS =>
+            {
+                retries += 1;
+                tracing::info!(what, retry_after = secs, "rate limited; waiting");
+                tokio::time::sleep(Duration::from_secs(secs.max(1))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Deliverer {
+    fn api(&self, platform: Platform) -> &dyn ChatApi {
+        match platform {
+            Platform::Slack => self.slack.as_ref(),
+            Platform::Mattermost => self.mattermost.as_ref(),
+        }
+    }
+
+    /// Whether `response_url` may still be used, taking one use when it may.
+    async fn take_response_url(&self, request: &RunRequest) -> Result<bool, StoreError> {
+        let age = self.clock.now().saturating_sub(request.received_at);
+        if request.response_url.is_empty() || age >= RESPONSE_URL_MAX_AGE_SECS {
+            return Ok(false);
+        }
+        Ok(self
+            .store
+            .take_response_url_use(&request.request_id, RESPONSE_URL_MAX_USES)
+            .await?
+            .is_some())
+    }
+
+    /// Deliver `msg` for the run of `request` (which must already be stored). A file in the
+    /// message is uploaded to the same conversation afterwards; a failed upload is logged, not
+    /// an error (the message already says where the full log is).
+    pub async fn deliver(
+        &self,
+        request: &RunRequest,
+        msg: &OutgoingMessage,
+    ) -> Result<Route, DeliveryError> {
+        let api = self.api(request.platform);
+        let mut done = None;
+        if self.take_response_url(request).await? {
+            match with_rate_limit("response_url", || api.respond(&request.response_url, msg)).await
+            {
+                Ok(()) => done = Some((Route::ResponseUrl, request.channel_id.clone())),
+                Err(e) => tracing::warn!(
+                    request_id = %request.request_id,
+                    error = %e,
+                    "response_url refused the message; posting to the channel instead"
+                ),
+            }
+        }
+        let (route, channel) = match done {
+            Some(d) => d,
+            None => self.post_to_channel(api, request, msg).await?,
+        };
+        if let Some(file) = &msg.file {
+            let comment = format!("Full output: {}", file.title);
+            if let Err(e) =
+                with_rate_limit("file upload", || api.upload_file(&channel, file, &comment)).await
+            {
+                tracing::warn!(
+                    request_id = %request.request_id,
+                    channel = %channel,
+                    error = %e,
+                    "could not upload the full output as a file"
+                );
+            }
+        }
+        Ok(route)
+    }
+
+    async fn post_to_channel(
+        &self,
+        api: &dyn ChatApi,
+        request: &RunRequest,
+        msg: &OutgoingMessage,
+    ) -> Result<(Route, ChannelId), DeliveryError> {
+        let channel = &request.channel_id;
+        match with_rate_limit("post", || api.post_message(channel, msg)).await {
+            Ok(()) => Ok((Route::Channel, channel.clone())),
+            Err(ChatError::ChannelUnavailable(reason)) => {
+                tracing::error!(
+                    request_id = %request.request_id,
+                    channel = %channel,
+                    %reason,
+                    "cannot post in the channel (invite the app to it); sending the reply to \
+                     the user by direct message instead"
+                );
+                let dm = api.open_dm(&request.user_id).await?;
+                let note = dm_note(request, &reason, msg);
+                with_rate_limit("dm", || api.post_message(&dm, &note)).await?;
+                Ok((Route::DirectMessage, dm))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The message, prefixed with why it comes by direct message.
+fn dm_note(request: &RunRequest, reason: &str, msg: &OutgoingMessage) -> OutgoingMessage {
+    let why = match request.platform {
+        Platform::Slack => format!(
+            "I could not post in <#{}> ({reason}: the app is not in that channel), so here is \
+             the reply to your command.",
+            request.channel_id
+        ),
+        Platform::Mattermost => format!(
+            "I could not post in ~{} ({reason}), so here is the reply to your command.",
+            request.channel_name
+        ),
+    };
+    let mut out = msg.clone();
+    out.text = format!("{why}\n{}", msg.text);
+    if let Some(Value::Array(blocks)) = &mut out.blocks {
+        blocks.insert(
+            0,
+            json!({"type": "context", "elements": [{"type": "mrkdwn", "text": why}]}),
+        );
+    }
+    out
+}

@@ -1,0 +1,530 @@
+//! The dispatcher: one queued run request becomes exactly one GitLab pipeline running just
+//! the requested job, or one clear message to the user saying why not.
+//!
+//! Flow per message: parse (a malformed body or unknown version is acknowledged and logged:
+//! retrying will not fix it) → claim the request in the runs table (a conditional write with
+//! a lease, so redeliveries and concurrent invocations never create a second pipeline, and a
+//! crash mid-way is taken over once the lease runs out) → the chat user's GitLab link →
+//! Developer access on the project (`members/all/:user_id`) → the job on the default branch
+//! (`ci/lint?include_jobs=true`) → `POST /pipeline` with the contract's variables → the
+//! pipeline must hold exactly that job (else it is cancelled and the user told which jobs
+//! joined) → the run is recorded and the user told who started what, with the link.
+//!
+//! GitLab being unavailable is retryable: the lease is released and the message goes back to
+//! SQS; on the `MAX_ATTEMPTS`th receive the user is told instead, so nothing ends silently.
+//! Every message to the user goes through the `Deliverer`, which counts `response_url` uses.
+
+use crate::chat::OutgoingMessage;
+use crate::clock::Clock;
+use crate::config::{ConfigError, Env, SecretSource};
+use crate::delivery::{ChatSettings, Deliverer};
+use crate::gitlab::{AccessLevel, CiConfig, GitLab, GitLabError, Job, Project, Status};
+use crate::ids::{ChannelId, ProjectRef};
+use crate::notice::{Notice, Person, Unscheduled};
+use crate::run::{RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
+use crate::secret::Secret;
+use crate::store::{DispatchClaim, RunStore, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Receives of one message before the user is told it could not be scheduled. Matches the
+/// queue's redrive `maxReceiveCount`, so a message reaches the DLQ only after the user knows.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// How long one dispatcher owns a claimed request (longer than the function's timeout).
+pub const LEASE_SECS: u64 = 120;
+
+/// The dispatcher's configuration, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub gitlab_url: String,
+    pub gitlab_token: Secret,
+    /// `GITLAB_PROJECT`: the project runs go to (id or `group/project`).
+    pub project: ProjectRef,
+    /// `CHANNEL_PROJECTS`: `C123=group/proj,C456=42` sends a channel's runs elsewhere.
+    pub channel_projects: HashMap<String, ProjectRef>,
+    pub runs_table: String,
+    /// Where messages to the channel go (Slack, Mattermost).
+    pub chat: ChatSettings,
+}
+
+impl DispatcherConfig {
+    pub const ENV: &[&str] = &[
+        "CONFIG_VERSION",
+        "GITLAB_URL",
+        "GITLAB_TOKEN",
+        "GITLAB_TOKEN_PARAM",
+        "GITLAB_PROJECT",
+        "CHANNEL_PROJECTS",
+        "RUNS_TABLE",
+        "SLACK_BOT_TOKEN",
+        "SLACK_BOT_TOKEN_PARAM",
+        "SLACK_API_URL",
+        "MATTERMOST_URL",
+        "MATTERMOST_BOT_TOKEN",
+        "MATTERMOST_BOT_TOKEN_PARAM",
+    ];
+
+    pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
+        env.log_config_version();
+        Ok(Self {
+            gitlab_url: env.or("GITLAB_URL", crate::gitlab::DEFAULT_GITLAB_URL),
+            gitlab_token: env.required_secret("GITLAB_TOKEN", secrets).await?,
+            project: ProjectRef::new(env.required("GITLAB_PROJECT")?.trim()),
+            channel_projects: parse_channel_projects(env.get("CHANNEL_PROJECTS").unwrap_or(""))?,
+            runs_table: env.required("RUNS_TABLE")?,
+            chat: ChatSettings::from_env(env, secrets).await?,
+        })
+    }
+
+    /// The project a channel's runs go to.
+    pub fn project_for(&self, channel: &ChannelId) -> &ProjectRef {
+        self.channel_projects
+            .get(channel.as_str())
+            .unwrap_or(&self.project)
+    }
+}
+
+/// `C123=group/proj, C456=42` → map; an entry without `=` or with an empty side is refused.
+pub fn parse_channel_projects(s: &str) -> Result<HashMap<String, ProjectRef>, ConfigError> {
+    let mut out = HashMap::new();
+    for entry in s
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        match entry.split_once('=') {
+            Some((c, p)) if !c.trim().is_empty() && !p.trim().is_empty() => {
+                out.insert(c.trim().to_owned(), ProjectRef::new(p.trim()));
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "CHANNEL_PROJECTS".into(),
+                    reason: format!("entry {entry:?} is not CHANNEL=PROJECT"),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DispatchError {
+    /// Try again later (SQS redelivers the message).
+    #[error("retry later: {0}")]
+    Retryable(String),
+    /// The message can never be processed; acknowledged after logging.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for DispatchError {
+    fn from(e: StoreError) -> Self {
+        DispatchError::Retryable(e.to_string())
+    }
+}
+
+/// What became of one delivery of a queued message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handled (or dropped for good, logged): acknowledge it.
+    Done,
+    /// Leave it on the queue: it comes back after the visibility timeout.
+    Retry,
+}
+
+/// Why a step stopped the run.
+enum Stop {
+    /// Tell the user this and end the run (`Refused`).
+    Refuse(Notice),
+    /// GitLab or the store is unavailable.
+    Retry(String),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Retry(e.to_string())
+    }
+}
+
+pub struct Dispatcher {
+    pub config: DispatcherConfig,
+    pub gitlab: Arc<dyn GitLab>,
+    pub store: Arc<dyn RunStore>,
+    pub deliverer: Deliverer,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Dispatcher {
+    /// One delivery of a queued message, as every transport (the Lambda's SQS batch, local
+    /// mode's workers) hands it over: handled, or to be retried. A message that can never
+    /// be processed is logged and acknowledged here, in one place.
+    pub async fn handle_delivery(
+        &self,
+        message_id: &str,
+        body: &str,
+        receive_count: u32,
+    ) -> Delivery {
+        match self.handle_message(body, receive_count).await {
+            Ok(()) => Delivery::Done,
+            Err(DispatchError::Permanent(reason)) => {
+                tracing::error!(message_id, %reason, "run request dropped: it can never be processed");
+                Delivery::Done
+            }
+            Err(DispatchError::Retryable(reason)) => {
+                tracing::warn!(message_id, %reason, receive_count, "run request will be retried");
+                Delivery::Retry
+            }
+        }
+    }
+
+    /// One message body; `receive_count` is SQS's `ApproximateReceiveCount`.
+    pub async fn handle_message(
+        &self,
+        body: &str,
+        receive_count: u32,
+    ) -> Result<(), DispatchError> {
+        let request = parse_request(body)?;
+        let now = self.clock.now();
+        let claim = self.store.claim_dispatch(&request, now, LEASE_SECS).await?;
+        let rec = match claim {
+            DispatchClaim::Claimed(rec) => *rec,
+            DispatchClaim::Done(rec) => {
+                tracing::info!(request_id = %rec.request.request_id, status = ?rec.status, "already dispatched");
+                return Ok(());
+            }
+            DispatchClaim::Busy if receive_count >= MAX_ATTEMPTS => {
+                // The lease holder is alive and will finish (or its lease runs out and the
+                // sweep of open runs never sees it): nothing more this copy can do.
+                tracing::warn!(request_id = %request.request_id, "still claimed by another dispatcher on the last attempt");
+                return Ok(());
+            }
+            DispatchClaim::Busy => {
+                return Err(DispatchError::Retryable(format!(
+                    "request {} is being dispatched by another invocation",
+                    request.request_id
+                )))
+            }
+        };
+        let mut rec = rec;
+        match self.dispatch(&mut rec).await {
+            Ok(()) => Ok(()),
+            Err(Stop::Refuse(notice)) => self.refuse(rec, &notice).await,
+            Err(Stop::Retry(reason)) if receive_count >= MAX_ATTEMPTS => {
+                tracing::error!(request_id = %rec.request.request_id, %reason, "giving up after {MAX_ATTEMPTS} attempts");
+                let notice = unscheduled(
+                    &rec.request,
+                    Unscheduled::GaveUp {
+                        reason,
+                        attempts: MAX_ATTEMPTS,
+                    },
+                );
+                self.refuse(rec, &notice).await
+            }
+            Err(Stop::Retry(reason)) => {
+                // Let the redelivery claim it at once instead of waiting for the lease.
+                rec.lease_until = 0;
+                rec.updated_at = self.clock.now();
+                if let Err(e) = self.save(&mut rec).await {
+                    tracing::warn!(error = %e, "could not release the lease");
+                }
+                Err(DispatchError::Retryable(reason))
+            }
+        }
+    }
+
+    /// Tell the user, then close the run. A message that cannot be delivered keeps the run
+    /// open for a retry: the user must hear why.
+    async fn refuse(&self, mut rec: RunRecord, notice: &Notice) -> Result<(), DispatchError> {
+        let text = notice.render(rec.request.platform);
+        let msg = OutgoingMessage::ephemeral(text.as_str());
+        if let Err(e) = self.deliverer.deliver(&rec.request, &msg).await {
+            rec.lease_until = 0;
+            let _ = self.save(&mut rec).await;
+            return Err(DispatchError::Retryable(format!(
+                "could not tell the user: {e}"
+            )));
+        }
+        rec.status = RunStatus::Refused;
+        rec.updated_at = self.clock.now();
+        self.save(&mut rec).await?;
+        tracing::info!(request_id = %rec.request.request_id, reason = %text, "run refused");
+        Ok(())
+    }
+
+    /// Save, keeping what other writers own (`response_url` uses, the reply claim).
+    async fn save(&self, rec: &mut RunRecord) -> Result<(), StoreError> {
+        if let Some(cur) = self.store.get_run(&rec.request.request_id).await? {
+            rec.response_url_uses = rec.response_url_uses.max(cur.response_url_uses);
+            if cur.replied_at.is_some() {
+                rec.replied_at = cur.replied_at;
+                rec.status = RunStatus::Replied;
+            }
+        }
+        self.store.save_run(rec).await
+    }
+
+    async fn dispatch(&self, rec: &mut RunRecord) -> Result<(), Stop> {
+        let req = rec.request.clone();
+        let link = self
+            .store
+            .get_user(req.team_id.as_str(), req.user_id.as_str())
+            .await?
+            .ok_or_else(|| {
+                Stop::Refuse(Notice::Unlinked {
+                    job: req.job.clone(),
+                    team: req.team_id.to_string(),
+                    user: req.user_id.to_string(),
+                })
+            })?;
+        rec.gitlab_user = Some(link.gitlab_username.clone());
+
+        let project_ref = self.config.project_for(&req.channel_id).clone();
+        let project = self
+            .gitlab
+            .project(&project_ref)
+            .await
+            .map_err(|e| match e {
+                GitLabError::NotFound(_) | GitLabError::Unauthorized(_) => {
+                    Stop::Refuse(unscheduled(
+                        &req,
+                        Unscheduled::ProjectNotFound {
+                            project: project_ref.to_string(),
+                            detail: e.to_string(),
+                        },
+                    ))
+                }
+                other => gitlab_stop(&req, other),
+            })?;
+        rec.project_id = Some(project.id);
+        rec.project_path = Some(project.path_with_namespace.clone());
+        rec.project_web_url = Some(project.web_url.clone());
+
+        self.check_access(&req, &link, &project).await?;
+
+        let Some(branch) = project.default_branch.clone().filter(|b| !b.is_empty()) else {
+            return Err(Stop::Refuse(unscheduled(
+                &req,
+                Unscheduled::NoDefaultBranch,
+            )));
+        };
+
+        let pipeline = match rec.pipeline_id {
+            // An earlier attempt created it, then stopped: go on from there.
+            Some(id) => self
+                .gitlab
+                .pipeline(project.id, id)
+                .await
+                .map_err(|e| gitlab_stop(&req, e))?,
+            None => {
+                self.check_job(&req, &project, &branch).await?;
+                let vars = pipeline_variables(&req);
+                let p = self
+                    .gitlab
+                    .create_pipeline(project.id, &branch, &vars)
+                    .await
+                    .map_err(|e| match e {
+                        GitLabError::Rejected(message) => Stop::Refuse(unscheduled(
+                            &req,
+                            Unscheduled::PipelineRejected { message },
+                        )),
+                        other => gitlab_stop(&req, other),
+                    })?;
+                rec.pipeline_id = Some(p.id);
+                rec.pipeline_url = Some(p.web_url.clone());
+                rec.updated_at = self.clock.now();
+                // Recorded at once: a crash from here on resumes instead of creating another.
+                self.save(rec).await?;
+                p
+            }
+        };
+        rec.pipeline_url = Some(pipeline.web_url.clone());
+
+        let jobs = self
+            .gitlab
+            .pipeline_jobs(project.id, pipeline.id)
+            .await
+            .map_err(|e| gitlab_stop(&req, e))?;
+        let (ours, foreign): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| j.name == req.job);
+        if ours.len() != 1 || !foreign.is_empty() {
+            self.gitlab
+                .cancel_pipeline(project.id, pipeline.id)
+                .await
+                .map_err(|e| gitlab_stop(&req, e))?;
+            return Err(Stop::Refuse(unscheduled(
+                &req,
+                Unscheduled::ForeignJobs {
+                    pipeline_url: pipeline.web_url.clone(),
+                    ours: ours.len(),
+                    foreign: foreign.iter().map(|j| j.name.clone()).collect(),
+                },
+            )));
+        }
+        let job = ours[0];
+        rec.job_id = Some(job.id);
+        rec.job_url = Some(job.web_url.clone());
+        rec.lease_until = 0;
+        rec.updated_at = self.clock.now();
+        let manual = job.status == Status::Manual;
+        rec.status = if manual {
+            RunStatus::WaitingManual
+        } else {
+            RunStatus::Running
+        };
+        self.save(rec).await?;
+
+        let notice = if manual {
+            Notice::ManualWaiting {
+                who: Person::of(&req),
+                job: req.job.clone(),
+                input: req.input.clone(),
+                job_id: job.id.0,
+                job_url: job.web_url.clone(),
+                pipeline_url: pipeline.web_url.clone(),
+            }
+        } else {
+            Notice::Started {
+                who: Person::of(&req),
+                job: req.job.clone(),
+                input: req.input.clone(),
+                job_url: job.web_url.clone(),
+                pipeline_url: pipeline.web_url.clone(),
+            }
+        };
+        let msg = OutgoingMessage::in_channel(notice.render(req.platform));
+        if let Err(e) = self.deliverer.deliver(&req, &msg).await {
+            // The run goes on and its reply comes later; this note is what is lost.
+            tracing::error!(request_id = %req.request_id, error = %e, "could not post the follow-up");
+        }
+        tracing::info!(
+            request_id = %req.request_id,
+            pipeline = %pipeline.id,
+            job = %job.id,
+            manual,
+            "pipeline created"
+        );
+        Ok(())
+    }
+
+    async fn check_access(
+        &self,
+        req: &RunRequest,
+        link: &UserLink,
+        project: &Project,
+    ) -> Result<(), Stop> {
+        let user = self
+            .gitlab
+            .user_by_username(&link.gitlab_username)
+            .await
+            .map_err(|e| gitlab_stop(req, e))?;
+        let Some(user) = user else {
+            return Err(Stop::Refuse(Notice::LinkedUserMissing {
+                username: link.gitlab_username.clone(),
+                team: req.team_id.to_string(),
+                user: req.user_id.to_string(),
+            }));
+        };
+        if user.state == "blocked" || user.state == "banned" {
+            return Err(Stop::Refuse(Notice::AccessDenied {
+                project_url: project.web_url.clone(),
+            }));
+        }
+        let level = self
+            .gitlab
+            .member_access(project.id, user.id)
+            .await
+            .map_err(|e| gitlab_stop(req, e))?;
+        match level {
+            Some(l) if l >= AccessLevel::DEVELOPER => Ok(()),
+            _ => Err(Stop::Refuse(Notice::AccessDenied {
+                project_url: project.web_url.clone(),
+            })),
+        }
+    }
+
+    async fn check_job(
+        &self,
+        req: &RunRequest,
+        project: &Project,
+        branch: &str,
+    ) -> Result<(), Stop> {
+        let config = self
+            .gitlab
+            .ci_jobs(project.id, branch)
+            .await
+            .map_err(|e| match e {
+                GitLabError::NotFound(detail) => Stop::Refuse(unscheduled(
+                    req,
+                    Unscheduled::NoCiConfig {
+                        branch: branch.to_owned(),
+                        detail,
+                    },
+                )),
+                other => gitlab_stop(req, other),
+            })?;
+        let why = match config {
+            CiConfig::Invalid(errors) => Unscheduled::CiInvalid {
+                branch: branch.to_owned(),
+                errors,
+            },
+            CiConfig::Valid(jobs) => match jobs.iter().find(|j| j.name == req.job) {
+                None => Unscheduled::NoSuchJob {
+                    branch: branch.to_owned(),
+                },
+                Some(j) if j.excluded_from_chat => Unscheduled::ExcludedFromChat,
+                Some(_) => return Ok(()),
+            },
+        };
+        Err(Stop::Refuse(unscheduled(req, why)))
+    }
+}
+
+fn parse_request(body: &str) -> Result<RunRequest, DispatchError> {
+    let v: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| DispatchError::Permanent(format!("body is not JSON: {e}")))?;
+    match v.get("version").and_then(|v| v.as_u64()) {
+        Some(n) if n == RUN_REQUEST_VERSION as u64 => {}
+        Some(n) => {
+            return Err(DispatchError::Permanent(format!(
+                "run request version {n} is not supported (this dispatcher reads {RUN_REQUEST_VERSION})"
+            )))
+        }
+        None => return Err(DispatchError::Permanent("run request has no version".into())),
+    }
+    serde_json::from_value(v)
+        .map_err(|e| DispatchError::Permanent(format!("malformed run request: {e}")))
+}
+
+fn gitlab_stop(req: &RunRequest, e: GitLabError) -> Stop {
+    match e {
+        GitLabError::Retryable(m) => Stop::Retry(m),
+        GitLabError::Protocol(m) => Stop::Retry(format!("unexpected answer from GitLab: {m}")),
+        GitLabError::Unauthorized(detail) => {
+            Stop::Refuse(unscheduled(req, Unscheduled::TokenRefused { detail }))
+        }
+        GitLabError::NotFound(message) | GitLabError::Rejected(message) => {
+            Stop::Refuse(unscheduled(req, Unscheduled::GitLabAnswered { message }))
+        }
+    }
+}
+
+fn unscheduled(req: &RunRequest, why: Unscheduled) -> Notice {
+    Notice::Unscheduled {
+        job: req.job.clone(),
+        why,
+    }
+}
+
+/// The variables of the job contract.
+pub fn pipeline_variables(req: &RunRequest) -> Vec<(String, String)> {
+    [
+        ("CHATOPS_JOB", req.job.clone()),
+        ("CHAT_INPUT", req.input.clone()),
+        ("CHAT_CHANNEL", req.channel_id.0.clone()),
+        ("CHAT_USER_ID", req.user_id.0.clone()),
+        ("CHAT_USER_NAME", req.user_name.clone()),
+        ("CHAT_PLATFORM", req.platform.as_str().to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}

@@ -1,0 +1,555 @@
+//! The ingress: the HTTP edge Slack and Mattermost call. It authenticates the request on the
+//! raw bytes (Slack signature or Mattermost token), parses the slash command, refuses
+//! `response_url`s outside the allowed prefixes, queues a versioned `RunRequest` and answers
+//! within Slack's 3 seconds. The queue send completes before the answer: Lambda may freeze
+//! the function as soon as it has answered.
+//!
+//! Every refusal is decided in one place (`Refusal`) and mapped to HTTP once.
+
+use crate::chat::OutgoingMessage;
+use crate::clock::Clock;
+use crate::command::{self, Command};
+use crate::config::{ConfigError, Env, SecretSource};
+use crate::ids::{ChannelId, ChatUserId, RequestId, TeamId};
+use crate::mattermost::incoming::{self, IncomingError};
+use crate::notice::Notice;
+use crate::queue::RunQueue;
+use crate::run::{Platform, RunRequest, RUN_REQUEST_VERSION};
+use crate::secret::Secret;
+use crate::slack::slash::{self, SlashRequest};
+use crate::slack::verify;
+use crate::web::{self, HttpRequest, HttpResponse};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+pub const SLACK_PATH: &str = "/slack/commands";
+pub const MATTERMOST_PATH: &str = "/mattermost/commands";
+/// Slack's slash-command bodies are a few hundred bytes; anything this big is not one.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_ALLOWED_PREFIXES: &str = "https://hooks.slack.com/";
+
+/// Every variable the ingress reads (checked against `infra/template.yaml`).
+pub const ENV: &[&str] = IngressConfig::ENV;
+
+/// The ingress configuration, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    pub slack_signing_secret: Option<Secret>,
+    pub mattermost_token: Option<Secret>,
+    pub run_queue_url: String,
+    /// Normalised: each ends its host part with `/`, so a prefix can never be extended into
+    /// another host (`https://hooks.slack.com` would otherwise admit `…slack.com.evil.io`).
+    pub allowed_response_url_prefixes: Vec<String>,
+    pub mattermost_url: Option<String>,
+}
+
+impl IngressConfig {
+    pub const ENV: &'static [&'static str] = &[
+        "CONFIG_VERSION",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_SIGNING_SECRET_PARAM",
+        "MATTERMOST_TOKEN",
+        "MATTERMOST_TOKEN_PARAM",
+        "RUN_QUEUE_URL",
+        "ALLOWED_RESPONSE_URL_PREFIXES",
+        "MATTERMOST_URL",
+    ];
+
+    pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
+        env.log_config_version();
+        let slack_signing_secret = env.secret("SLACK_SIGNING_SECRET", secrets).await?;
+        let mattermost_token = env.secret("MATTERMOST_TOKEN", secrets).await?;
+        if slack_signing_secret.is_none() && mattermost_token.is_none() {
+            return Err(ConfigError::Missing(
+                "SLACK_SIGNING_SECRET or MATTERMOST_TOKEN (or their _PARAM references)".into(),
+            ));
+        }
+        let run_queue_url = env.required("RUN_QUEUE_URL")?;
+        let mut allowed = Vec::new();
+        for p in env
+            .or("ALLOWED_RESPONSE_URL_PREFIXES", DEFAULT_ALLOWED_PREFIXES)
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            allowed.push(normalize_prefix(p).map_err(|reason| ConfigError::Invalid {
+                name: "ALLOWED_RESPONSE_URL_PREFIXES".into(),
+                reason: format!("{p:?} {reason}"),
+            })?);
+        }
+        let mattermost_url = match env.get("MATTERMOST_URL") {
+            None => None,
+            Some(site) => {
+                let site = site.trim().trim_end_matches('/').to_owned();
+                let prefix =
+                    normalize_prefix(&format!("{site}/hooks/commands/")).map_err(|reason| {
+                        ConfigError::Invalid {
+                            name: "MATTERMOST_URL".into(),
+                            reason,
+                        }
+                    })?;
+                allowed.push(prefix);
+                Some(site)
+            }
+        };
+        if mattermost_token.is_some() && mattermost_url.is_none() {
+            tracing::warn!(
+                "MATTERMOST_TOKEN is set but MATTERMOST_URL is not: Mattermost response URLs \
+                 are refused unless ALLOWED_RESPONSE_URL_PREFIXES admits them"
+            );
+        }
+        Ok(Self {
+            slack_signing_secret,
+            mattermost_token,
+            run_queue_url,
+            allowed_response_url_prefixes: allowed,
+            mattermost_url,
+        })
+    }
+
+    /// May our functions ever call this URL? Only under an allowed prefix, and only if it is
+    /// a plain URL (no spaces, control characters or backslashes for a client to reinterpret).
+    pub fn response_url_allowed(&self, url: &str) -> bool {
+        !url.bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || b == b'\\')
+            && self
+                .allowed_response_url_prefixes
+                .iter()
+                .any(|p| url.starts_with(p.as_str()) && url.len() > p.len())
+    }
+}
+
+/// `scheme://host[:port]/path…`: the host part must be there and end with `/`.
+fn normalize_prefix(p: &str) -> Result<String, String> {
+    let rest = p
+        .strip_prefix("https://")
+        .or_else(|| p.strip_prefix("http://"))
+        .ok_or("must start with https:// (or http:// for local stand-ins)")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty()
+        || host
+            .bytes()
+            .any(|b| b == b'@' || b == b'\\' || b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err("has no valid host".into());
+    }
+    Ok(if rest.len() == host.len() {
+        format!("{p}/")
+    } else {
+        p.to_owned()
+    })
+}
+
+/// Why a request is not acted on; mapped to HTTP in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    NotFound,
+    MethodNotAllowed,
+    TooLarge,
+    /// Bad or missing credentials: 401 with no detail.
+    Unauthorized,
+    BadRequest(String),
+    ResponseUrlNotAllowed,
+}
+
+impl Refusal {
+    fn into_response(self) -> HttpResponse {
+        match self {
+            Refusal::NotFound => web::text(404, "not found"),
+            Refusal::MethodNotAllowed => {
+                let mut r = web::text(405, "method not allowed");
+                r.headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+                r
+            }
+            Refusal::TooLarge => web::text(413, "request body too large"),
+            Refusal::Unauthorized => web::text(401, ""),
+            Refusal::BadRequest(why) => web::text(400, format!("bad request: {why}")),
+            Refusal::ResponseUrlNotAllowed => {
+                web::text(400, "bad request: response_url is not an allowed address")
+            }
+        }
+    }
+}
+
+/// A slash command from either platform, authenticated and parsed.
+struct Incoming {
+    platform: Platform,
+    team_id: String,
+    team_domain: String,
+    channel_id: String,
+    channel_name: String,
+    user_id: String,
+    user_name: String,
+    command: String,
+    text: String,
+    response_url: String,
+    request_id: RequestId,
+}
+
+/// A request id that is the same for the same request: from the platform's per-invocation
+/// trigger id when there is one, else from what uniquely identifies the request.
+fn request_id(parts: &[&[u8]]) -> RequestId {
+    let mut h = Sha256::new();
+    for p in parts {
+        // Length-prefix each part so that ("ab","c") and ("a","bc") differ.
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    RequestId::new(hex::encode(&h.finalize()[..16]))
+}
+
+pub struct Ingress {
+    config: IngressConfig,
+    queue: Arc<dyn RunQueue>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Ingress {
+    pub fn new(config: IngressConfig, queue: Arc<dyn RunQueue>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            config,
+            queue,
+            clock,
+        }
+    }
+
+    pub fn config(&self) -> &IngressConfig {
+        &self.config
+    }
+
+    /// Answer one HTTP request. Never panics on input; every answer is a complete response.
+    pub async fn handle(&self, req: HttpRequest) -> HttpResponse {
+        match self.route(&req).await {
+            Ok(resp) => resp,
+            Err(refusal) => {
+                tracing::info!(path = req.uri().path(), ?refusal, "request refused");
+                refusal.into_response()
+            }
+        }
+    }
+
+    async fn route(&self, req: &HttpRequest) -> Result<HttpResponse, Refusal> {
+        let platform = match req.uri().path() {
+            SLACK_PATH if self.config.slack_signing_secret.is_some() => Platform::Slack,
+            MATTERMOST_PATH if self.config.mattermost_token.is_some() => Platform::Mattermost,
+            _ => return Err(Refusal::NotFound),
+        };
+        if req.method() != http::Method::POST {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        if req.body().len() > MAX_BODY_BYTES {
+            return Err(Refusal::TooLarge);
+        }
+        let incoming = match platform {
+            Platform::Slack => match self.slack(req)? {
+                Some(incoming) => incoming,
+                None => return Ok(web::text(200, "")),
+            },
+            Platform::Mattermost => self.mattermost(req)?,
+        };
+        Ok(self.command(incoming).await)
+    }
+
+    /// Authenticate and parse a Slack request; `None` for Slack's `ssl_check` probe.
+    fn slack(&self, req: &HttpRequest) -> Result<Option<Incoming>, Refusal> {
+        let secret = self
+            .config
+            .slack_signing_secret
+            .as_ref()
+            .ok_or(Refusal::NotFound)?;
+        let timestamp = web::header(req, verify::TIMESTAMP_HEADER).unwrap_or_default();
+        let signature = web::header(req, verify::SIGNATURE_HEADER).unwrap_or_default();
+        let body = req.body().as_ref();
+        if let Err(e) = verify::verify(secret, timestamp, signature, body, self.clock.now()) {
+            tracing::warn!(reason = %e, "slack request failed verification");
+            return Err(Refusal::Unauthorized);
+        }
+        let c = match slash::parse(body).map_err(|e| Refusal::BadRequest(e.to_string()))? {
+            SlashRequest::SslCheck => return Ok(None),
+            SlashRequest::Command(c) => *c,
+        };
+        let request_id = if c.trigger_id.is_empty() {
+            request_id(&[b"slack", timestamp.as_bytes(), body])
+        } else {
+            request_id(&[b"slack", c.team_id.as_bytes(), c.trigger_id.as_bytes()])
+        };
+        Ok(Some(Incoming {
+            platform: Platform::Slack,
+            team_id: c.team_id,
+            team_domain: c.team_domain,
+            channel_id: c.channel_id,
+            channel_name: c.channel_name,
+            user_id: c.user_id,
+            user_name: c.user_name,
+            command: c.command,
+            text: c.text,
+            response_url: c.response_url,
+            request_id,
+        }))
+    }
+
+    fn mattermost(&self, req: &HttpRequest) -> Result<Incoming, Refusal> {
+        let token = self
+            .config
+            .mattermost_token
+            .as_ref()
+            .ok_or(Refusal::NotFound)?;
+        let body = req.body().as_ref();
+        let auth = web::header(req, http::header::AUTHORIZATION.as_str());
+        let c = incoming::parse_and_check(body, auth, token).map_err(|e| match e {
+            IncomingError::Unauthorized => {
+                tracing::warn!("mattermost request with a missing or wrong token");
+                Refusal::Unauthorized
+            }
+            other => Refusal::BadRequest(other.to_string()),
+        })?;
+        // Mattermost does not resend commands; without a trigger id the body and the second
+        // it arrived identify the request.
+        let request_id = if c.trigger_id.is_empty() {
+            let now = self.clock.now().to_string();
+            request_id(&[b"mattermost", now.as_bytes(), body])
+        } else {
+            request_id(&[b"mattermost", c.team_id.as_bytes(), c.trigger_id.as_bytes()])
+        };
+        Ok(Incoming {
+            platform: Platform::Mattermost,
+            team_id: c.team_id,
+            team_domain: c.team_domain,
+            channel_id: c.channel_id,
+            channel_name: c.channel_name,
+            user_id: c.user_id,
+            user_name: c.user_name,
+            command: c.command,
+            text: c.text,
+            response_url: c.response_url,
+            request_id,
+        })
+    }
+
+    /// An authenticated command: check where replies would go, then act on the text.
+    async fn command(&self, c: Incoming) -> HttpResponse {
+        if !self.config.response_url_allowed(&c.response_url) {
+            tracing::warn!(
+                platform = c.platform.as_str(),
+                team = %c.team_id,
+                "refused a command whose response_url is not under an allowed prefix"
+            );
+            return Refusal::ResponseUrlNotAllowed.into_response();
+        }
+        let (job, input) = match command::parse(&c.text) {
+            Command::Help => {
+                return answer(&OutgoingMessage::ephemeral(
+                    Notice::Usage { slash: c.command }.render(c.platform),
+                ))
+            }
+            Command::Invalid(text) => {
+                return answer(&OutgoingMessage::ephemeral(
+                    Notice::Invalid {
+                        slash: c.command,
+                        text,
+                    }
+                    .render(c.platform),
+                ))
+            }
+            Command::Run { job, input } => (job, input),
+        };
+        let request = RunRequest {
+            version: RUN_REQUEST_VERSION,
+            request_id: c.request_id,
+            platform: c.platform,
+            team_id: TeamId::new(c.team_id),
+            team_domain: Some(c.team_domain).filter(|d| !d.is_empty()),
+            channel_id: ChannelId::new(c.channel_id),
+            channel_name: c.channel_name,
+            user_id: ChatUserId::new(c.user_id),
+            user_name: c.user_name,
+            command: c.command,
+            job,
+            input,
+            response_url: c.response_url,
+            received_at: self.clock.now(),
+        };
+        match self.queue.send(&request).await {
+            Ok(()) => {
+                tracing::info!(
+                    request_id = %request.request_id,
+                    platform = request.platform.as_str(),
+                    team = %request.team_id,
+                    channel = %request.channel_id,
+                    user = %request.user_id,
+                    job = %request.job,
+                    "run request queued"
+                );
+                answer(&OutgoingMessage::in_channel(
+                    Notice::Scheduling { job: request.job }.render(request.platform),
+                ))
+            }
+            Err(e) => {
+                tracing::error!(request_id = %request.request_id, error = %e, "could not queue run request");
+                answer(&OutgoingMessage::ephemeral(
+                    Notice::CouldNotQueue { job: request.job }.render(request.platform),
+                ))
+            }
+        }
+    }
+}
+
+fn answer(msg: &OutgoingMessage) -> HttpResponse {
+    web::json(200, &msg.to_response_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    struct FakeSsm;
+    #[async_trait::async_trait]
+    impl SecretSource for FakeSsm {
+        async fn get_secure(&self, name: &str) -> Result<String, crate::config::SecretError> {
+            match name {
+                "/chatops/slack" => Ok("from-ssm".into()),
+                _ => Err(crate::config::SecretError::Unavailable(
+                    "ParameterNotFound".into(),
+                )),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn config_needs_a_platform_and_a_queue() {
+        let err = IngressConfig::from_env(&env(&[("RUN_QUEUE_URL", "q")]), &FakeSsm)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SLACK_SIGNING_SECRET") && err.contains("MATTERMOST_TOKEN"),
+            "{err}"
+        );
+        let err = IngressConfig::from_env(&env(&[("MATTERMOST_TOKEN", "t")]), &FakeSsm)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RUN_QUEUE_URL"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn config_defaults_and_references() {
+        let c = IngressConfig::from_env(
+            &env(&[
+                ("SLACK_SIGNING_SECRET_PARAM", "/chatops/slack"),
+                ("RUN_QUEUE_URL", "q"),
+            ]),
+            &FakeSsm,
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.slack_signing_secret.unwrap().expose(), "from-ssm");
+        assert!(c.mattermost_token.is_none());
+        assert_eq!(
+            c.allowed_response_url_prefixes,
+            vec!["https://hooks.slack.com/"]
+        );
+        let err = IngressConfig::from_env(
+            &env(&[
+                ("SLACK_SIGNING_SECRET_PARAM", "/missing"),
+                ("RUN_QUEUE_URL", "q"),
+            ]),
+            &FakeSsm,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("SLACK_SIGNING_SECRET") && err.contains("/missing"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn prefixes_are_normalised_and_mattermost_site_added() {
+        let c = IngressConfig::from_env(
+            &env(&[
+                ("MATTERMOST_TOKEN", "t"),
+                ("RUN_QUEUE_URL", "q"),
+                (
+                    "ALLOWED_RESPONSE_URL_PREFIXES",
+                    " https://hooks.slack.com , http://127.0.0.1:9/cb/",
+                ),
+                ("MATTERMOST_URL", "https://mm.example.com/"),
+            ]),
+            &FakeSsm,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            c.allowed_response_url_prefixes,
+            vec![
+                "https://hooks.slack.com/",
+                "http://127.0.0.1:9/cb/",
+                "https://mm.example.com/hooks/commands/"
+            ]
+        );
+        assert_eq!(c.mattermost_url.as_deref(), Some("https://mm.example.com"));
+        let table: &[(&str, bool)] = &[
+            ("https://hooks.slack.com/commands/T1/2/x", true),
+            ("https://mm.example.com/hooks/commands/abc", true),
+            ("http://127.0.0.1:9/cb/1", true),
+            ("https://hooks.slack.com/", false),
+            ("https://hooks.slack.com.evil.io/commands/x", false),
+            ("https://hooks.slack.com@evil.io/x", false),
+            ("http://hooks.slack.com/commands/x", false),
+            ("https://mm.example.com/api/v4/users", false),
+            ("https://hooks.slack.com/commands/x y", false),
+            ("https://hooks.slack.com/commands/\\@evil.io", false),
+            ("https://hooks.slack.com/commands/x\n", false),
+            ("", false),
+        ];
+        for (url, want) in table {
+            assert_eq!(c.response_url_allowed(url), *want, "{url:?}");
+        }
+        for bad in [
+            "hooks.slack.com",
+            "https://",
+            "https:///x",
+            "https://a@b/",
+            "ftp://x/",
+        ] {
+            let r = IngressConfig::from_env(
+                &env(&[
+                    ("MATTERMOST_TOKEN", "t"),
+                    ("RUN_QUEUE_URL", "q"),
+                    ("ALLOWED_RESPONSE_URL_PREFIXES", bad),
+                ]),
+                &FakeSsm,
+            )
+            .await;
+            assert!(
+                r.unwrap_err()
+                    .to_string()
+                    .contains("ALLOWED_RESPONSE_URL_PREFIXES"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_ids_are_stable_and_distinct() {
+        let a = request_id(&[b"slack", b"T1", b"123.456"]);
+        assert_eq!(a, request_id(&[b"slack", b"T1", b"123.456"]));
+        assert_eq!(a.as_str().len(), 32);
+        assert_ne!(a, request_id(&[b"slack", b"T1", b"123.457"]));
+        assert_ne!(a, request_id(&[b"slack", b"T11", b"23.456"]));
+        assert_ne!(a, request_id(&[b"mattermost", b"T1", b"123.456"]));
+    }
+
+    #[test]
+    fn env_lists_every_variable() {
+        assert_eq!(ENV.len(), 8);
+        assert!(ENV.contains(&"ALLOWED_RESPONSE_URL_PREFIXES"));
+    }
+}

@@ -1,0 +1,46 @@
+//! chatops core: everything the product decides, and nothing about how it talks to the world.
+//!
+//! No AWS SDK, no Lambda runtime, no HTTP client or server, no CLI parser: those are
+//! adapters (`chatops-adapters`), wired by `chatops_adapters::services`. What is here:
+//!
+//! - values: `ids` (newtypes), `clock`, `secret`, `run` (request, record, status), `command`
+//!   (the slash-command grammar), `config` (typed configuration read from an `Env` map);
+//! - ports (traits the adapters implement): `gitlab::GitLab`, `store::RunStore`,
+//!   `queue::RunQueue`, `chat::ChatApi`, `config::SecretSource`;
+//! - text: `markup` (the one layer that escapes, per platform), `notice` (every sentence a
+//!   person is told, typed), `render` (job reports), `reply` (reply extraction from job logs);
+//! - platform payloads: `slack` (signature check, slash payload), `mattermost` (payload, token);
+//! - use cases: `ingress` (verify, answer, queue), `dispatcher` (one request → one pipeline),
+//!   `completion` (webhook and sweep → one reply), `delivery` (response_url or channel),
+//!   `users` (chat ↔ GitLab links).
+//!
+//! Modules depend "downwards" only (values ← ports ← text ← use cases); `tests/architecture.rs`
+//! checks there is no cycle.
+
+pub mod clock;
+pub mod config;
+pub mod ids;
+pub mod run;
+pub mod secret;
+pub mod web;
+
+pub mod command;
+
+pub mod chat;
+pub mod gitlab;
+pub mod queue;
+pub mod store;
+
+pub mod markup;
+pub mod notice;
+pub mod render;
+pub mod reply;
+
+pub mod mattermost;
+pub mod slack;
+
+pub mod completion;
+pub mod delivery;
+pub mod dispatcher;
+pub mod ingress;
+pub mod users;

@@ -1,0 +1,517 @@
+//! Every sentence the product tells a person (other than a job's reply, which `render`
+//! builds), as a typed value. A use case says *what* happened (`Notice::NoSuchJob { … }`);
+//! this module says it in words once, through [`Rich`], so it is escaped on every platform.
+//! Snapshot tests render each notice for Slack and Mattermost.
+
+use crate::markup::Rich;
+use crate::run::{Platform, RunRequest};
+
+/// Who a notice is about: a chat user, by id (Slack) and name (Mattermost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub id: String,
+    pub name: String,
+}
+
+impl Person {
+    pub fn of(req: &RunRequest) -> Self {
+        Self {
+            id: req.user_id.as_str().to_owned(),
+            name: req.user_name.clone(),
+        }
+    }
+}
+
+/// The contract rule a job opts in with.
+pub const CONTRACT_RULE: &str = "rules: - if: '$CHATOPS_JOB == $CI_JOB_NAME'";
+
+/// Why a command could not be scheduled: each is preceded by GitLab's own sentence
+/// (`Presenters::Run#failed_to_schedule`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unscheduled {
+    ProjectNotFound {
+        project: String,
+        detail: String,
+    },
+    NoDefaultBranch,
+    NoCiConfig {
+        branch: String,
+        detail: String,
+    },
+    CiInvalid {
+        branch: String,
+        errors: Vec<String>,
+    },
+    NoSuchJob {
+        branch: String,
+    },
+    ExcludedFromChat,
+    PipelineRejected {
+        message: String,
+    },
+    ForeignJobs {
+        pipeline_url: String,
+        ours: usize,
+        foreign: Vec<String>,
+    },
+    TokenRefused {
+        detail: String,
+    },
+    GitLabAnswered {
+        message: String,
+    },
+    GaveUp {
+        reason: String,
+        attempts: u32,
+    },
+}
+
+/// A message to a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// `help`: the grammar and the job contract.
+    Usage { slash: String },
+    /// Text that is not a command.
+    Invalid { slash: String, text: String },
+    /// The ingress queued a run.
+    Scheduling { job: String },
+    /// The ingress could not queue a run.
+    CouldNotQueue { job: String },
+    /// The pipeline started.
+    Started {
+        who: Person,
+        job: String,
+        input: String,
+        job_url: String,
+        pipeline_url: String,
+    },
+    /// The job is `when: manual` and waits to be played.
+    ManualWaiting {
+        who: Person,
+        job: String,
+        input: String,
+        job_id: u64,
+        job_url: String,
+        pipeline_url: String,
+    },
+    /// The chat user has no GitLab link.
+    Unlinked {
+        job: String,
+        team: String,
+        user: String,
+    },
+    /// The linked GitLab user does not exist.
+    LinkedUserMissing {
+        username: String,
+        team: String,
+        user: String,
+    },
+    /// GitLab's access-denied text (`Presenters::Access#access_denied`).
+    AccessDenied { project_url: String },
+    /// The command could not be scheduled, and why.
+    Unscheduled { job: String, why: Unscheduled },
+}
+
+impl Notice {
+    pub fn render(&self, platform: Platform) -> String {
+        self.rich().render(platform)
+    }
+
+    pub fn rich(&self) -> Rich {
+        match self {
+            Notice::Usage { slash } => usage(slash),
+            Notice::Invalid { slash, text } => Rich::new()
+                .code(text.lines().next().unwrap_or_default())
+                .text(" is not a valid command.")
+                .br()
+                .br()
+                .then(usage(slash)),
+            Notice::Scheduling { job } => Rich::new()
+                .text("Scheduling job ")
+                .code(job)
+                .text("… its output will be posted here when it finishes."),
+            Notice::CouldNotQueue { job } => Rich::new()
+                .text("Could not schedule job ")
+                .code(job)
+                .text(" right now; please try again in a moment."),
+            Notice::Started {
+                who,
+                job,
+                input,
+                job_url,
+                pipeline_url,
+            } => Rich::new()
+                .mention(&who.id, &who.name)
+                .text(" started ")
+                .link(job_url, job)
+                .then(input_suffix(input))
+                .text(" (")
+                .link(pipeline_url, "pipeline")
+                .text(")."),
+            Notice::ManualWaiting {
+                who,
+                job,
+                input,
+                job_id,
+                job_url,
+                pipeline_url,
+            } => Rich::new()
+                .mention(&who.id, &who.name)
+                .text(" requested ")
+                .link(job_url, job)
+                .then(input_suffix(input))
+                .text(" (")
+                .link(pipeline_url, "pipeline")
+                .text("). It is a manual job: it waits for someone to play it at ")
+                .link(job_url, job_url)
+                .text(format!(
+                    " (job {job_id}). Its output comes here when it has run."
+                )),
+            Notice::Unlinked { job, team, user } => Rich::new()
+                .text("Your chat account is not linked to a GitLab user yet, so I cannot run ")
+                .code(job)
+                .text(" for you. Ask a ChatOps administrator to run:")
+                .br()
+                .code(format!(
+                    "chatops users link {team}/{user} <your GitLab username>"
+                )),
+            Notice::LinkedUserMissing {
+                username,
+                team,
+                user,
+            } => Rich::new()
+                .text("Your chat account is linked to the GitLab user ")
+                .code(username)
+                .text(", which does not exist. Ask an administrator to run ")
+                .code(format!(
+                    "chatops users link {team}/{user} <gitlab username>"
+                ))
+                .text(" again."),
+            Notice::AccessDenied { project_url } => Rich::new()
+                .text(
+                    "You are not allowed to perform the given ChatOps command. Most likely you \
+                     do not have access to the GitLab project for this ChatOps integration.",
+                )
+                .br()
+                .br()
+                .text("The GitLab project for this ChatOps integration can be found at ")
+                .link(project_url, project_url)
+                .text("."),
+            Notice::Unscheduled { job, why } => could_not_schedule(job).br().then(why.rich(job)),
+        }
+    }
+}
+
+impl Unscheduled {
+    fn rich(&self, job: &str) -> Rich {
+        match self {
+            Unscheduled::ProjectNotFound { project, detail } => Rich::new()
+                .text("The GitLab project ")
+                .code(project)
+                .text(format!(
+                    " was not found or the ChatOps token cannot see it ({detail}). Ask an \
+                     administrator to check GITLAB_PROJECT and the token."
+                )),
+            Unscheduled::NoDefaultBranch => {
+                Rich::new().text("The project has no default branch (is the repository empty?).")
+            }
+            Unscheduled::NoCiConfig { branch, detail } => Rich::new()
+                .text("There is no CI configuration on ")
+                .code(branch)
+                .text(format!(" ({detail}).")),
+            Unscheduled::CiInvalid { branch, errors } => Rich::new()
+                .text("The CI configuration on ")
+                .code(branch)
+                .text(" is invalid: ")
+                .text(if errors.is_empty() {
+                    "GitLab gave no details".to_owned()
+                } else {
+                    errors.join("; ")
+                }),
+            Unscheduled::NoSuchJob { branch } => Rich::new()
+                .text("There is no job named ")
+                .code(job)
+                .text(" on ")
+                .code(branch)
+                .text("."),
+            Unscheduled::ExcludedFromChat => Rich::new()
+                .text("The job ")
+                .code(job)
+                .text(" is excluded from chat (")
+                .code("except: [chat]")
+                .text(")."),
+            Unscheduled::PipelineRejected { message } => Rich::new()
+                .text(format!("GitLab did not create the pipeline: {message}"))
+                .br()
+                .text("The job must select itself with ")
+                .code(CONTRACT_RULE)
+                .text("."),
+            Unscheduled::ForeignJobs {
+                pipeline_url,
+                ours,
+                foreign,
+            } => {
+                let mut names = foreign.clone();
+                names.sort_unstable();
+                names.dedup();
+                let mut r = Rich::new()
+                    .text("The pipeline ")
+                    .link(pipeline_url, "(cancelled)")
+                    .text(" was cancelled: a chat pipeline must hold only the job ")
+                    .code(job)
+                    .text(".");
+                if *ours == 0 {
+                    r = r
+                        .br()
+                        .text("The job ")
+                        .code(job)
+                        .text(" did not join it: give it ")
+                        .code(CONTRACT_RULE)
+                        .text(" (an ")
+                        .code("only: [chat]")
+                        .text(" job never runs in a pipeline started through the API).");
+                }
+                if !names.is_empty() {
+                    r = r
+                        .br()
+                        .text("These jobs joined it too: ")
+                        .code_list(names, ", ")
+                        .text(". Keep them out of chat pipelines with a first rule ")
+                        .code("- if: '$CHATOPS_JOB'")
+                        .text(" + ")
+                        .code("when: never")
+                        .text(" (or ")
+                        .code("except: variables: [$CHATOPS_JOB]")
+                        .text(").");
+                }
+                r
+            }
+            Unscheduled::TokenRefused { detail } => Rich::new().text(format!(
+                "GitLab refused the ChatOps token ({detail}). Ask an administrator to check it."
+            )),
+            Unscheduled::GitLabAnswered { message } => {
+                Rich::new().text(format!("GitLab answered: {message}"))
+            }
+            Unscheduled::GaveUp { reason, attempts } => Rich::new().text(format!(
+                "GitLab is unavailable right now ({reason}); the command was tried {attempts} \
+                 times. Please try again later."
+            )),
+        }
+    }
+}
+
+/// GitLab's own refusal text for a job it cannot schedule (`Presenters::Run#failed_to_schedule`).
+fn could_not_schedule(job: &str) -> Rich {
+    Rich::new().text(format!(
+        "The command could not be scheduled. Make sure that your project has a .gitlab-ci.yml \
+         that defines a job with the name \"{job}\""
+    ))
+}
+
+fn usage(slash: &str) -> Rich {
+    let slash = if slash.trim().is_empty() {
+        "/chatops"
+    } else {
+        slash.trim()
+    };
+    Rich::new()
+        .bold("Usage")
+        .br()
+        .text("• ")
+        .code(format!("{slash} run <job> [arguments]"))
+        .text(": run the CI job ")
+        .code("<job>")
+        .text(" of the project on its default branch; ")
+        .code("[arguments]")
+        .text(" become ")
+        .code("CHAT_INPUT")
+        .text(". The job's output is posted back here.")
+        .br()
+        .text("• ")
+        .code(format!("{slash} help"))
+        .text(": this message.")
+        .br()
+        .text("A job can be run from chat only if it opts in with ")
+        .code(CONTRACT_RULE)
+        .text("; you need Developer access or more.")
+}
+
+/// The first line of the input, shortened, as inline code after the job's name.
+fn input_suffix(input: &str) -> Rich {
+    let first = input.lines().next().unwrap_or("").trim();
+    if first.is_empty() {
+        Rich::new()
+    } else if input.contains('\n') || first.chars().count() > 80 {
+        let short: String = first.chars().take(80).collect();
+        Rich::new().text(" ").code(format!("{short}…"))
+    } else {
+        Rich::new().text(" ").code(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who() -> Person {
+        Person {
+            id: "U024BE7LH".into(),
+            name: "alice".into(),
+        }
+    }
+
+    /// One of each notice, with hostile data wherever data goes.
+    pub fn every_notice() -> Vec<(&'static str, Notice)> {
+        let job = "echo-input <!channel>".to_owned();
+        let input = "<!channel> <@U123> & @here".to_owned();
+        let u = |why| Notice::Unscheduled {
+            job: job.clone(),
+            why,
+        };
+        vec![
+            (
+                "usage",
+                Notice::Usage {
+                    slash: "/chatops".into(),
+                },
+            ),
+            (
+                "invalid",
+                Notice::Invalid {
+                    slash: "/chatops".into(),
+                    text: "frobnicate <!here>".into(),
+                },
+            ),
+            ("scheduling", Notice::Scheduling { job: job.clone() }),
+            (
+                "could_not_queue",
+                Notice::CouldNotQueue { job: job.clone() },
+            ),
+            (
+                "started",
+                Notice::Started {
+                    who: who(),
+                    job: job.clone(),
+                    input: input.clone(),
+                    job_url: "https://gitlab.example.com/g/p/-/jobs/7".into(),
+                    pipeline_url: "https://gitlab.example.com/g/p/-/pipelines/3".into(),
+                },
+            ),
+            (
+                "manual_waiting",
+                Notice::ManualWaiting {
+                    who: who(),
+                    job: job.clone(),
+                    input: input.clone(),
+                    job_id: 7,
+                    job_url: "https://gitlab.example.com/g/p/-/jobs/7".into(),
+                    pipeline_url: "https://gitlab.example.com/g/p/-/pipelines/3".into(),
+                },
+            ),
+            (
+                "unlinked",
+                Notice::Unlinked {
+                    job: job.clone(),
+                    team: "T1".into(),
+                    user: "U1".into(),
+                },
+            ),
+            (
+                "linked_user_missing",
+                Notice::LinkedUserMissing {
+                    username: "ghost".into(),
+                    team: "T1".into(),
+                    user: "U1".into(),
+                },
+            ),
+            (
+                "access_denied",
+                Notice::AccessDenied {
+                    project_url: "https://gitlab.example.com/g/p".into(),
+                },
+            ),
+            (
+                "project_not_found",
+                u(Unscheduled::ProjectNotFound {
+                    project: "g/p".into(),
+                    detail: "404 Project Not Found".into(),
+                }),
+            ),
+            ("no_default_branch", u(Unscheduled::NoDefaultBranch)),
+            (
+                "no_ci_config",
+                u(Unscheduled::NoCiConfig {
+                    branch: "main".into(),
+                    detail: "404".into(),
+                }),
+            ),
+            (
+                "ci_invalid",
+                u(Unscheduled::CiInvalid {
+                    branch: "main".into(),
+                    errors: vec!["jobs:x config contains unknown keys: <!channel>".into()],
+                }),
+            ),
+            (
+                "no_such_job",
+                u(Unscheduled::NoSuchJob {
+                    branch: "main".into(),
+                }),
+            ),
+            ("excluded", u(Unscheduled::ExcludedFromChat)),
+            (
+                "pipeline_rejected",
+                u(Unscheduled::PipelineRejected {
+                    message: "Insufficient permissions to set pipeline variables".into(),
+                }),
+            ),
+            (
+                "foreign_jobs",
+                u(Unscheduled::ForeignJobs {
+                    pipeline_url: "https://gitlab.example.com/g/p/-/pipelines/3".into(),
+                    ours: 0,
+                    foreign: vec!["lint".into(), "test <!here>".into(), "lint".into()],
+                }),
+            ),
+            (
+                "token_refused",
+                u(Unscheduled::TokenRefused {
+                    detail: "401 Unauthorized".into(),
+                }),
+            ),
+            (
+                "gitlab_answered",
+                u(Unscheduled::GitLabAnswered {
+                    message: "Reference not found".into(),
+                }),
+            ),
+            (
+                "gave_up",
+                u(Unscheduled::GaveUp {
+                    reason: "502 Bad Gateway".into(),
+                    attempts: 5,
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_notice_on_both_platforms() {
+        let mut all = String::new();
+        for (name, n) in every_notice() {
+            for p in [Platform::Slack, Platform::Mattermost] {
+                let text = n.render(p);
+                // Data never forms a broadcast or a mention other than the asker's.
+                let forbidden: &[&str] = match p {
+                    Platform::Slack => &["<!channel>", "<!here>", "<@U123>"],
+                    Platform::Mattermost => &["@here", "@channel", "@U123"],
+                };
+                for f in forbidden {
+                    assert!(!text.contains(f), "{name} {p:?}: {text}");
+                }
+                all.push_str(&format!("--- {name} ({})\n{text}\n", p.as_str()));
+            }
+        }
+        insta::assert_snapshot!(all);
+    }
+}

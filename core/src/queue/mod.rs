@@ -1,0 +1,22 @@
+//! The run queue between the ingress and the dispatcher: SQS in production (and over moto in
+//! tests), an in-memory channel for unit tests and `chatops local`'s embedded mode.
+
+pub mod memory;
+
+use crate::run::RunRequest;
+
+pub use memory::MemoryQueue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("run queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("run request could not be encoded: {0}")]
+    Encode(String),
+}
+
+#[async_trait::async_trait]
+pub trait RunQueue: Send + Sync {
+    /// Send one run request; returns when the queue has accepted it.
+    async fn send(&self, request: &RunRequest) -> Result<(), QueueError>;
+}

@@ -1,0 +1,1603 @@
+//! A GitLab HTTP stand-in that follows the public REST API v4 for every call `GitLabClient`
+//! makes, for integration tests, end-to-end tests and the offline demo.
+//!
+//! Start: `let gl = GitLabStandin::start().await;` (binds 127.0.0.1:0; stops when dropped).
+//! Point a `GitLabClient` at `gl.url()` with token `gl.token()`.
+//!
+//! Endpoints (under `/api/v4`, `PRIVATE-TOKEN` or `Authorization: Bearer` checked, 401
+//! `{"message":"401 Unauthorized"}` otherwise; `:id` is a numeric id or URL-encoded path):
+//! - `GET /projects/:id`, `GET /users?username=`, `GET /projects/:id/members/all/:user_id`
+//! - `GET /projects/:id/ci/lint?content_ref=&include_jobs=true` (`valid`, `errors`,
+//!   `warnings`, `jobs` with `name`/`stage`/`when`/`only`/`except` as GitLab reports them)
+//! - `POST /projects/:id/pipeline` (JSON `{ref, variables:[{key,value,variable_type}]}`),
+//!   `GET /projects/:id/pipelines/:pid`, `GET …/pipelines/:pid/jobs`, `GET …/bridges`,
+//!   `POST …/pipelines/:pid/cancel`
+//! - `GET /projects/:id/jobs/:job_id`, `GET …/jobs/:job_id/trace`, `POST …/jobs/:job_id/play`
+//! - `GET/POST /projects/:id/hooks`, `PUT /projects/:id/hooks/:hook_id`
+//!
+//! Lists paginate like GitLab (`page`, `per_page` default 20 max 100; headers `X-Page`,
+//! `X-Per-Page`, `X-Next-Page`, `X-Prev-Page`, `X-Total`, `X-Total-Pages`, `Link`). Every
+//! answer carries `RateLimit-Limit/-Observed/-Remaining/-Reset/-ResetTime`. Errors are JSON
+//! `{"message": …}` with GitLab's status codes (400 with `{"message":{"base":[…]}}` when a
+//! pipeline cannot be created).
+//!
+//! Which jobs a created pipeline holds follows the job contract by default: a job with the
+//! `CHATOPS_JOB` rule joins when the variable names it; a plain job (no rules/only) joins every
+//! pipeline; an `only: [chat]` job never joins an API pipeline (see [`JoinRule`]). A job
+//! `when: manual` is created `manual`; others `pending`, and an attached [`JobExecutor`] runs
+//! them (the local mode plugs a shell runner in here), after which the job's status and trace
+//! are set and, when a webhook is configured, Job and Pipeline hooks are delivered.
+//!
+//! Test handle (`gl.state()`, a cheap clone): `add_project`, `add_user`, `set_member`,
+//! `set_ci_jobs`/`set_ci_invalid`, `set_job_status`, `set_trace`, `finish_job`, `play_job`,
+//! `pipelines()`, `jobs_of()`, `requests()`, `created_variables()`, `fail_next(Fault, n)`,
+//! `set_webhook(url, token)`, `job_hook()`/`pipeline_hook()` + `deliver()` (or `send_job_hook`
+//! / `send_pipeline_hook`), `set_executor()`, `set_planner()` (a [`PipelinePlanner`] decides
+//! pipeline contents and `ci/lint` answers from a real `.gitlab-ci.yml`).
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chatops_core::gitlab::Status;
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How a CI job decides whether it joins a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRule {
+    /// `rules: - if: '$CHATOPS_JOB == $CI_JOB_NAME'`: joins when `CHATOPS_JOB` names it.
+    ChatopsRule,
+    /// No `rules`/`only`: joins every pipeline (the foreign job of the contract).
+    Always,
+    /// `only: [chat]`: never in an API pipeline.
+    OnlyChat,
+}
+
+/// A job in the stand-in's CI configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandinCiJob {
+    pub name: String,
+    pub stage: String,
+    pub when_manual: bool,
+    pub except_chat: bool,
+    pub rule: JoinRule,
+    pub script: Vec<String>,
+}
+
+impl StandinCiJob {
+    /// A chat job following the contract.
+    pub fn chat(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            stage: "chatops".to_owned(),
+            when_manual: false,
+            except_chat: false,
+            rule: JoinRule::ChatopsRule,
+            script: vec![format!("echo {name}")],
+        }
+    }
+    /// A plain job that joins every pipeline.
+    pub fn plain(name: &str) -> Self {
+        Self {
+            stage: "test".to_owned(),
+            rule: JoinRule::Always,
+            ..Self::chat(name)
+        }
+    }
+    /// An `only: [chat]` job (GitLab's own ChatOps style).
+    pub fn only_chat(name: &str) -> Self {
+        Self {
+            rule: JoinRule::OnlyChat,
+            ..Self::chat(name)
+        }
+    }
+    pub fn manual(mut self) -> Self {
+        self.when_manual = true;
+        self
+    }
+    pub fn except_chat(mut self) -> Self {
+        self.except_chat = true;
+        self
+    }
+    pub fn script(mut self, lines: &[&str]) -> Self {
+        self.script = lines.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    fn lint_json(&self) -> Value {
+        let only = match self.rule {
+            JoinRule::ChatopsRule => Value::Null,
+            JoinRule::Always => json!({"refs": ["branches", "tags"]}),
+            JoinRule::OnlyChat => json!({"refs": ["chat"]}),
+        };
+        json!({
+            "name": self.name,
+            "stage": self.stage,
+            "before_script": [],
+            "script": self.script,
+            "after_script": [],
+            "tag_list": [],
+            "environment": null,
+            "when": if self.when_manual { "manual" } else { "on_success" },
+            "allow_failure": false,
+            "only": only,
+            "except": if self.except_chat { json!({"refs": ["chat"]}) } else { Value::Null },
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum CiDefinition {
+    Valid(Vec<StandinCiJob>),
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct StandinProject {
+    pub id: u64,
+    pub path: String,
+    pub default_branch: String,
+    pub ci: CiDefinition,
+}
+
+#[derive(Debug, Clone)]
+pub struct StandinPipeline {
+    pub id: u64,
+    pub iid: u64,
+    pub project: u64,
+    pub git_ref: String,
+    pub status: Status,
+    pub variables: Vec<(String, String)>,
+    pub created_at: u64,
+}
+
+impl StandinPipeline {
+    pub fn variable(&self, name: &str) -> Option<&str> {
+        self.variables
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StandinJob {
+    pub id: u64,
+    pub project: u64,
+    pub pipeline: u64,
+    pub name: String,
+    pub stage: String,
+    pub status: Status,
+    pub manual: bool,
+    pub script: Vec<String>,
+    pub trace: Vec<u8>,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+}
+
+/// One request as the stand-in received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path without the query, percent-encoding kept (`/api/v4/projects/g%2Fp`).
+    pub path: String,
+    pub query: String,
+    pub body: String,
+    /// The status the stand-in answered.
+    pub status: u16,
+}
+
+impl RecordedRequest {
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
+/// A fault to inject into the next requests.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// 429 `Retry later`, with `Retry-After` when given (and `RateLimit-Reset` always).
+    RateLimited { retry_after: Option<u64> },
+    /// Answer with this status and `{"message": "<status> <reason>"}`.
+    Status(u16),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+}
+
+struct PendingFault {
+    fault: Fault,
+    remaining: usize,
+    /// Only requests whose path contains this.
+    path_contains: Option<String>,
+}
+
+/// What a job executor is given.
+#[derive(Debug, Clone)]
+pub struct ExecJob {
+    pub project_id: u64,
+    pub project_path: String,
+    pub pipeline_id: u64,
+    pub job_id: u64,
+    pub name: String,
+    pub script: Vec<String>,
+    /// Pipeline variables plus the predefined ones a runner would set (`CI_JOB_NAME`, …).
+    pub variables: Vec<(String, String)>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    pub status: Status,
+    /// The raw runner log (sections, ANSI and all).
+    pub trace: Vec<u8>,
+}
+
+/// Runs jobs of created pipelines (and played manual jobs). Without one, jobs stay `pending`
+/// until a test sets their status.
+#[async_trait::async_trait]
+pub trait JobExecutor: Send + Sync {
+    async fn run(&self, job: ExecJob) -> ExecOutcome;
+}
+
+/// One job a planner puts in a new pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedJob {
+    pub name: String,
+    pub stage: String,
+    /// Created `manual` (waits for `play`) instead of `pending`.
+    pub manual: bool,
+    pub script: Vec<String>,
+}
+
+/// Decides which jobs a created pipeline holds, in place of the [`JoinRule`]s (the local mode
+/// evaluates a real `.gitlab-ci.yml` here). `Err(message)` answers 400
+/// `{"message":{"base":[message]}}`, as GitLab does when no job would run.
+pub trait PipelinePlanner: Send + Sync {
+    fn plan(
+        &self,
+        project: &StandinProject,
+        git_ref: &str,
+        variables: &[(String, String)],
+    ) -> Result<Vec<PlannedJob>, String>;
+
+    /// What `ci/lint` reports for the project: `Some(Ok(jobs))`, `Some(Err(errors))` for an
+    /// invalid configuration, or `None` to use the project's `set_ci_jobs` definition.
+    fn lint(&self, _project: &StandinProject) -> Option<Result<Vec<StandinCiJob>, Vec<String>>> {
+        None
+    }
+}
+
+/// A webhook request, ready to deliver (and to deliver again: same `Idempotency-Key`).
+#[derive(Debug, Clone)]
+pub struct HookDelivery {
+    pub url: String,
+    /// `Job Hook` or `Pipeline Hook`.
+    pub event: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+struct State {
+    token: String,
+    base_url: String,
+    projects: Vec<StandinProject>,
+    users: Vec<chatops_core::gitlab::User>,
+    members: HashMap<(u64, u64), u32>,
+    pipelines: Vec<StandinPipeline>,
+    jobs: Vec<StandinJob>,
+    hooks: Vec<(u64, chatops_core::gitlab::Hook, String)>,
+    requests: Vec<RecordedRequest>,
+    faults: VecDeque<PendingFault>,
+    executor: Option<Arc<dyn JobExecutor>>,
+    planner: Option<Arc<dyn PipelinePlanner>>,
+    webhook: Option<(String, String)>,
+    observed: u64,
+    next_pipeline: u64,
+    next_job: u64,
+    next_hook: u64,
+    next_uuid: u64,
+}
+
+/// Shared handle on the stand-in's state.
+#[derive(Clone)]
+pub struct StandinHandle(Arc<Mutex<State>>);
+
+/// A running GitLab stand-in; stops when dropped.
+pub struct GitLabStandin {
+    addr: SocketAddr,
+    handle: StandinHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for GitLabStandin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The token the stand-in accepts unless told otherwise.
+pub const STANDIN_TOKEN: &str = "glpat-standin-token";
+
+impl GitLabStandin {
+    pub async fn start() -> Self {
+        Self::start_with_token(STANDIN_TOKEN).await
+    }
+
+    pub async fn start_with_token(token: &str) -> Self {
+        Self::bind("127.0.0.1:0", token)
+            .await
+            .expect("bind 127.0.0.1:0 for the GitLab stand-in")
+    }
+
+    /// Bind a given address (the demo uses a fixed port).
+    pub async fn bind(addr: &str, token: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let handle = StandinHandle(Arc::new(Mutex::new(State {
+            token: token.to_owned(),
+            base_url: format!("http://{addr}"),
+            projects: Vec::new(),
+            users: Vec::new(),
+            members: HashMap::new(),
+            pipelines: Vec::new(),
+            jobs: Vec::new(),
+            hooks: Vec::new(),
+            requests: Vec::new(),
+            faults: VecDeque::new(),
+            executor: None,
+            planner: None,
+            webhook: None,
+            observed: 0,
+            next_pipeline: 100,
+            next_job: 1000,
+            next_hook: 0,
+            next_uuid: 0,
+        })));
+        let h = handle.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let h = h.clone();
+                async move { h.serve(method, uri, headers, body).await }
+            },
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, handle, task })
+    }
+
+    /// The instance URL (`http://127.0.0.1:PORT`), what `GITLAB_URL` takes.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token(&self) -> String {
+        self.handle.lock().token.clone()
+    }
+
+    pub fn state(&self) -> StandinHandle {
+        self.handle.clone()
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Unix seconds as GitLab's ISO 8601 (`2024-01-02T03:04:05.000Z`).
+pub fn iso8601(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+fn status_str(s: Status) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn message(status: u16, msg: impl Into<Value>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(json!({ "message": msg.into() }))).into_response()
+}
+
+fn not_found(what: &str) -> Response {
+    message(404, format!("404 {what} Not Found"))
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn query_map(q: &str) -> HashMap<String, String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+impl StandinHandle {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ----- test-facing state -----
+
+    /// Add a project with default branch `main` and no CI configuration.
+    pub fn add_project(&self, id: u64, path: &str) {
+        let mut g = self.lock();
+        g.projects.retain(|p| p.id != id);
+        g.projects.push(StandinProject {
+            id,
+            path: path.to_owned(),
+            default_branch: "main".to_owned(),
+            ci: CiDefinition::Invalid(vec!["Please provide content of .gitlab-ci.yml".into()]),
+        });
+    }
+
+    pub fn set_default_branch(&self, project: u64, branch: &str) {
+        if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
+            p.default_branch = branch.to_owned();
+        }
+    }
+
+    pub fn project_web_url(&self, project: u64) -> String {
+        let g = self.lock();
+        let path = g
+            .projects
+            .iter()
+            .find(|p| p.id == project)
+            .map(|p| p.path.clone())
+            .unwrap_or_default();
+        format!("{}/{path}", g.base_url)
+    }
+
+    pub fn add_user(&self, id: u64, username: &str) {
+        let mut g = self.lock();
+        g.users.retain(|u| u.id.0 != id);
+        g.users.push(chatops_core::gitlab::User {
+            id: chatops_core::ids::GitLabUserId(id),
+            username: username.to_owned(),
+            name: username.to_owned(),
+            state: "active".to_owned(),
+        });
+    }
+
+    /// Membership with an access level (10 guest … 50 owner); 0 removes it.
+    pub fn set_member(&self, project: u64, user: u64, access_level: u32) {
+        let mut g = self.lock();
+        if access_level == 0 {
+            g.members.remove(&(project, user));
+        } else {
+            g.members.insert((project, user), access_level);
+        }
+    }
+
+    pub fn set_ci_jobs(&self, project: u64, jobs: Vec<StandinCiJob>) {
+        if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
+            p.ci = CiDefinition::Valid(jobs);
+        }
+    }
+
+    pub fn set_ci_invalid(&self, project: u64, errors: Vec<String>) {
+        if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
+            p.ci = CiDefinition::Invalid(errors);
+        }
+    }
+
+    pub fn pipelines(&self) -> Vec<StandinPipeline> {
+        self.lock().pipelines.clone()
+    }
+
+    pub fn jobs_of(&self, pipeline: u64) -> Vec<StandinJob> {
+        self.lock()
+            .jobs
+            .iter()
+            .filter(|j| j.pipeline == pipeline)
+            .cloned()
+            .collect()
+    }
+
+    pub fn job(&self, job: u64) -> Option<StandinJob> {
+        self.lock().jobs.iter().find(|j| j.id == job).cloned()
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// The variables of every `POST …/pipeline` request, as sent.
+    pub fn created_variables(&self) -> Vec<Vec<(String, String)>> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/pipeline"))
+            .filter_map(|r| r.json())
+            .map(|v| {
+                v["variables"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| {
+                                (
+                                    x["key"].as_str().unwrap_or_default().to_owned(),
+                                    x["value"].as_str().unwrap_or_default().to_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// The next `times` requests (whose path contains `path_contains`, when given) get `fault`.
+    pub fn fail_next(&self, fault: Fault, times: usize, path_contains: Option<&str>) {
+        self.lock().faults.push_back(PendingFault {
+            fault,
+            remaining: times,
+            path_contains: path_contains.map(str::to_owned),
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    pub fn set_executor(&self, executor: Arc<dyn JobExecutor>) {
+        self.lock().executor = Some(executor);
+    }
+
+    /// Let `planner` decide which jobs new pipelines hold (instead of the `JoinRule`s).
+    pub fn set_planner(&self, planner: Arc<dyn PipelinePlanner>) {
+        self.lock().planner = Some(planner);
+    }
+
+    /// Where Job and Pipeline hooks go after an executor finishes a job (and what
+    /// `send_job_hook` uses), with the secret token GitLab sends as `X-Gitlab-Token`.
+    pub fn set_webhook(&self, url: &str, token: &str) {
+        self.lock().webhook = Some((url.to_owned(), token.to_owned()));
+    }
+
+    /// Set a job's status (timestamps follow); the pipeline's status is derived again.
+    pub fn set_job_status(&self, job: u64, status: Status) {
+        let mut g = self.lock();
+        let t = now();
+        let mut pipeline = None;
+        if let Some(j) = g.jobs.iter_mut().find(|j| j.id == job) {
+            j.status = status;
+            if matches!(status, Status::Running) && j.started_at.is_none() {
+                j.started_at = Some(t);
+            }
+            if status.is_final() {
+                j.started_at.get_or_insert(t);
+                j.finished_at = Some(t);
+            }
+            pipeline = Some(j.pipeline);
+        }
+        if let Some(p) = pipeline {
+            derive_pipeline_status(&mut g, p);
+        }
+    }
+
+    pub fn set_trace(&self, job: u64, trace: impl Into<Vec<u8>>) {
+        if let Some(j) = self.lock().jobs.iter_mut().find(|j| j.id == job) {
+            j.trace = trace.into();
+        }
+    }
+
+    pub fn finish_job(&self, job: u64, status: Status, trace: impl Into<Vec<u8>>) {
+        self.set_trace(job, trace);
+        self.set_job_status(job, status);
+    }
+
+    /// Play a manual job as `POST /jobs/:id/play` would (runs it on the executor, if any).
+    pub fn play_job(&self, job: u64) -> bool {
+        let run = {
+            let mut g = self.lock();
+            let Some(j) = g
+                .jobs
+                .iter_mut()
+                .find(|j| j.id == job && j.status == Status::Manual)
+            else {
+                return false;
+            };
+            j.status = Status::Pending;
+            let p = j.pipeline;
+            derive_pipeline_status(&mut g, p);
+            exec_job(&g, job)
+        };
+        if let Some((exec, ej)) = run {
+            self.spawn_run(exec, ej);
+        }
+        true
+    }
+
+    // ----- webhooks -----
+
+    fn uuid(&self) -> String {
+        let mut g = self.lock();
+        g.next_uuid += 1;
+        let n = g.next_uuid;
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let hex = format!(
+            "{:016x}{:016x}",
+            t as u64,
+            n.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        );
+        format!(
+            "{}-{}-4{}-8{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[13..16],
+            &hex[17..20],
+            &hex[20..32]
+        )
+    }
+
+    fn delivery(&self, event: &str, body: Value) -> Option<HookDelivery> {
+        let (url, token) = self.lock().webhook.clone()?;
+        let key = self.uuid();
+        let event_uuid = self.uuid();
+        Some(HookDelivery {
+            url,
+            event: event.to_owned(),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("User-Agent".into(), "GitLab/17.6.0".into()),
+                ("X-Gitlab-Event".into(), event.to_owned()),
+                ("X-Gitlab-Token".into(), token),
+                ("X-Gitlab-Instance".into(), self.lock().base_url.clone()),
+                (
+                    "X-Gitlab-Webhook-UUID".into(),
+                    "5b3e4d2c-0000-4000-8000-standin00001".into(),
+                ),
+                ("X-Gitlab-Event-UUID".into(), event_uuid),
+                ("Idempotency-Key".into(), key),
+            ],
+            body: body.to_string(),
+        })
+    }
+
+    /// A Job Hook for the job's current state (None when no webhook is set or no such job).
+    pub fn job_hook(&self, job: u64) -> Option<HookDelivery> {
+        let body = {
+            let g = self.lock();
+            let j = g.jobs.iter().find(|j| j.id == job)?;
+            let p = g.projects.iter().find(|p| p.id == j.project)?;
+            let pipe = g.pipelines.iter().find(|x| x.id == j.pipeline)?;
+            let web = format!("{}/{}", g.base_url, p.path);
+            let opt = |t: Option<u64>| t.map(iso8601).map(Value::String).unwrap_or(Value::Null);
+            let duration = match (j.started_at, j.finished_at) {
+                (Some(s), Some(f)) => json!((f - s) as f64),
+                _ => Value::Null,
+            };
+            json!({
+                "object_kind": "build",
+                "ref": pipe.git_ref,
+                "tag": false,
+                "before_sha": "0000000000000000000000000000000000000000",
+                "sha": "2293ada6b400935a1378653304eaf6221e0fdb8f",
+                "build_id": j.id,
+                "build_name": j.name,
+                "build_stage": j.stage,
+                "build_status": status_str(j.status),
+                "build_created_at": iso8601(j.created_at),
+                "build_started_at": opt(j.started_at),
+                "build_finished_at": opt(j.finished_at),
+                "build_duration": duration,
+                "build_queued_duration": 0.5,
+                "build_allow_failure": false,
+                "build_failure_reason": if j.status == Status::Failed { "script_failure" } else { "unknown_failure" },
+                "retries_count": 0,
+                "pipeline_id": j.pipeline,
+                "project_id": p.id,
+                "project_name": p.path,
+                "user": {"id": 1, "name": "ChatOps Bot", "email": "[REDACTED]"},
+                "commit": {
+                    "id": pipe.id,
+                    "name": null,
+                    "sha": "2293ada6b400935a1378653304eaf6221e0fdb8f",
+                    "message": "chatops\n",
+                    "author_name": "ChatOps Bot",
+                    "author_email": "[REDACTED]",
+                    "status": status_str(pipe.status),
+                    "duration": null,
+                    "started_at": null,
+                    "finished_at": null
+                },
+                "repository": {"name": p.path, "homepage": web},
+                "project": {
+                    "id": p.id,
+                    "name": p.path,
+                    "web_url": web,
+                    "path_with_namespace": p.path,
+                    "default_branch": p.default_branch
+                },
+                "runner": null,
+                "environment": null
+            })
+        };
+        self.delivery("Job Hook", body)
+    }
+
+    /// A Pipeline Hook for the pipeline's current state.
+    pub fn pipeline_hook(&self, pipeline: u64) -> Option<HookDelivery> {
+        let body = {
+            let g = self.lock();
+            let pipe = g.pipelines.iter().find(|x| x.id == pipeline)?;
+            let p = g.projects.iter().find(|p| p.id == pipe.project)?;
+            let web = format!("{}/{}", g.base_url, p.path);
+            let builds: Vec<Value> = g
+                .jobs
+                .iter()
+                .filter(|j| j.pipeline == pipeline)
+                .map(|j| {
+                    json!({
+                        "id": j.id,
+                        "stage": j.stage,
+                        "name": j.name,
+                        "status": status_str(j.status),
+                        "created_at": iso8601(j.created_at),
+                        "started_at": j.started_at.map(iso8601),
+                        "finished_at": j.finished_at.map(iso8601),
+                        "when": if j.manual { "manual" } else { "on_success" },
+                        "manual": j.manual,
+                        "allow_failure": false,
+                        "failure_reason": if j.status == Status::Failed { Some("script_failure") } else { None },
+                        "runner": null,
+                        "environment": null
+                    })
+                })
+                .collect();
+            json!({
+                "object_kind": "pipeline",
+                "object_attributes": {
+                    "id": pipe.id,
+                    "iid": pipe.iid,
+                    "name": null,
+                    "ref": pipe.git_ref,
+                    "tag": false,
+                    "sha": "2293ada6b400935a1378653304eaf6221e0fdb8f",
+                    "source": "api",
+                    "status": status_str(pipe.status),
+                    "stages": [],
+                    "created_at": iso8601(pipe.created_at),
+                    "variables": pipe.variables.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+                    "url": format!("{web}/-/pipelines/{}", pipe.id)
+                },
+                "user": {"id": 1, "name": "ChatOps Bot", "username": "chatops-bot"},
+                "project": {
+                    "id": p.id,
+                    "name": p.path,
+                    "web_url": web,
+                    "path_with_namespace": p.path,
+                    "default_branch": p.default_branch
+                },
+                "builds": builds
+            })
+        };
+        self.delivery("Pipeline Hook", body)
+    }
+
+    /// POST a delivery; returns the receiver's status.
+    pub async fn deliver(&self, d: &HookDelivery) -> Result<u16, String> {
+        let client = reqwest::Client::new();
+        let mut req = client.post(&d.url).body(d.body.clone());
+        for (k, v) in &d.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req.send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn send_job_hook(&self, job: u64) -> Result<u16, String> {
+        let d = self
+            .job_hook(job)
+            .ok_or("no webhook configured or no such job")?;
+        self.deliver(&d).await
+    }
+
+    pub async fn send_pipeline_hook(&self, pipeline: u64) -> Result<u16, String> {
+        let d = self
+            .pipeline_hook(pipeline)
+            .ok_or("no webhook configured or no such pipeline")?;
+        self.deliver(&d).await
+    }
+
+    fn spawn_run(&self, exec: Arc<dyn JobExecutor>, ej: ExecJob) {
+        let h = self.clone();
+        tokio::spawn(async move {
+            let job = ej.job_id;
+            let pipeline = ej.pipeline_id;
+            h.set_job_status(job, Status::Running);
+            let out = exec.run(ej).await;
+            h.finish_job(job, out.status, out.trace);
+            if h.lock().webhook.is_some() {
+                if let Err(e) = h.send_job_hook(job).await {
+                    tracing::warn!(error = %e, "stand-in job hook not delivered");
+                }
+                if let Err(e) = h.send_pipeline_hook(pipeline).await {
+                    tracing::warn!(error = %e, "stand-in pipeline hook not delivered");
+                }
+            }
+        });
+    }
+
+    // ----- HTTP -----
+
+    async fn serve(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let path = uri.path().to_owned();
+        let query = uri.query().unwrap_or("").to_owned();
+        let fault = {
+            let mut g = self.lock();
+            g.observed += 1;
+            let hit = g.faults.iter_mut().find(|f| {
+                f.remaining > 0 && f.path_contains.as_deref().is_none_or(|p| path.contains(p))
+            });
+            let fault = hit.map(|f| {
+                f.remaining -= 1;
+                f.fault.clone()
+            });
+            g.faults.retain(|f| f.remaining > 0);
+            fault
+        };
+        let mut resp = match fault {
+            Some(Fault::RateLimited { retry_after }) => {
+                let mut r = (StatusCode::TOO_MANY_REQUESTS, "Retry later\n").into_response();
+                if let Some(s) = retry_after {
+                    r.headers_mut().insert("Retry-After", HeaderValue::from(s));
+                }
+                r
+            }
+            Some(Fault::Status(s)) => {
+                let reason = StatusCode::from_u16(s)
+                    .ok()
+                    .and_then(|c| c.canonical_reason())
+                    .unwrap_or("Error");
+                message(s, format!("{s} {reason}"))
+            }
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                self.route(&method, &path, &query, &headers, &body)
+            }
+            None => self.route(&method, &path, &query, &headers, &body),
+        };
+        self.rate_limit_headers(resp.headers_mut());
+        self.lock().requests.push(RecordedRequest {
+            method: method.to_string(),
+            path,
+            query,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            status: resp.status().as_u16(),
+        });
+        resp
+    }
+
+    fn rate_limit_headers(&self, h: &mut HeaderMap) {
+        let observed = self.lock().observed;
+        let limit = 2000u64;
+        let reset = now() + 60;
+        h.insert("RateLimit-Limit", HeaderValue::from(limit));
+        h.insert("RateLimit-Observed", HeaderValue::from(observed));
+        h.insert(
+            "RateLimit-Remaining",
+            HeaderValue::from(limit.saturating_sub(observed)),
+        );
+        h.insert("RateLimit-Reset", HeaderValue::from(reset));
+        if let Ok(v) = HeaderValue::from_str(&iso8601(reset)) {
+            h.insert("RateLimit-ResetTime", v);
+        }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let token = self.lock().token.clone();
+        let presented = headers
+            .get("private-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_owned)
+            });
+        presented.as_deref() == Some(token.as_str())
+    }
+
+    fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Response {
+        let Some(rest) = path.strip_prefix("/api/v4/") else {
+            return not_found("");
+        };
+        if !self.authorized(headers) {
+            return message(401, "401 Unauthorized");
+        }
+        let seg: Vec<String> = rest.split('/').map(percent_decode).collect();
+        let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
+        let q = query_map(query);
+        match (method.as_str(), seg.as_slice()) {
+            ("GET", ["users"]) => self.users(&q),
+            ("GET", ["projects", id]) => self.with_project(id, |g, p| {
+                axum::Json(project_json(&g.base_url, p)).into_response()
+            }),
+            ("GET", ["projects", id, "members", "all", user]) => self.with_project(id, |g, p| {
+                let uid: u64 = user.parse().unwrap_or(0);
+                match (
+                    g.members.get(&(p.id, uid)),
+                    g.users.iter().find(|u| u.id.0 == uid),
+                ) {
+                    (Some(level), Some(u)) => axum::Json(json!({
+                        "id": u.id.0,
+                        "username": u.username,
+                        "name": u.name,
+                        "state": "active",
+                        "access_level": level,
+                        "web_url": format!("{}/{}", g.base_url, u.username),
+                        "expires_at": null
+                    }))
+                    .into_response(),
+                    _ => message(404, "404 Not found"),
+                }
+            }),
+            ("GET", ["projects", id, "ci", "lint"]) => {
+                let include_jobs = q.get("include_jobs").map(String::as_str) == Some("true");
+                let content_ref = q.get("content_ref").cloned();
+                self.with_project(id, |g, p| {
+                    if let Some(r) = &content_ref {
+                        if r != &p.default_branch {
+                            return message(404, "404 Commit Not Found");
+                        }
+                    }
+                    let ci = match g.planner.as_ref().and_then(|pl| pl.lint(p)) {
+                        Some(Ok(jobs)) => CiDefinition::Valid(jobs),
+                        Some(Err(errors)) => CiDefinition::Invalid(errors),
+                        None => p.ci.clone(),
+                    };
+                    let (valid, errors, jobs) = match &ci {
+                        CiDefinition::Valid(j) => {
+                            (true, vec![], j.iter().map(StandinCiJob::lint_json).collect())
+                        }
+                        CiDefinition::Invalid(e) => (false, e.clone(), vec![]),
+                    };
+                    let mut v = json!({
+                        "valid": valid,
+                        "errors": errors,
+                        "warnings": [],
+                        "merged_yaml": if valid { Value::String("---\n".into()) } else { Value::Null },
+                        "includes": []
+                    });
+                    if include_jobs {
+                        v["jobs"] = Value::Array(jobs);
+                    }
+                    axum::Json(v).into_response()
+                })
+            }
+            ("POST", ["projects", id, "pipeline"]) => self.create_pipeline(id, body),
+            ("GET", ["projects", id, "pipelines", pid]) => {
+                self.with_pipeline(id, pid, |g, pipe| {
+                    axum::Json(pipeline_json(g, pipe)).into_response()
+                })
+            }
+            ("GET", ["projects", id, "pipelines", pid, "jobs"]) => {
+                self.with_pipeline(id, pid, |g, pipe| {
+                    let jobs: Vec<Value> = g
+                        .jobs
+                        .iter()
+                        .filter(|j| j.pipeline == pipe.id)
+                        .map(|j| job_json(g, j))
+                        .collect();
+                    paginate(&g.base_url, path, &q, jobs)
+                })
+            }
+            ("GET", ["projects", id, "pipelines", pid, "bridges"]) => {
+                self.with_pipeline(id, pid, |g, _| paginate(&g.base_url, path, &q, vec![]))
+            }
+            ("POST", ["projects", id, "pipelines", pid, "cancel"]) => self.cancel(id, pid),
+            ("GET", ["projects", id, "jobs", jid]) => {
+                self.with_job(id, jid, |g, j| axum::Json(job_json(g, j)).into_response())
+            }
+            ("GET", ["projects", id, "jobs", jid, "trace"]) => self.with_job(id, jid, |_, j| {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8",
+                    )],
+                    j.trace.clone(),
+                )
+                    .into_response()
+            }),
+            ("POST", ["projects", id, "jobs", jid, "play"]) => {
+                let job = self.with_job(id, jid, |_, j| {
+                    if j.status == Status::Manual {
+                        StatusCode::OK.into_response()
+                    } else {
+                        message(400, "400 Bad request - Unplayable Job")
+                    }
+                });
+                if job.status() != StatusCode::OK {
+                    return job;
+                }
+                let jid: u64 = jid.parse().unwrap_or(0);
+                self.play_job(jid);
+                let g = self.lock();
+                match g.jobs.iter().find(|j| j.id == jid) {
+                    Some(j) => axum::Json(job_json(&g, j)).into_response(),
+                    None => not_found("Job"),
+                }
+            }
+            ("GET", ["projects", id, "hooks"]) => self.with_project(id, |g, p| {
+                let hooks: Vec<Value> = g
+                    .hooks
+                    .iter()
+                    .filter(|(pid, _, _)| *pid == p.id)
+                    .map(|(_, h, _)| hook_json(h, p.id))
+                    .collect();
+                paginate(&g.base_url, path, &q, hooks)
+            }),
+            ("POST", ["projects", id, "hooks"]) => self.put_hook(id, None, body),
+            ("PUT", ["projects", id, "hooks", hid]) => {
+                self.put_hook(id, Some(hid.parse().unwrap_or(0)), body)
+            }
+            _ => message(404, "404 Not Found"),
+        }
+    }
+
+    fn find_project<'a>(g: &'a State, id: &str) -> Option<&'a StandinProject> {
+        g.projects
+            .iter()
+            .find(|p| p.id.to_string() == id || p.path == id)
+    }
+
+    fn with_project(
+        &self,
+        id: &str,
+        f: impl FnOnce(&State, &StandinProject) -> Response,
+    ) -> Response {
+        let g = self.lock();
+        match Self::find_project(&g, id) {
+            Some(p) => f(&g, p),
+            None => not_found("Project"),
+        }
+    }
+
+    fn with_pipeline(
+        &self,
+        id: &str,
+        pid: &str,
+        f: impl FnOnce(&State, &StandinPipeline) -> Response,
+    ) -> Response {
+        let g = self.lock();
+        let Some(p) = Self::find_project(&g, id) else {
+            return not_found("Project");
+        };
+        match g
+            .pipelines
+            .iter()
+            .find(|x| x.project == p.id && x.id.to_string() == pid)
+        {
+            Some(pipe) => f(&g, pipe),
+            None => message(404, "404 Not found"),
+        }
+    }
+
+    fn with_job(
+        &self,
+        id: &str,
+        jid: &str,
+        f: impl FnOnce(&State, &StandinJob) -> Response,
+    ) -> Response {
+        let g = self.lock();
+        let Some(p) = Self::find_project(&g, id) else {
+            return not_found("Project");
+        };
+        match g
+            .jobs
+            .iter()
+            .find(|j| j.project == p.id && j.id.to_string() == jid)
+        {
+            Some(j) => f(&g, j),
+            None => message(404, "404 Not found"),
+        }
+    }
+
+    fn users(&self, q: &HashMap<String, String>) -> Response {
+        let g = self.lock();
+        let users: Vec<Value> = g
+            .users
+            .iter()
+            .filter(|u| {
+                q.get("username")
+                    .is_none_or(|n| u.username.eq_ignore_ascii_case(n))
+            })
+            .map(|u| {
+                json!({
+                    "id": u.id.0,
+                    "username": u.username,
+                    "name": u.name,
+                    "state": u.state,
+                    "web_url": format!("{}/{}", g.base_url, u.username)
+                })
+            })
+            .collect();
+        axum::Json(users).into_response()
+    }
+
+    fn create_pipeline(&self, id: &str, body: &Bytes) -> Response {
+        let Ok(req) = serde_json::from_slice::<Value>(body) else {
+            return message(400, "400 Bad request - ref is missing");
+        };
+        let Some(git_ref) = req["ref"].as_str().map(str::to_owned) else {
+            return json_error(400, "ref is missing");
+        };
+        let mut variables = Vec::new();
+        if let Some(vars) = req["variables"].as_array() {
+            for v in vars {
+                match (v["key"].as_str(), v["value"].as_str()) {
+                    (Some(k), Some(val)) if !k.is_empty() => {
+                        variables.push((k.to_owned(), val.to_owned()))
+                    }
+                    _ => return message(400, json!({"variables.key": ["is invalid"]})),
+                }
+            }
+        }
+        let run = {
+            let mut g = self.lock();
+            let Some(p) = Self::find_project(&g, id).cloned() else {
+                return not_found("Project");
+            };
+            if git_ref != p.default_branch {
+                return message(400, json!({"base": ["Reference not found"]}));
+            }
+            let joining: Vec<PlannedJob> = match g.planner.clone() {
+                Some(planner) => match planner.plan(&p, &git_ref, &variables) {
+                    Ok(jobs) => jobs,
+                    Err(m) => return message(400, json!({"base": [m]})),
+                },
+                None => {
+                    let ci_jobs = match &p.ci {
+                        CiDefinition::Valid(j) => j.clone(),
+                        CiDefinition::Invalid(errors) => {
+                            return message(400, json!({"base": errors}))
+                        }
+                    };
+                    let wanted = variables
+                        .iter()
+                        .find(|(k, _)| k == "CHATOPS_JOB")
+                        .map(|(_, v)| v.clone());
+                    ci_jobs
+                        .into_iter()
+                        .filter(|j| match j.rule {
+                            JoinRule::ChatopsRule => wanted.as_deref() == Some(j.name.as_str()),
+                            JoinRule::Always => true,
+                            JoinRule::OnlyChat => false,
+                        })
+                        .map(|j| PlannedJob {
+                            name: j.name,
+                            stage: j.stage,
+                            manual: j.when_manual,
+                            script: j.script,
+                        })
+                        .collect()
+                }
+            };
+            if joining.is_empty() {
+                return message(
+                    400,
+                    json!({"base": ["Pipeline will not run for the selected trigger. The rules configuration prevented any jobs from being added to the pipeline."]}),
+                );
+            }
+            g.next_pipeline += 1;
+            let pid = g.next_pipeline;
+            let iid = g.pipelines.iter().filter(|x| x.project == p.id).count() as u64 + 1;
+            let t = now();
+            g.pipelines.push(StandinPipeline {
+                id: pid,
+                iid,
+                project: p.id,
+                git_ref,
+                status: Status::Created,
+                variables,
+                created_at: t,
+            });
+            let mut to_run = Vec::new();
+            for cj in joining {
+                g.next_job += 1;
+                let jid = g.next_job;
+                g.jobs.push(StandinJob {
+                    id: jid,
+                    project: p.id,
+                    pipeline: pid,
+                    name: cj.name.clone(),
+                    stage: cj.stage.clone(),
+                    status: if cj.manual {
+                        Status::Manual
+                    } else {
+                        Status::Pending
+                    },
+                    manual: cj.manual,
+                    script: cj.script.clone(),
+                    trace: Vec::new(),
+                    created_at: t,
+                    started_at: None,
+                    finished_at: None,
+                });
+                if !cj.manual {
+                    to_run.push(jid);
+                }
+            }
+            derive_pipeline_status(&mut g, pid);
+            let runs: Vec<_> = to_run.iter().filter_map(|j| exec_job(&g, *j)).collect();
+            let pipe = g.pipelines.iter().find(|x| x.id == pid).cloned();
+            let resp = match pipe {
+                Some(pipe) => {
+                    (StatusCode::CREATED, axum::Json(pipeline_json(&g, &pipe))).into_response()
+                }
+                None => message(500, "500 Internal Server Error"),
+            };
+            (resp, runs)
+        };
+        let (resp, runs) = run;
+        for (exec, ej) in runs {
+            self.spawn_run(exec, ej);
+        }
+        resp
+    }
+
+    fn cancel(&self, id: &str, pid: &str) -> Response {
+        let mut g = self.lock();
+        let Some(p) = Self::find_project(&g, id).cloned() else {
+            return not_found("Project");
+        };
+        let Some(pipe_id) = g
+            .pipelines
+            .iter()
+            .find(|x| x.project == p.id && x.id.to_string() == pid)
+            .map(|x| x.id)
+        else {
+            return message(404, "404 Not found");
+        };
+        let t = now();
+        for j in g.jobs.iter_mut().filter(|j| j.pipeline == pipe_id) {
+            if !j.status.is_final() {
+                j.status = Status::Canceled;
+                j.finished_at = Some(t);
+            }
+        }
+        derive_pipeline_status(&mut g, pipe_id);
+        match g.pipelines.iter().find(|x| x.id == pipe_id) {
+            Some(pipe) => axum::Json(pipeline_json(&g, pipe)).into_response(),
+            None => message(404, "404 Not found"),
+        }
+    }
+
+    fn put_hook(&self, id: &str, existing: Option<u64>, body: &Bytes) -> Response {
+        let Ok(req) = serde_json::from_slice::<Value>(body) else {
+            return json_error(400, "url is missing");
+        };
+        let mut g = self.lock();
+        let Some(pid) = Self::find_project(&g, id).map(|p| p.id) else {
+            return not_found("Project");
+        };
+        let url = req["url"].as_str().unwrap_or_default().to_owned();
+        if url.is_empty() && existing.is_none() {
+            return json_error(400, "url is missing");
+        }
+        let token = req["token"].as_str().unwrap_or_default().to_owned();
+        let flag = |k: &str| req[k].as_bool().unwrap_or(false);
+        let hook = match existing {
+            Some(hid) => {
+                let Some(slot) = g
+                    .hooks
+                    .iter_mut()
+                    .find(|(p, h, _)| *p == pid && h.id == hid)
+                else {
+                    return message(404, "404 Not found");
+                };
+                if !url.is_empty() {
+                    slot.1.url = url;
+                }
+                slot.1.pipeline_events = flag("pipeline_events");
+                slot.1.job_events = flag("job_events");
+                if !token.is_empty() {
+                    slot.2 = token;
+                }
+                slot.1.clone()
+            }
+            None => {
+                g.next_hook += 1;
+                let h = chatops_core::gitlab::Hook {
+                    id: g.next_hook,
+                    url,
+                    pipeline_events: flag("pipeline_events"),
+                    job_events: flag("job_events"),
+                };
+                g.hooks.push((pid, h.clone(), token));
+                h
+            }
+        };
+        let status = if existing.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        (status, axum::Json(hook_json(&hook, pid))).into_response()
+    }
+
+    /// Hooks with their secret tokens (what `chatops gitlab setup` configured).
+    pub fn hooks(&self) -> Vec<(u64, chatops_core::gitlab::Hook, String)> {
+        self.lock().hooks.clone()
+    }
+}
+
+fn json_error(status: u16, error: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (code, axum::Json(json!({ "error": error }))).into_response()
+}
+
+fn exec_job(g: &State, job: u64) -> Option<(Arc<dyn JobExecutor>, ExecJob)> {
+    let exec = g.executor.clone()?;
+    let j = g.jobs.iter().find(|j| j.id == job)?;
+    let p = g.projects.iter().find(|p| p.id == j.project)?;
+    let pipe = g.pipelines.iter().find(|x| x.id == j.pipeline)?;
+    let script = j.script.clone();
+    let mut variables = pipe.variables.clone();
+    variables.extend([
+        ("CI".to_owned(), "true".to_owned()),
+        ("GITLAB_CI".to_owned(), "true".to_owned()),
+        ("CI_JOB_ID".to_owned(), j.id.to_string()),
+        ("CI_JOB_NAME".to_owned(), j.name.clone()),
+        ("CI_JOB_STAGE".to_owned(), j.stage.clone()),
+        ("CI_PIPELINE_ID".to_owned(), pipe.id.to_string()),
+        ("CI_PIPELINE_SOURCE".to_owned(), "api".to_owned()),
+        ("CI_PROJECT_ID".to_owned(), p.id.to_string()),
+        ("CI_PROJECT_PATH".to_owned(), p.path.clone()),
+        ("CI_COMMIT_REF_NAME".to_owned(), pipe.git_ref.clone()),
+        ("CI_DEFAULT_BRANCH".to_owned(), p.default_branch.clone()),
+    ]);
+    Some((
+        exec,
+        ExecJob {
+            project_id: p.id,
+            project_path: p.path.clone(),
+            pipeline_id: pipe.id,
+            job_id: j.id,
+            name: j.name.clone(),
+            script,
+            variables,
+        },
+    ))
+}
+
+/// A pipeline's status from its jobs, as GitLab composes it.
+fn derive_pipeline_status(g: &mut State, pipeline: u64) {
+    let statuses: Vec<Status> = g
+        .jobs
+        .iter()
+        .filter(|j| j.pipeline == pipeline)
+        .map(|j| j.status)
+        .collect();
+    let any = |s: Status| statuses.contains(&s);
+    let status = if statuses.is_empty() {
+        Status::Created
+    } else if any(Status::Running) {
+        Status::Running
+    } else if any(Status::Pending) || any(Status::Preparing) {
+        Status::Pending
+    } else if any(Status::Manual)
+        && statuses
+            .iter()
+            .all(|s| s.is_final() || *s == Status::Manual)
+    {
+        if any(Status::Failed) {
+            Status::Failed
+        } else {
+            Status::Manual
+        }
+    } else if any(Status::Failed) {
+        Status::Failed
+    } else if any(Status::Canceled) {
+        Status::Canceled
+    } else if statuses.iter().all(|s| *s == Status::Skipped) {
+        Status::Skipped
+    } else if statuses.iter().all(|s| s.is_final()) {
+        Status::Success
+    } else {
+        Status::Created
+    };
+    if let Some(p) = g.pipelines.iter_mut().find(|p| p.id == pipeline) {
+        p.status = status;
+    }
+}
+
+fn project_json(base: &str, p: &StandinProject) -> Value {
+    let name = p.path.rsplit('/').next().unwrap_or(&p.path);
+    json!({
+        "id": p.id,
+        "name": name,
+        "path": name,
+        "path_with_namespace": p.path,
+        "default_branch": p.default_branch,
+        "web_url": format!("{base}/{}", p.path),
+        "visibility": "private"
+    })
+}
+
+fn pipeline_json(g: &State, pipe: &StandinPipeline) -> Value {
+    let path = g
+        .projects
+        .iter()
+        .find(|p| p.id == pipe.project)
+        .map(|p| p.path.clone())
+        .unwrap_or_default();
+    json!({
+        "id": pipe.id,
+        "iid": pipe.iid,
+        "project_id": pipe.project,
+        "sha": "2293ada6b400935a1378653304eaf6221e0fdb8f",
+        "ref": pipe.git_ref,
+        "status": status_str(pipe.status),
+        "source": "api",
+        "created_at": iso8601(pipe.created_at),
+        "updated_at": iso8601(now()),
+        "web_url": format!("{}/{path}/-/pipelines/{}", g.base_url, pipe.id)
+    })
+}
+
+fn job_json(g: &State, j: &StandinJob) -> Value {
+    let path = g
+        .projects
+        .iter()
+        .find(|p| p.id == j.project)
+        .map(|p| p.path.clone())
+        .unwrap_or_default();
+    let duration = match (j.started_at, j.finished_at) {
+        (Some(s), Some(f)) => json!((f - s) as f64),
+        _ => Value::Null,
+    };
+    json!({
+        "id": j.id,
+        "name": j.name,
+        "stage": j.stage,
+        "status": status_str(j.status),
+        "ref": "main",
+        "allow_failure": false,
+        "created_at": iso8601(j.created_at),
+        "started_at": j.started_at.map(iso8601),
+        "finished_at": j.finished_at.map(iso8601),
+        "duration": duration,
+        "failure_reason": if j.status == Status::Failed { Some("script_failure") } else { None },
+        "pipeline": {"id": j.pipeline, "project_id": j.project},
+        "web_url": format!("{}/{path}/-/jobs/{}", g.base_url, j.id)
+    })
+}
+
+fn hook_json(h: &chatops_core::gitlab::Hook, project: u64) -> Value {
+    json!({
+        "id": h.id,
+        "url": h.url,
+        "project_id": project,
+        "pipeline_events": h.pipeline_events,
+        "job_events": h.job_events,
+        "push_events": false,
+        "enable_ssl_verification": true
+    })
+}
+
+/// One page of `items`, with GitLab's pagination headers.
+fn paginate(base: &str, path: &str, q: &HashMap<String, String>, items: Vec<Value>) -> Response {
+    let per_page = q
+        .get("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(20)
+        .clamp(1, 100);
+    let page = q
+        .get("page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let total = items.len();
+    let pages = total.div_ceil(per_page).max(1);
+    let slice: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let mut resp = axum::Json(slice).into_response();
+    let h = resp.headers_mut();
+    let next = if page < pages {
+        (page + 1).to_string()
+    } else {
+        String::new()
+    };
+    let prev = if page > 1 {
+        (page - 1).to_string()
+    } else {
+        String::new()
+    };
+    let link_to = |p: usize| {
+        let mut params: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| *k != "page" && *k != "per_page")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        params.sort();
+        params.push(("page".into(), p.to_string()));
+        params.push(("per_page".into(), per_page.to_string()));
+        let qs = serde_urlencoded::to_string(&params).unwrap_or_default();
+        format!("<{base}{path}?{qs}>")
+    };
+    let mut links = Vec::new();
+    if page > 1 {
+        links.push(format!("{}; rel=\"prev\"", link_to(page - 1)));
+    }
+    if page < pages {
+        links.push(format!("{}; rel=\"next\"", link_to(page + 1)));
+    }
+    links.push(format!("{}; rel=\"first\"", link_to(1)));
+    links.push(format!("{}; rel=\"last\"", link_to(pages)));
+    for (k, v) in [
+        ("X-Page", page.to_string()),
+        ("X-Per-Page", per_page.to_string()),
+        ("X-Next-Page", next),
+        ("X-Prev-Page", prev),
+        ("X-Total", total.to_string()),
+        ("X-Total-Pages", pages.to_string()),
+        ("Link", links.join(", ")),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_matches_known_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_580_393_717), "2020-01-30T14:15:17.000Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,18 @@
+//! chatops-sim: the world around the product, for tests and the offline demo. Never a
+//! dependency of a function (`tests/architecture.rs` checks `cargo tree`).
+//!
+//! - `gitlab`: an HTTP stand-in that follows GitLab's REST API (status codes, headers,
+//!   pagination, permissions per user, webhooks), with fault injection;
+//! - `slack`: an HTTP stand-in for `response_url` and Slack's Web API, with its limits;
+//! - `runner`: reads a project's `.gitlab-ci.yml`, decides which jobs an API pipeline holds,
+//!   and runs them in bash, writing logs in the runner's format;
+//! - `fake_gitlab`, `doubles`: in-memory doubles of core ports for fast tests.
+
+pub mod doubles;
+pub mod fake_gitlab;
+pub mod gitlab;
+pub mod runner;
+pub mod slack;
+
+pub use doubles::{ManualClock, RecordingChat};
+pub use fake_gitlab::FakeGitLab;

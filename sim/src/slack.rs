@@ -1,0 +1,706 @@
+//! A Slack HTTP stand-in on 127.0.0.1 (free port) for integration tests, end-to-end tests and
+//! the offline demo. It follows Slack's public behaviour for what we call:
+//!
+//! - `response_url` receivers at `/commands/<team>/<id>/<token>`: 5 uses within 30 minutes
+//!   (by an injectable clock), then HTTP 404 `used_url` / `expired_url`, like Slack. A URL is
+//!   registered by `response_url()` or, leniently, at its first use.
+//! - Web API at `/api/<method>` with a Bearer bot token (`not_authed` / `invalid_auth`):
+//!   `chat.postMessage` (1 message per second per channel, else HTTP 429 + `Retry-After`;
+//!   `not_in_channel`, `channel_not_found`; `msg_too_long` over 40,000 characters;
+//!   `invalid_blocks` for more than 50 blocks or a section text over 3,000), and
+//!   `files.getUploadURLExternal`, the upload POST, `files.completeUploadExternal`,
+//!   `conversations.open`. JSON and form-encoded bodies are both accepted, as Slack does.
+//!
+//! Everything that reached a channel is kept in order in a transcript that tests read, and
+//! `render_transcript()` shows it as a person would read it.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use chatops_core::clock::{Clock, SystemClock};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const RESPONSE_URL_MAX_USES: u32 = 5;
+pub const RESPONSE_URL_MAX_AGE_SECS: u64 = 30 * 60;
+pub const MAX_TEXT_CHARS: usize = 40_000;
+pub const MAX_SECTION_CHARS: usize = 3_000;
+pub const MAX_BLOCKS: usize = 50;
+
+/// How a message reached Slack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Via {
+    ResponseUrl { team: String, id: String },
+    PostMessage,
+    FileUpload,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadedFile {
+    pub file_id: String,
+    pub filename: String,
+    pub title: String,
+    pub content: String,
+}
+
+/// One message as Slack accepted it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Post {
+    pub via: Via,
+    /// The channel (Web API), or None for a `response_url` (Slack knows, we do not).
+    pub channel: Option<String>,
+    /// `in_channel` / `ephemeral` for `response_url` posts.
+    pub response_type: Option<String>,
+    pub text: String,
+    pub blocks: Option<Value>,
+    pub attachments: Option<Value>,
+    pub file: Option<UploadedFile>,
+}
+
+/// A request Slack refused, for tests that check the refusals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub endpoint: String,
+    pub status: u16,
+    pub error: String,
+}
+
+#[derive(Debug, Clone)]
+struct ResponseUrl {
+    created_at: u64,
+    uses: u32,
+}
+
+#[derive(Default)]
+struct Inner {
+    transcript: Vec<Post>,
+    refusals: Vec<Refusal>,
+    response_urls: HashMap<String, ResponseUrl>,
+    not_in: HashSet<String>,
+    missing: HashSet<String>,
+    last_post: HashMap<String, Instant>,
+    forced_429: HashMap<String, u32>,
+    pending_uploads: HashMap<String, (String, usize, Option<String>)>,
+    next_id: u64,
+}
+
+struct Shared {
+    token: String,
+    clock: Arc<dyn Clock>,
+    base: String,
+    rate_limit: bool,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The running stand-in; stops when dropped.
+pub struct SlackStandIn {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SlackStandIn {
+    /// Start with this bot token, on the system clock.
+    pub async fn start(bot_token: &str) -> std::io::Result<Self> {
+        Self::start_with(bot_token, Arc::new(SystemClock), true).await
+    }
+
+    /// Start with an injected clock (for the 30-minute rule); `rate_limit` turns the
+    /// 1-message-per-second-per-channel limit on or off.
+    pub async fn start_with(
+        bot_token: &str,
+        clock: Arc<dyn Clock>,
+        rate_limit: bool,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            token: bot_token.to_owned(),
+            clock,
+            base: format!("http://{addr}"),
+            rate_limit,
+            inner: Mutex::new(Inner::default()),
+        });
+        let app = Router::new()
+            .route("/commands/{team}/{id}/{token}", post(response_url))
+            .route("/api/{method}", post(web_api))
+            .route("/upload/{file_id}", post(upload))
+            .with_state(shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            shared,
+            shutdown: Some(tx),
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Web API base, for `SLACK_API_URL`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/", self.addr)
+    }
+
+    /// A fresh `response_url`, as Slack sends with a slash command; its 30 minutes start now.
+    pub fn response_url(&self, team: &str) -> String {
+        let mut g = self.shared.lock();
+        g.next_id += 1;
+        let id = 1_000_000 + g.next_id;
+        let path = format!("/commands/{team}/{id}/tok{id}");
+        g.response_urls.insert(
+            path.clone(),
+            ResponseUrl {
+                created_at: self.shared.clock.now(),
+                uses: 0,
+            },
+        );
+        format!("{}{path}", self.base_url())
+    }
+
+    /// How often a `response_url` was used successfully.
+    pub fn response_url_uses(&self, url: &str) -> u32 {
+        let path = url.trim_start_matches(&self.base_url()).to_owned();
+        self.shared
+            .lock()
+            .response_urls
+            .get(&path)
+            .map_or(0, |r| r.uses)
+    }
+
+    /// The bot is not a member of `channel`: posts there answer `not_in_channel`.
+    pub fn remove_bot_from(&self, channel: &str) {
+        self.shared.lock().not_in.insert(channel.to_owned());
+    }
+
+    /// `channel` does not exist: posts there answer `channel_not_found`.
+    pub fn delete_channel(&self, channel: &str) {
+        self.shared.lock().missing.insert(channel.to_owned());
+    }
+
+    /// The next `n` posts to `channel` answer 429 with `Retry-After: 1`.
+    pub fn rate_limit_next(&self, channel: &str, n: u32) {
+        self.shared.lock().forced_429.insert(channel.to_owned(), n);
+    }
+
+    pub fn transcript(&self) -> Vec<Post> {
+        self.shared.lock().transcript.clone()
+    }
+
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.shared.lock().refusals.clone()
+    }
+
+    /// The transcript as a person reads it in Slack.
+    pub fn render_transcript(&self) -> String {
+        render_posts(&self.transcript())
+    }
+
+    /// Wait until the transcript holds at least `n` posts (or `timeout` passes).
+    pub async fn wait_for_posts(&self, n: usize, timeout: Duration) -> Vec<Post> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self.transcript();
+            if t.len() >= n || Instant::now() >= deadline {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for SlackStandIn {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn refuse(shared: &Shared, endpoint: &str, status: u16, error: &str) -> Response {
+    shared.lock().refusals.push(Refusal {
+        endpoint: endpoint.to_owned(),
+        status,
+        error: error.to_owned(),
+    });
+    if endpoint.starts_with("/commands/") {
+        return (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            error.to_owned(),
+        )
+            .into_response();
+    }
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        axum::Json(json!({"ok": false, "error": error})),
+    )
+        .into_response();
+    if status == 429 {
+        resp.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// Slack's message checks; the error code it answers with.
+fn check_message(body: &Map<String, Value>) -> Result<(), &'static str> {
+    let text = body.get("text").and_then(Value::as_str).unwrap_or("");
+    let blocks = body.get("blocks").and_then(Value::as_array);
+    let attachments = body.get("attachments").and_then(Value::as_array);
+    if text.is_empty() && blocks.is_none() && attachments.is_none() {
+        return Err("no_text");
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err("msg_too_long");
+    }
+    if let Some(blocks) = blocks {
+        if blocks.len() > MAX_BLOCKS {
+            return Err("invalid_blocks");
+        }
+        for b in blocks {
+            if b["type"] == "section" {
+                let t = b
+                    .pointer("/text/text")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if t.is_empty() || t.chars().count() > MAX_SECTION_CHARS {
+                    return Err("invalid_blocks");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON or form body as one JSON object; form fields holding JSON (`blocks`, `files`,
+/// `attachments`) are parsed, as Slack does.
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Option<Map<String, Value>> {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.starts_with("application/json") {
+        return serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.as_object().cloned());
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
+    let mut m = Map::new();
+    for (k, v) in pairs {
+        let value = match k.as_str() {
+            "blocks" | "files" | "attachments" => {
+                serde_json::from_str(&v).unwrap_or(Value::String(v))
+            }
+            _ => Value::String(v),
+        };
+        m.insert(k, value);
+    }
+    Some(m)
+}
+
+async fn response_url(
+    State(shared): State<Arc<Shared>>,
+    Path((team, id, token)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/commands/{team}/{id}/{token}");
+    let now = shared.clock.now();
+    {
+        let mut g = shared.lock();
+        let entry = g.response_urls.entry(path.clone()).or_insert(ResponseUrl {
+            created_at: now,
+            uses: 0,
+        });
+        if now.saturating_sub(entry.created_at) >= RESPONSE_URL_MAX_AGE_SECS {
+            drop(g);
+            return refuse(&shared, &path, 404, "expired_url");
+        }
+        if entry.uses >= RESPONSE_URL_MAX_USES {
+            drop(g);
+            return refuse(&shared, &path, 404, "used_url");
+        }
+    }
+    let Some(msg) = parse_body(&headers, &body) else {
+        return refuse(&shared, &path, 400, "invalid_payload");
+    };
+    if let Err(e) = check_message(&msg) {
+        return refuse(&shared, &path, 400, e);
+    }
+    let mut g = shared.lock();
+    if let Some(r) = g.response_urls.get_mut(&path) {
+        r.uses += 1;
+    }
+    g.transcript.push(Post {
+        via: Via::ResponseUrl { team, id },
+        channel: None,
+        response_type: Some(
+            msg.get("response_type")
+                .and_then(Value::as_str)
+                .unwrap_or("ephemeral")
+                .to_owned(),
+        ),
+        text: msg
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        blocks: msg.get("blocks").cloned(),
+        attachments: msg.get("attachments").cloned(),
+        file: None,
+    });
+    (StatusCode::OK, "ok").into_response()
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), &'static str> {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match auth.strip_prefix("Bearer ") {
+        None => Err("not_authed"),
+        Some(t) if t == shared.token && !t.is_empty() => Ok(()),
+        Some(_) => Err("invalid_auth"),
+    }
+}
+
+/// Channel checks shared by `chat.postMessage` and `files.completeUploadExternal`.
+fn check_channel(g: &Inner, channel: &str) -> Result<(), &'static str> {
+    if channel.is_empty() || g.missing.contains(channel) {
+        return Err("channel_not_found");
+    }
+    if g.not_in.contains(channel) {
+        return Err("not_in_channel");
+    }
+    Ok(())
+}
+
+fn field<'a>(m: &'a Map<String, Value>, k: &str) -> &'a str {
+    m.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+async fn web_api(
+    State(shared): State<Arc<Shared>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let endpoint = format!("/api/{method}");
+    if let Err(e) = authorized(&shared, &headers) {
+        return refuse(&shared, &endpoint, 200, e);
+    }
+    let Some(args) = parse_body(&headers, &body) else {
+        return refuse(&shared, &endpoint, 200, "invalid_form_data");
+    };
+    match method.as_str() {
+        "chat.postMessage" => post_message(&shared, &endpoint, &args),
+        "files.getUploadURLExternal" => get_upload_url(&shared, &endpoint, &args),
+        "files.completeUploadExternal" => complete_upload(&shared, &endpoint, &args),
+        "conversations.open" => {
+            let users = field(&args, "users");
+            if users.is_empty() {
+                return refuse(&shared, &endpoint, 200, "users_list_not_supplied");
+            }
+            if users.contains(',') {
+                return refuse(&shared, &endpoint, 200, "not_enough_users");
+            }
+            axum::Json(json!({"ok": true, "channel": {"id": format!("D{users}")}})).into_response()
+        }
+        _ => refuse(&shared, &endpoint, 200, "unknown_method"),
+    }
+}
+
+fn post_message(shared: &Shared, endpoint: &str, args: &Map<String, Value>) -> Response {
+    let channel = field(args, "channel").to_owned();
+    let mut g = shared.lock();
+    if let Err(e) = check_channel(&g, &channel) {
+        drop(g);
+        return refuse(shared, endpoint, 200, e);
+    }
+    if let Some(n) = g.forced_429.get_mut(&channel) {
+        if *n > 0 {
+            *n -= 1;
+            drop(g);
+            return refuse(shared, endpoint, 429, "ratelimited");
+        }
+    }
+    let now = Instant::now();
+    if shared.rate_limit {
+        if let Some(last) = g.last_post.get(&channel) {
+            if now.duration_since(*last) < Duration::from_secs(1) {
+                drop(g);
+                return refuse(shared, endpoint, 429, "ratelimited");
+            }
+        }
+    }
+    if let Err(e) = check_message(args) {
+        drop(g);
+        return refuse(shared, endpoint, 200, e);
+    }
+    g.last_post.insert(channel.clone(), now);
+    g.next_id += 1;
+    let ts = format!("{}.{:06}", shared.clock.now(), g.next_id);
+    g.transcript.push(Post {
+        via: Via::PostMessage,
+        channel: Some(channel.clone()),
+        response_type: None,
+        text: field(args, "text").to_owned(),
+        blocks: args.get("blocks").cloned(),
+        attachments: args.get("attachments").cloned(),
+        file: None,
+    });
+    axum::Json(json!({"ok": true, "channel": channel, "ts": ts,
+                      "message": {"text": field(args, "text")}}))
+    .into_response()
+}
+
+fn get_upload_url(shared: &Shared, endpoint: &str, args: &Map<String, Value>) -> Response {
+    let filename = field(args, "filename").to_owned();
+    let length: usize = field(args, "length").parse().unwrap_or(0);
+    if filename.is_empty() {
+        return refuse(shared, endpoint, 200, "invalid_arguments");
+    }
+    if length == 0 {
+        return refuse(shared, endpoint, 200, "missing_argument");
+    }
+    let mut g = shared.lock();
+    g.next_id += 1;
+    let file_id = format!("F{:010}", g.next_id);
+    g.pending_uploads
+        .insert(file_id.clone(), (filename, length, None));
+    axum::Json(json!({"ok": true,
+                      "upload_url": format!("{}/upload/{file_id}", shared.base),
+                      "file_id": file_id}))
+    .into_response()
+}
+
+async fn upload(
+    State(shared): State<Arc<Shared>>,
+    Path(file_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut g = shared.lock();
+    match g.pending_uploads.get_mut(&file_id) {
+        Some((_, length, content)) if *length == body.len() => {
+            *content = Some(String::from_utf8_lossy(&body).into_owned());
+            (StatusCode::OK, format!("OK - {}", body.len())).into_response()
+        }
+        Some(_) => {
+            drop(g);
+            refuse(&shared, "/upload", 400, "length_mismatch")
+        }
+        None => {
+            drop(g);
+            refuse(&shared, "/upload", 404, "file_not_found")
+        }
+    }
+}
+
+fn complete_upload(shared: &Shared, endpoint: &str, args: &Map<String, Value>) -> Response {
+    let Some(files) = args.get("files").and_then(Value::as_array) else {
+        return refuse(shared, endpoint, 200, "invalid_arguments");
+    };
+    let channel = field(args, "channel_id").to_owned();
+    let mut g = shared.lock();
+    if !channel.is_empty() {
+        if let Err(e) = check_channel(&g, &channel) {
+            drop(g);
+            return refuse(shared, endpoint, 200, e);
+        }
+    }
+    let mut done = Vec::new();
+    for f in files {
+        let id = f["id"].as_str().unwrap_or("").to_owned();
+        let title = f["title"].as_str().unwrap_or("").to_owned();
+        let Some((filename, _, Some(content))) = g.pending_uploads.remove(&id) else {
+            drop(g);
+            return refuse(shared, endpoint, 200, "file_not_found");
+        };
+        done.push(json!({"id": id, "title": title}));
+        g.transcript.push(Post {
+            via: Via::FileUpload,
+            channel: (!channel.is_empty()).then(|| channel.clone()),
+            response_type: None,
+            text: field(args, "initial_comment").to_owned(),
+            blocks: None,
+            attachments: None,
+            file: Some(UploadedFile {
+                file_id: id,
+                filename,
+                title,
+                content,
+            }),
+        });
+    }
+    axum::Json(json!({"ok": true, "files": done})).into_response()
+}
+
+/// Slack's `&amp;`, `&lt;`, `&gt;` back to characters; `<@U1>` as `@U1`, `<url|label>` as
+/// `label (url)`, `<#C1>` as `#C1`.
+fn readable(mrkdwn: &str) -> String {
+    let mut out = String::new();
+    let mut rest = mrkdwn;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('>') {
+            Some(end) => {
+                let inner = &after[..end];
+                let shown = if let Some(u) = inner.strip_prefix('@') {
+                    format!("@{u}")
+                } else if let Some(c) = inner.strip_prefix('#') {
+                    format!("#{c}")
+                } else if let Some((url, label)) = inner.split_once('|') {
+                    format!("{label} ({url})")
+                } else {
+                    inner.to_owned()
+                };
+                out.push_str(&shown);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('<');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+        .replace('\u{200b}', "")
+}
+
+fn block_text(block: &Value) -> Option<String> {
+    match block["type"].as_str()? {
+        "section" | "header" => block.pointer("/text/text")?.as_str().map(readable),
+        "context" => Some(
+            block["elements"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["text"].as_str().map(readable))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        "divider" => Some("────".into()),
+        _ => None,
+    }
+}
+
+/// Posts as a person reads them: where each went, then what it says.
+pub fn render_posts(posts: &[Post]) -> String {
+    let mut out = String::new();
+    for (i, p) in posts.iter().enumerate() {
+        let place = match (&p.via, &p.channel) {
+            (Via::ResponseUrl { team, id }, _) => format!(
+                "response_url {team}/{id} ({})",
+                p.response_type.as_deref().unwrap_or("ephemeral")
+            ),
+            (Via::PostMessage, Some(c)) => format!("chat.postMessage in #{c}"),
+            (Via::FileUpload, Some(c)) => format!("file in #{c}"),
+            (_, None) => "private file".into(),
+        };
+        out.push_str(&format!("#{} {place}\n", i + 1));
+        let mut lines: Vec<String> = Vec::new();
+        if let Some(f) = &p.file {
+            if !p.text.is_empty() {
+                lines.push(readable(&p.text));
+            }
+            lines.push(format!(
+                "[file {} \"{}\", {} bytes, {} lines]",
+                f.filename,
+                f.title,
+                f.content.len(),
+                f.content.lines().count()
+            ));
+        } else if let Some(blocks) = p.blocks.as_ref().and_then(Value::as_array) {
+            lines.extend(blocks.iter().filter_map(block_text));
+        } else {
+            lines.push(readable(&p.text));
+            if let Some(atts) = p.attachments.as_ref().and_then(Value::as_array) {
+                for a in atts {
+                    if let Some(t) = a["text"].as_str() {
+                        lines.push(format!(
+                            "[{}] {}",
+                            a["color"].as_str().unwrap_or(""),
+                            readable(t)
+                        ));
+                    }
+                }
+            }
+        }
+        for l in lines.join("\n").lines() {
+            out.push_str("    ");
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    #[test]
+    fn transcript_reads_like_slack() {
+        let p = Post {
+            via: Via::PostMessage,
+            channel: Some("C1".into()),
+            response_type: None,
+            text: "fallback".into(),
+            blocks: Some(json!([
+                {"type": "section", "text": {"type": "mrkdwn",
+                 "text": "<@U1> `deploy` succeeded · <https://g/j/1|job #1>"}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": "```\na &lt; b\n```"}}
+            ])),
+            attachments: None,
+            file: None,
+        };
+        assert_eq!(
+            render_posts(&[p]),
+            "#1 chat.postMessage in #C1\n    @U1 `deploy` succeeded · job #1 (https://g/j/1)\n    \
+             ```\n    a < b\n    ```\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn response_url_expires_after_30_minutes() {
+        let clock = ManualClock::at(1_000);
+        let s = SlackStandIn::start_with("xoxb-t", Arc::new(clock.clone()), true)
+            .await
+            .unwrap();
+        let url = s.response_url("T1");
+        let http = reqwest::Client::new();
+        let send = || http.post(&url).json(&json!({"text": "hi"})).send();
+        assert_eq!(send().await.unwrap().status(), 200);
+        clock.advance(30 * 60);
+        let r = send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.text().await.unwrap(), "expired_url");
+        assert_eq!(s.transcript().len(), 1);
+    }
+}

@@ -1,0 +1,493 @@
+//! The offline demo (`chatops demo`): the GitLab and Slack stand-ins of `chatops-sim` (the
+//! jobs of `tests/demo-project` run for real in bash), local mode wired to them, GitLab's
+//! example jobs sent as signed slash commands, and the channel printed as a person reads it.
+//! The end-to-end tests drive the same world.
+
+use crate::local::{init_tracing, offline_sdk_config, Local, LocalError, Running};
+use chatops_adapters::services::Inbox;
+use chatops_core::config::Env;
+use chatops_sim::gitlab::{GitLabStandin, STANDIN_TOKEN};
+use chatops_sim::runner::{standin_jobs, CiFile, Runner, ShellExecutor};
+use chatops_sim::slack::{render_posts, Post, SlackStandIn, Via};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The demo's Slack workspace and GitLab project.
+pub const DEMO_TEAM: &str = "T0DEMO";
+pub const DEMO_CHANNEL: &str = "C0OPS";
+pub const DEMO_CHANNEL_NAME: &str = "ops";
+pub const DEMO_PROJECT: &str = "demo/ops";
+const DEMO_PROJECT_ID: u64 = 1;
+const DEMO_SIGNING_SECRET: &str = "demo-signing-secret-not-a-real-one";
+const DEMO_BOT_TOKEN: &str = "xoxb-demo-bot-token";
+const DEMO_WEBHOOK_SECRET: &str = "demo-webhook-secret";
+
+/// A chat user of the demo and the GitLab account it is linked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoUser {
+    pub slack_id: &'static str,
+    pub name: &'static str,
+    pub gitlab_id: u64,
+    pub access_level: u32,
+}
+
+/// Developer: may run jobs.
+pub const ALICE: DemoUser = DemoUser {
+    slack_id: "U0ALICE",
+    name: "alice",
+    gitlab_id: 11,
+    access_level: 30,
+};
+/// Reporter: linked, but too little access.
+pub const BOB: DemoUser = DemoUser {
+    slack_id: "U0BOB",
+    name: "bob",
+    gitlab_id: 12,
+    access_level: 20,
+};
+
+/// What the demo sends, in order: GitLab's example jobs and the ways a run can end.
+pub const DEMO_SCRIPT: &[(DemoUser, &str, &str)] = &[
+    (
+        ALICE,
+        "run hello-world",
+        "the docs' first example: one command, its output",
+    ),
+    (
+        ALICE,
+        "run ls",
+        "the docs' chat_reply example: only that section comes back",
+    ),
+    (
+        ALICE,
+        "run greet the release notes",
+        "several commands: commands and output",
+    ),
+    (ALICE, "run db-check", "a job that fails"),
+    (ALICE, "run rollback", "a job the project does not define"),
+    (
+        ALICE,
+        "run deploy-production",
+        "a job marked except: [chat]",
+    ),
+    (ALICE, "run restart", "a when: manual job"),
+    (BOB, "run hello-world", "a Reporter may not run jobs"),
+];
+
+/// Which backends the demo's local mode uses.
+pub enum DemoBackends {
+    /// The in-memory queue and store (`chatops demo`).
+    Embedded,
+    /// SQS and DynamoDB at `sdk`'s endpoint (moto in tests); queue and table must exist.
+    Aws {
+        sdk: Box<aws_config::SdkConfig>,
+        queue_url: String,
+        table: String,
+    },
+}
+
+/// One slash command as sent, with Slack's immediate answer.
+#[derive(Debug, Clone)]
+pub struct SentCommand {
+    pub user: DemoUser,
+    pub text: String,
+    pub response_url: String,
+    /// The HTTP status of the ingress's answer.
+    pub status: u16,
+    /// The answer's body (a slash-command response).
+    pub answer: serde_json::Value,
+}
+
+/// GitLab and Slack stand-ins with local mode between them.
+pub struct DemoWorld {
+    pub gitlab: GitLabStandin,
+    pub slack: SlackStandIn,
+    pub local: Local,
+    pub running: Running,
+    http: reqwest::Client,
+    next_trigger: std::sync::atomic::AtomicU64,
+}
+
+impl DemoWorld {
+    /// Start everything; the GitLab project's jobs come from `project_dir/.gitlab-ci.yml`.
+    pub async fn start(
+        backends: DemoBackends,
+        project_dir: &std::path::Path,
+    ) -> Result<DemoWorld, LocalError> {
+        Self::start_with(backends, project_dir, &[]).await
+    }
+
+    /// Like `start`, with more variables for local mode (e.g. `SWEEP_EVERY_SECS`).
+    pub async fn start_with(
+        backends: DemoBackends,
+        project_dir: &std::path::Path,
+        extra_env: &[(&str, &str)],
+    ) -> Result<DemoWorld, LocalError> {
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| LocalError::Setup(format!("{what}: {e}"));
+        let ci = CiFile::load(project_dir).map_err(|e| setup("the demo project", &e))?;
+        let gitlab = GitLabStandin::start().await;
+        let slack = SlackStandIn::start(DEMO_BOT_TOKEN)
+            .await
+            .map_err(|e| setup("the Slack stand-in", &e))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| setup("binding 127.0.0.1", &e))?;
+        let local_url = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_err(|e| setup("local address", &e))?
+        );
+
+        let gl = gitlab.state();
+        gl.add_project(DEMO_PROJECT_ID, DEMO_PROJECT);
+        gl.set_ci_jobs(DEMO_PROJECT_ID, standin_jobs(&ci));
+        let mut runner = Runner::new(project_dir);
+        runner.timeout = Duration::from_secs(120);
+        gl.set_executor(Arc::new(ShellExecutor::new(
+            runner,
+            ci,
+            gl.clone(),
+            &gitlab.url(),
+        )));
+        gl.set_webhook(
+            &format!("{local_url}{}", chatops_core::completion::WEBHOOK_PATH),
+            DEMO_WEBHOOK_SECRET,
+        );
+        for u in [ALICE, BOB] {
+            gl.add_user(u.gitlab_id, u.name);
+            gl.set_member(DEMO_PROJECT_ID, u.gitlab_id, u.access_level);
+        }
+
+        // The same variables a laptop user would export for `chatops local`.
+        let mut env = Env::from_pairs([
+            ("SLACK_SIGNING_SECRET", DEMO_SIGNING_SECRET.to_owned()),
+            ("SLACK_BOT_TOKEN", DEMO_BOT_TOKEN.to_owned()),
+            ("SLACK_API_URL", slack.api_url()),
+            (
+                "ALLOWED_RESPONSE_URL_PREFIXES",
+                format!("{}/commands/", slack.base_url()),
+            ),
+            ("GITLAB_URL", gitlab.url()),
+            ("GITLAB_TOKEN", STANDIN_TOKEN.to_owned()),
+            ("GITLAB_PROJECT", DEMO_PROJECT.to_owned()),
+            ("GITLAB_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET.to_owned()),
+            ("LOG_RETRY_SECS", "0.2".to_owned()),
+            (
+                "LOCAL_USER_LINKS",
+                format!(
+                    "{DEMO_TEAM}/{}={},{DEMO_TEAM}/{}={}",
+                    ALICE.slack_id, ALICE.name, BOB.slack_id, BOB.name
+                ),
+            ),
+        ]);
+        for (k, v) in extra_env {
+            env.set(*k, *v);
+        }
+        let (aws, sdk) = match backends {
+            DemoBackends::Embedded => (false, Some(offline_sdk_config())),
+            DemoBackends::Aws {
+                sdk,
+                queue_url,
+                table,
+            } => {
+                env.set("RUN_QUEUE_URL", queue_url);
+                env.set("RUNS_TABLE", table);
+                (true, Some(*sdk))
+            }
+        };
+        let local = Local::from_env(&env, aws, sdk).await?;
+        let running = local
+            .start(listener)
+            .map_err(|e| setup("starting local mode", &e))?;
+        Ok(DemoWorld {
+            gitlab,
+            slack,
+            local,
+            running,
+            http: reqwest::Client::new(),
+            next_trigger: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    /// Send `/chatops <text>` from `user` in the demo channel, signed as Slack signs.
+    pub async fn command(&self, user: DemoUser, text: &str) -> Result<SentCommand, LocalError> {
+        let response_url = self.slack.response_url(DEMO_TEAM);
+        let n = self
+            .next_trigger
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let body = serde_urlencoded::to_string([
+            ("token", "gIkuvaNzQIHg97ATvDxqgjtO"),
+            ("team_id", DEMO_TEAM),
+            ("team_domain", "demo"),
+            ("channel_id", DEMO_CHANNEL),
+            ("channel_name", DEMO_CHANNEL_NAME),
+            ("user_id", user.slack_id),
+            ("user_name", user.name),
+            ("command", "/chatops"),
+            ("text", text),
+            ("api_app_id", "A0DEMO"),
+            ("is_enterprise_install", "false"),
+            ("response_url", &response_url),
+            (
+                "trigger_id",
+                &format!("{n}.{}.demo", self.local.clock.now()),
+            ),
+        ])
+        .map_err(|e| LocalError::Setup(format!("encoding a slash command: {e}")))?;
+        let timestamp = self.local.clock.now().to_string();
+        let signature = chatops_core::slack::verify::sign(
+            &chatops_core::secret::Secret::new(DEMO_SIGNING_SECRET),
+            &timestamp,
+            body.as_bytes(),
+        );
+        let resp = self
+            .http
+            .post(format!(
+                "{}{}",
+                self.running.url(),
+                chatops_core::ingress::SLACK_PATH
+            ))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(chatops_core::slack::verify::TIMESTAMP_HEADER, timestamp)
+            .header(chatops_core::slack::verify::SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| LocalError::Setup(format!("sending a slash command: {e}")))?;
+        let status = resp.status().as_u16();
+        let answer = resp.json().await.unwrap_or(serde_json::Value::Null);
+        Ok(SentCommand {
+            user,
+            text: text.to_owned(),
+            response_url,
+            status,
+            answer,
+        })
+    }
+
+    /// Messages that reached Slack through this command's `response_url`.
+    pub fn posts_for(&self, cmd: &SentCommand) -> Vec<Post> {
+        let id = response_url_id(&cmd.response_url);
+        self.slack
+            .transcript()
+            .into_iter()
+            .filter(|p| matches!(&p.via, Via::ResponseUrl { id: i, .. } if Some(i.as_str()) == id))
+            .collect()
+    }
+
+    /// Messages that reached the channel another way (Web API, files).
+    pub fn channel_posts(&self) -> Vec<Post> {
+        self.slack
+            .transcript()
+            .into_iter()
+            .filter(|p| !matches!(p.via, Via::ResponseUrl { .. }))
+            .collect()
+    }
+
+    /// Wait until every command was answered and nothing moves any more: no run in flight
+    /// (only runs waiting for a manual play stay open) and no new message for 0.6 s.
+    pub async fn settle(&self, cmds: &[SentCommand], timeout: Duration) -> bool {
+        use chatops_core::gitlab::Status;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_len = usize::MAX;
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            let len = self.slack.transcript().len();
+            if len != last_len {
+                last_len = len;
+                quiet_since = now;
+            }
+            let answered = cmds
+                .iter()
+                .all(|c| c.status != 200 || !self.posts_for(c).is_empty() || is_final_answer(c));
+            let runs_settled = match self.local.store.open_runs(u64::MAX).await {
+                Ok(runs) => runs
+                    .iter()
+                    .all(|r| r.status == chatops_core::run::RunStatus::WaitingManual),
+                Err(_) => false,
+            };
+            let gitlab_idle = self.gitlab.state().pipelines().iter().all(|p| {
+                self.gitlab
+                    .state()
+                    .jobs_of(p.id)
+                    .iter()
+                    .all(|j| j.status.is_final() || j.status == Status::Manual)
+            });
+            let queue_empty = match &self.local.inbox {
+                Inbox::Embedded(q) => q.is_empty(),
+                Inbox::Sqs { .. } => true,
+            };
+            if answered
+                && runs_settled
+                && gitlab_idle
+                && queue_empty
+                && now.duration_since(quiet_since) >= Duration::from_millis(600)
+            {
+                return true;
+            }
+            if now >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The channel as a person reads it: each command, Slack's immediate answer, then what
+    /// came back for it.
+    pub fn transcript(&self, cmds: &[SentCommand]) -> String {
+        let mut out = format!("#{DEMO_CHANNEL_NAME}\n");
+        for c in cmds {
+            out.push_str(&format!("\n{} › /chatops {}\n", c.user.name, c.text));
+            if c.status != 200 {
+                out.push_str(&format!(
+                    "  Slack: \"/chatops\" failed with the error \"http_{}\"\n",
+                    c.status
+                ));
+            } else if !c.answer.is_null() && !c.answer["text"].as_str().unwrap_or("").is_empty() {
+                out.push_str(&speak(&answer_post(c), "answer"));
+            }
+            for p in self.posts_for(c) {
+                out.push_str(&speak(&p, "response_url"));
+            }
+        }
+        let others = self.channel_posts();
+        if !others.is_empty() {
+            out.push_str("\nposted to the channel by the bot:\n");
+            for p in &others {
+                out.push_str(&speak(p, "chat.postMessage"));
+            }
+        }
+        for u in [ALICE, BOB] {
+            out = out.replace(&format!("@{}", u.slack_id), &format!("@{}", u.name));
+        }
+        out
+    }
+}
+
+/// Whether the immediate answer ended the command (help, refusal, "could not schedule").
+fn is_final_answer(c: &SentCommand) -> bool {
+    c.answer["response_type"].as_str() == Some("ephemeral")
+}
+
+fn response_url_id(url: &str) -> Option<&str> {
+    // …/commands/<team>/<id>/<token>
+    let mut parts = url.rsplit('/');
+    parts.next()?;
+    parts.next()
+}
+
+fn answer_post(c: &SentCommand) -> Post {
+    Post {
+        via: Via::ResponseUrl {
+            team: DEMO_TEAM.into(),
+            id: response_url_id(&c.response_url).unwrap_or("").into(),
+        },
+        channel: None,
+        response_type: c.answer["response_type"].as_str().map(str::to_owned),
+        text: c.answer["text"].as_str().unwrap_or("").to_owned(),
+        blocks: c.answer.get("blocks").cloned(),
+        attachments: c.answer.get("attachments").cloned(),
+        file: None,
+    }
+}
+
+/// One message as the channel shows it: who sees it, then its text.
+fn speak(p: &Post, how: &str) -> String {
+    let seen = match (p.response_type.as_deref(), &p.via) {
+        (Some("in_channel"), _) => "everyone sees".to_owned(),
+        (_, Via::ResponseUrl { .. }) => "only visible to you".to_owned(),
+        (_, Via::PostMessage) => format!("in #{}", p.channel.as_deref().unwrap_or("?")),
+        (_, Via::FileUpload) => "file".to_owned(),
+    };
+    let rendered = render_posts(std::slice::from_ref(p));
+    let mut out = format!("  ChatOps ({seen}; {how}):\n");
+    for line in rendered.lines().skip(1) {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// AWS configuration for the embedded backends: nothing reaches AWS, and loading it must
+/// not look for credentials, profiles or instance metadata.
+/// Where the demo project lives: `CHATOPS_DEMO_PROJECT`, else this checkout's
+/// `tests/demo-project`.
+pub fn demo_project_dir() -> std::path::PathBuf {
+    std::env::var_os("CHATOPS_DEMO_PROJECT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/demo-project")
+        })
+}
+
+/// Run the demo script in `world`: each command, waiting for it to settle before the next
+/// so the channel reads in order.
+pub async fn run_script(world: &DemoWorld) -> Result<(Vec<SentCommand>, bool), LocalError> {
+    let mut sent = Vec::new();
+    let mut settled = true;
+    for (user, text, _) in DEMO_SCRIPT {
+        let c = world.command(*user, text).await?;
+        sent.push(c);
+        settled &= world.settle(&sent, Duration::from_secs(60)).await;
+    }
+    Ok((sent, settled))
+}
+
+/// `chatops demo`: the whole product offline; prints the channel; 0 when every command got
+/// its answer and Slack refused nothing.
+pub async fn run_demo() -> anyhow::Result<i32> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        init_tracing();
+    }
+    let dir = demo_project_dir();
+    println!("chatops demo: GitLab and Slack stand-ins on 127.0.0.1, no network, no accounts.");
+    println!(
+        "GitLab project {DEMO_PROJECT} = {} (jobs run for real in bash)",
+        dir.display()
+    );
+    println!(
+        "{} is a Developer, {} a Reporter; both are linked to their GitLab accounts.",
+        ALICE.name, BOB.name
+    );
+    let world = match DemoWorld::start(DemoBackends::Embedded, &dir).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("chatops demo: {e}");
+            return Ok(1);
+        }
+    };
+    println!(
+        "local mode on {} ({})\n",
+        world.running.url(),
+        world.local.describe_backends()
+    );
+    let (sent, settled) = run_script(&world).await?;
+    print!("{}", world.transcript(&sent));
+
+    let refusals = world.slack.refusals();
+    let unanswered: Vec<_> = sent
+        .iter()
+        .filter(|c| c.status != 200 || (world.posts_for(c).is_empty() && !is_final_answer(c)))
+        .map(|c| c.text.as_str())
+        .collect();
+    println!();
+    if !refusals.is_empty() {
+        println!("Slack refused {} request(s): {refusals:?}", refusals.len());
+    }
+    if !unanswered.is_empty() || !settled {
+        println!("not answered in time: {unanswered:?}");
+        return Ok(1);
+    }
+    if !refusals.is_empty() {
+        return Ok(1);
+    }
+    println!(
+        "{} commands, every one answered. Try your own: `chatops local` (README, 'Local mode').",
+        sent.len()
+    );
+    Ok(0)
+}
