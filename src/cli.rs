@@ -1,6 +1,7 @@
 //! The `chatops` command line: the operator's and the developer's face of the library.
 //! Each subcommand's work lives in the module that owns it; this file only parses.
 
+use crate::users::UsersCommand;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -46,19 +47,6 @@ pub enum Command {
     },
     /// Run the offline demo: stand-ins for GitLab and Slack, the example jobs, a transcript.
     Demo,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum UsersCommand {
-    /// Link `<team>/<chat user id>` to a GitLab username.
-    Link {
-        chat_user: String,
-        gitlab_username: String,
-    },
-    /// Remove the link of `<team>/<chat user id>`.
-    Unlink { chat_user: String },
-    /// List all links.
-    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,6 @@
 //! `chatops users link|unlink|list`: reads `RUNS_TABLE` (and `GITLAB_URL`/`GITLAB_TOKEN` when
 //! set, to check names) like the functions, runs `chatops_core::users`, prints the outcome.
 
-use crate::cli::UsersCommand;
 use chatops_adapters::aws::{sdk_config, SsmSecrets};
 use chatops_adapters::services;
 use chatops_core::clock::{Clock, SystemClock};
@@ -9,6 +8,20 @@ use chatops_core::config::Env;
 use chatops_core::gitlab::{GitLab, DEFAULT_GITLAB_URL};
 use chatops_core::store::RunStore;
 use chatops_core::users::{self, Linked};
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Link `<team>/<chat user id>` to a GitLab username.
+    Link {
+        chat_user: String,
+        gitlab_username: String,
+    },
+    /// Remove the link of `<team>/<chat user id>`.
+    Unlink { chat_user: String },
+    /// List all links.
+    List,
+}
 
 /// Run one `users` subcommand against `store`; returns the exit code.
 pub async fn run(

@@ -2,7 +2,7 @@
 //! retry and resume logic. The same flows over moto and the HTTP stand-ins are in
 //! `tests/dispatcher.rs`.
 
-use chatops::cli::UsersCommand;
+use chatops::users::UsersCommand;
 use chatops_core::clock::Clock;
 use chatops_core::config::{Env, NoSecrets};
 use chatops_core::delivery::{ChatSettings, Deliverer};
@@ -124,7 +124,7 @@ async fn malformed_and_unknown_versions_are_permanent() {
     v["version"] = 99.into();
     assert!(matches!(
         d.handle_message(&v.to_string(), 1).await,
-        Err(DispatchError::Permanent(m)) if m.contains("99")
+        Err(DispatchError::Permanent(BadMessage::Version(99)))
     ));
     v["version"] = 1.into();
     v["job"] = serde_json::Value::Null;

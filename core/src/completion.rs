@@ -17,14 +17,16 @@
 use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
-use crate::delivery::{ChatSettings, Deliverer, Route};
+use crate::delivery::{ChatSettings, Deliverer, DeliveryError, Route};
 use crate::gitlab::{GitLab, GitLabError, Job, Status};
 use crate::ids::{JobId, PipelineId, ProjectId};
+use crate::notice::Notice;
 use crate::render::{self, JobReport};
 use crate::reply::{Extraction, Extractor, Outcome};
+use crate::report::chain;
 use crate::run::{Platform, RunRecord};
 use crate::secret::Secret;
-use crate::store::RunStore;
+use crate::store::{RunStore, StoreError};
 use crate::web::{self, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -260,7 +262,7 @@ impl WebhookEvent {
 // The handler.
 
 /// What one attempt to complete a run did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Completed {
     Replied(Route),
     /// Someone else claimed the reply (or the run is no longer open).
@@ -270,7 +272,26 @@ pub enum Completed {
     /// Another invocation is delivering this reply right now.
     Busy,
     /// Something failed; the run stays open for the sweep.
-    Deferred(String),
+    Deferred(Deferral),
+}
+
+/// Why a run could not be completed now (it stays open; the sweep tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum Deferral {
+    #[error("the run has no project id")]
+    NoProject,
+    #[error("GitLab could not say how the job ended")]
+    Job(#[source] GitLabError),
+    #[error("the job log could not be read")]
+    Log(#[source] GitLabError),
+    #[error("the reply lease could not be taken")]
+    Lease(#[source] StoreError),
+    #[error("the run record is gone")]
+    RunGone,
+    #[error("the run store failed")]
+    Store(#[source] StoreError),
+    #[error("the reply could not be delivered")]
+    Delivery(#[source] DeliveryError),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -359,7 +380,7 @@ impl Completion {
             Completed::AlreadyReplied => reply(200, "duplicate", "the reply was sent already"),
             Completed::Busy => reply(200, "duplicate", "another delivery is sending the reply"),
             Completed::NotFinished(s) => reply(200, "waiting", format!("job is {s:?}")),
-            Completed::Deferred(why) => reply(200, "deferred", why),
+            Completed::Deferred(why) => reply(200, "deferred", chain(&why)),
         }
     }
 
@@ -387,7 +408,7 @@ impl Completion {
                 Completed::NotFinished(_) => report.still_running += 1,
                 Completed::Busy => report.busy += 1,
                 Completed::Deferred(why) => {
-                    tracing::warn!(request_id = %id, %why, "sweep could not complete a run");
+                    tracing::warn!(request_id = %id, error = %chain(&why), "sweep could not complete a run");
                     report.deferred += 1;
                 }
             }
@@ -402,26 +423,28 @@ impl Completion {
             return Completed::AlreadyReplied;
         }
         let Some(project) = run.project_id.or(hint) else {
-            return Completed::Deferred("the run has no project id".into());
+            return Completed::Deferred(Deferral::NoProject);
         };
         let job = match self.find_job(&run, project).await {
             Ok(job) => job,
             Err(GitLabError::NotFound(what)) => {
-                let msg = OutgoingMessage::in_channel(format!(
-                    "The job `{}` of this command no longer exists on GitLab ({what}), so \
-                     there is no output to show.",
-                    run.request.job
-                ));
+                let msg = OutgoingMessage::in_channel(
+                    Notice::JobGone {
+                        job: run.request.job.clone(),
+                        detail: what,
+                    }
+                    .render(run.request.platform),
+                );
                 return self.claim_and_deliver(&run, &msg).await;
             }
-            Err(e) => return Completed::Deferred(format!("GitLab: {e}")),
+            Err(e) => return Completed::Deferred(Deferral::Job(e)),
         };
         if !job.status.is_final() {
             return Completed::NotFinished(job.status);
         }
         let extraction = match self.read_log(project, &job).await {
             Ok(x) => x,
-            Err(e) => return Completed::Deferred(format!("job log: {e}")),
+            Err(e) => return Completed::Deferred(Deferral::Log(e)),
         };
         let report = JobReport {
             job_name: job.name.clone(),
@@ -498,7 +521,7 @@ impl Completion {
         {
             Ok(true) => {}
             Ok(false) => return Completed::Busy,
-            Err(e) => return Completed::Deferred(format!("lease: {e}")),
+            Err(e) => return Completed::Deferred(Deferral::Lease(e)),
         }
         // Another invocation may have replied while this one read the log.
         match self.store.get_run(id).await {
@@ -506,8 +529,8 @@ impl Completion {
                 return Completed::AlreadyReplied
             }
             Ok(Some(_)) => {}
-            Ok(None) => return Completed::Deferred("the run record is gone".into()),
-            Err(e) => return Completed::Deferred(format!("run store: {e}")),
+            Ok(None) => return Completed::Deferred(Deferral::RunGone),
+            Err(e) => return Completed::Deferred(Deferral::Store(e)),
         }
         match self.deliverer.deliver(&run.request, msg).await {
             Ok(route) => {
@@ -531,7 +554,7 @@ impl Completion {
                     error = %e,
                     "reply not delivered; the run stays open for the sweep"
                 );
-                Completed::Deferred(format!("delivery: {e}"))
+                Completed::Deferred(Deferral::Delivery(e))
             }
         }
     }

@@ -17,10 +17,11 @@
 use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
-use crate::delivery::{ChatSettings, Deliverer};
+use crate::delivery::{ChatSettings, Deliverer, DeliveryError};
 use crate::gitlab::{AccessLevel, CiConfig, GitLab, GitLabError, Job, Project, Status};
-use crate::ids::{ChannelId, ProjectRef};
+use crate::ids::{ChannelId, ProjectRef, RequestId};
 use crate::notice::{Notice, Person, Unscheduled};
+use crate::report::chain;
 use crate::run::{RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
 use crate::secret::Secret;
 use crate::store::{DispatchClaim, RunStore, StoreError};
@@ -107,19 +108,47 @@ pub fn parse_channel_projects(s: &str) -> Result<HashMap<String, ProjectRef>, Co
     Ok(out)
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     /// Try again later (SQS redelivers the message).
-    #[error("retry later: {0}")]
-    Retryable(String),
+    #[error("retry later")]
+    Retryable(#[source] RetryReason),
     /// The message can never be processed; acknowledged after logging.
-    #[error("permanent failure: {0}")]
-    Permanent(String),
+    #[error("the message can never be processed")]
+    Permanent(#[source] BadMessage),
+}
+
+/// Why a message goes back to the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryReason {
+    #[error("the run store failed")]
+    Store(#[from] StoreError),
+    #[error("GitLab failed")]
+    GitLab(#[from] GitLabError),
+    #[error("request {0} is being dispatched by another invocation")]
+    Busy(RequestId),
+    #[error("the person could not be told")]
+    Undelivered(#[from] DeliveryError),
+}
+
+/// Why a message can never be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum BadMessage {
+    #[error("the body is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error(
+        "run request version {0} is not supported (this dispatcher reads {RUN_REQUEST_VERSION})"
+    )]
+    Version(u64),
+    #[error("the run request has no version")]
+    NoVersion,
+    #[error("malformed run request")]
+    Malformed(#[source] serde_json::Error),
 }
 
 impl From<StoreError> for DispatchError {
     fn from(e: StoreError) -> Self {
-        DispatchError::Retryable(e.to_string())
+        DispatchError::Retryable(e.into())
     }
 }
 
@@ -137,12 +166,12 @@ enum Stop {
     /// Tell the user this and end the run (`Refused`).
     Refuse(Notice),
     /// GitLab or the store is unavailable.
-    Retry(String),
+    Retry(RetryReason),
 }
 
 impl From<StoreError> for Stop {
     fn from(e: StoreError) -> Self {
-        Stop::Retry(e.to_string())
+        Stop::Retry(e.into())
     }
 }
 
@@ -166,12 +195,12 @@ impl Dispatcher {
     ) -> Delivery {
         match self.handle_message(body, receive_count).await {
             Ok(()) => Delivery::Done,
-            Err(DispatchError::Permanent(reason)) => {
-                tracing::error!(message_id, %reason, "run request dropped: it can never be processed");
+            Err(e @ DispatchError::Permanent(_)) => {
+                tracing::error!(message_id, error = %chain(&e), "run request dropped");
                 Delivery::Done
             }
-            Err(DispatchError::Retryable(reason)) => {
-                tracing::warn!(message_id, %reason, receive_count, "run request will be retried");
+            Err(e @ DispatchError::Retryable(_)) => {
+                tracing::warn!(message_id, error = %chain(&e), receive_count, "run request will be retried");
                 Delivery::Retry
             }
         }
@@ -199,9 +228,8 @@ impl Dispatcher {
                 return Ok(());
             }
             DispatchClaim::Busy => {
-                return Err(DispatchError::Retryable(format!(
-                    "request {} is being dispatched by another invocation",
-                    request.request_id
+                return Err(DispatchError::Retryable(RetryReason::Busy(
+                    request.request_id.clone(),
                 )))
             }
         };
@@ -210,11 +238,12 @@ impl Dispatcher {
             Ok(()) => Ok(()),
             Err(Stop::Refuse(notice)) => self.refuse(rec, &notice).await,
             Err(Stop::Retry(reason)) if receive_count >= MAX_ATTEMPTS => {
-                tracing::error!(request_id = %rec.request.request_id, %reason, "giving up after {MAX_ATTEMPTS} attempts");
+                let why = chain(&reason);
+                tracing::error!(request_id = %rec.request.request_id, error = %why, "giving up after {MAX_ATTEMPTS} attempts");
                 let notice = unscheduled(
                     &rec.request,
                     Unscheduled::GaveUp {
-                        reason,
+                        reason: why,
                         attempts: MAX_ATTEMPTS,
                     },
                 );
@@ -240,9 +269,7 @@ impl Dispatcher {
         if let Err(e) = self.deliverer.deliver(&rec.request, &msg).await {
             rec.lease_until = 0;
             let _ = self.save(&mut rec).await;
-            return Err(DispatchError::Retryable(format!(
-                "could not tell the user: {e}"
-            )));
+            return Err(DispatchError::Retryable(e.into()));
         }
         rec.status = RunStatus::Refused;
         rec.updated_at = self.clock.now();
@@ -479,25 +506,19 @@ impl Dispatcher {
 }
 
 fn parse_request(body: &str) -> Result<RunRequest, DispatchError> {
-    let v: serde_json::Value = serde_json::from_str(body)
-        .map_err(|e| DispatchError::Permanent(format!("body is not JSON: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| DispatchError::Permanent(BadMessage::NotJson(e)))?;
     match v.get("version").and_then(|v| v.as_u64()) {
         Some(n) if n == RUN_REQUEST_VERSION as u64 => {}
-        Some(n) => {
-            return Err(DispatchError::Permanent(format!(
-                "run request version {n} is not supported (this dispatcher reads {RUN_REQUEST_VERSION})"
-            )))
-        }
-        None => return Err(DispatchError::Permanent("run request has no version".into())),
+        Some(n) => return Err(DispatchError::Permanent(BadMessage::Version(n))),
+        None => return Err(DispatchError::Permanent(BadMessage::NoVersion)),
     }
-    serde_json::from_value(v)
-        .map_err(|e| DispatchError::Permanent(format!("malformed run request: {e}")))
+    serde_json::from_value(v).map_err(|e| DispatchError::Permanent(BadMessage::Malformed(e)))
 }
 
 fn gitlab_stop(req: &RunRequest, e: GitLabError) -> Stop {
     match e {
-        GitLabError::Retryable(m) => Stop::Retry(m),
-        GitLabError::Protocol(m) => Stop::Retry(format!("unexpected answer from GitLab: {m}")),
+        e @ (GitLabError::Retryable(_) | GitLabError::Protocol(_)) => Stop::Retry(e.into()),
         GitLabError::Unauthorized(detail) => {
             Stop::Refuse(unscheduled(req, Unscheduled::TokenRefused { detail }))
         }

@@ -35,6 +35,7 @@ pub mod markup;
 pub mod notice;
 pub mod render;
 pub mod reply;
+pub mod report;
 
 pub mod mattermost;
 pub mod slack;

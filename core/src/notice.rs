@@ -108,6 +108,8 @@ pub enum Notice {
     },
     /// GitLab's access-denied text (`Presenters::Access#access_denied`).
     AccessDenied { project_url: String },
+    /// The run's job is gone from GitLab, so there is no output to show.
+    JobGone { job: String, detail: String },
     /// The command could not be scheduled, and why.
     Unscheduled { job: String, why: Unscheduled },
 }
@@ -197,6 +199,12 @@ impl Notice {
                 .text("The GitLab project for this ChatOps integration can be found at ")
                 .link(project_url, project_url)
                 .text("."),
+            Notice::JobGone { job, detail } => {
+                Rich::new().text("The job ").code(job).text(format!(
+                    " of this command no longer exists on GitLab ({detail}), so there is no \
+                     output to show."
+                ))
+            }
             Notice::Unscheduled { job, why } => could_not_schedule(job).br().then(why.rich(job)),
         }
     }
@@ -293,7 +301,7 @@ impl Unscheduled {
                 Rich::new().text(format!("GitLab answered: {message}"))
             }
             Unscheduled::GaveUp { reason, attempts } => Rich::new().text(format!(
-                "GitLab is unavailable right now ({reason}); the command was tried {attempts} \
+                "It could not be done right now ({reason}); the command was tried {attempts} \
                  times. Please try again later."
             )),
         }
@@ -428,6 +436,13 @@ mod tests {
                 "access_denied",
                 Notice::AccessDenied {
                     project_url: "https://gitlab.example.com/g/p".into(),
+                },
+            ),
+            (
+                "job_gone",
+                Notice::JobGone {
+                    job: job.clone(),
+                    detail: "404 Job Not Found".into(),
                 },
             ),
             (
