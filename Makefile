@@ -17,17 +17,19 @@ demo:
 local:
 	$(CARGO) run --quiet --bin chatops -- local --port $(PORT)
 
-## Every test: unit, integration over moto, end to end, template lints.
+## Every check CI runs (.ci/run runs exactly this): rustfmt, clippy -D warnings, every test
+## (unit, integration over moto, end to end, architecture), template lints.
 ## One moto server (a free port) serves every test process; each test uses its own queue and
 ## table names. Without CHATOPS_TEST_MOTO_URL, tests/support starts moto itself.
-test: test-tools
+test: fmt-check clippy test-tools
 	@set -e; port=$$($(PYTHON) -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
-	mkdir -p target; $(PYTHON) -m moto.server -H 127.0.0.1 -p $$port >target/moto-test.log 2>&1 & moto=$$!; \
+	mkdir -p target; $(MOTO_BIN)/python tests/support/moto_server.py -H 127.0.0.1 -p $$port >target/moto-test.log 2>&1 & moto=$$!; \
 	trap 'kill $$moto 2>/dev/null' EXIT; \
-	CHATOPS_TEST_MOTO_URL=http://127.0.0.1:$$port $(CARGO) nextest run --workspace --no-fail-fast
+	CHATOPS_TEST_MOTO_URL=http://127.0.0.1:$$port $(NEXTEST) run --workspace --no-fail-fast
 	$(MAKE) --no-print-directory lint
 
-check: fmt-check clippy test
+## The same as `make test`: the name the before-stop checklist uses.
+check: test
 
 fmt:
 	$(CARGO) fmt --all
@@ -46,8 +48,9 @@ bench:
 ## toolchain with RUSTC_BOOTSTRAP=1. Same-result-in-any-chunking is also checked by
 ## `make test` (tests/reply.rs, random and mutated inputs).
 FUZZ_SECONDS ?= 60
+fuzz: export PATH := $(abspath $(CARGO_TOOLS))/bin:$(PATH)
 fuzz:
-	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked --root $(CARGO_TOOLS) cargo-fuzz
 	@mkdir -p tests/fuzz/corpus/reply
 	@if rustup run nightly rustc --version >/dev/null 2>&1; then tc=+nightly; else tc=; export RUSTC_BOOTSTRAP=1; fi; \
 	  set -x; $(CARGO) $$tc fuzz run --fuzz-dir tests/fuzz reply tests/fuzz/corpus/reply tests/fuzz/seeds/reply \
@@ -58,10 +61,20 @@ fuzz:
 bench-coldstart: test-tools
 	$(CARGO) bench --bench ingress -- cold_start
 
-## Tools the tests need, installed from the package registries when missing.
+## Tools the tests need, installed from the package registries when missing, into the
+## project: moto in the target/tools/moto virtualenv, cargo-nextest under target/tools/cargo
+## when the machine has none (nothing global: PEP 668 machines refuse global pip).
+MOTO_VENV := target/tools/moto
+MOTO_BIN := $(MOTO_VENV)/bin
+CARGO_TOOLS := target/tools/cargo
+NEXTEST = $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "$(CARGO) nextest" || echo "$(CARGO_TOOLS)/bin/cargo-nextest nextest")
 test-tools:
-	@$(PYTHON) -c 'import moto.server, flask, flask_cors' 2>/dev/null || $(PYTHON) -m pip install --quiet 'moto[server]>=5.1'
-	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-nextest
+	@$(MOTO_BIN)/python -c 'import moto.server, flask, flask_cors' 2>/dev/null || { \
+	    echo "installing moto into $(MOTO_VENV)"; \
+	    $(PYTHON) -m venv $(MOTO_VENV) && \
+	    $(MOTO_BIN)/pip install --quiet --disable-pip-version-check 'moto[server]>=5.1'; }
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO_TOOLS)/bin/cargo-nextest --version >/dev/null 2>&1 || \
+	    $(CARGO) install --locked --root $(CARGO_TOOLS) cargo-nextest
 
 ## Template lints (CI runs them through `make test`): the SAM transform expanded offline
 ## (what `sam validate` does), cfn-lint on the template and on its expansion, checkov on the

@@ -1,6 +1,6 @@
 //! Shared test support: a moto server (SQS, DynamoDB, SSM) on a free port, started once per
 //! test process, or reused from `CHATOPS_TEST_MOTO_URL` when the Makefile started one.
-//! `moto[server]` is installed with pip when missing. The server is killed when the test
+//! `moto[server]` is installed into the project's `target/tools/moto` virtualenv when missing. The server is killed when the test
 //! process exits (a watchdog shell follows the parent pid), so nothing is left behind.
 #![allow(dead_code)]
 
@@ -32,8 +32,12 @@ fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
-fn ensure_moto_installed() {
-    let ok = Command::new("python3")
+/// The project-local virtualenv moto runs from (`make test-tools` creates the same one);
+/// nothing is installed globally, so PEP 668 machines work.
+fn moto_python() -> String {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/moto");
+    let python = venv.join("bin/python");
+    let ok = Command::new(&python)
         .args(["-c", "import moto.server, flask, flask_cors"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -42,20 +46,32 @@ fn ensure_moto_installed() {
         .unwrap_or(false);
     if !ok {
         let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "moto[server]>=5.1"])
+            .args(["-m", "venv"])
+            .arg(&venv)
             .status()
             .expect("python3 is needed to run moto");
+        assert!(
+            status.success(),
+            "python3 -m venv {} failed",
+            venv.display()
+        );
+        let status = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "moto[server]>=5.1"])
+            .status()
+            .expect("the moto virtualenv's python runs");
         assert!(status.success(), "pip install 'moto[server]' failed");
     }
+    python.display().to_string()
 }
 
 fn start_moto() -> String {
-    ensure_moto_installed();
+    let python = moto_python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/moto_server.py");
     let port = free_port();
     let parent = std::process::id();
     // The watchdog ends moto when this test process is gone.
     let script = format!(
-        "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+        "'{python}' '{script}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
          while kill -0 {parent} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; \
          kill $m 2>/dev/null"
     );
