@@ -18,7 +18,7 @@ use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
 use crate::delivery::{ChatSettings, Deliverer, DeliveryError};
-use crate::gitlab::{AccessLevel, CiConfig, GitLab, GitLabError, Job, Project, Status};
+use crate::gitlab::{AccessLevel, CiConfig, GitLab, GitLabError, Job, Pipeline, Project, Status};
 use crate::ids::{ChannelId, ProjectRef, RequestId};
 use crate::notice::{Notice, Person, Unscheduled};
 use crate::report::chain;
@@ -290,103 +290,25 @@ impl Dispatcher {
         self.store.save_run(rec).await
     }
 
+    /// The steps of one dispatch, in order; each returns what the next needs or stops.
     async fn dispatch(&self, rec: &mut RunRecord) -> Result<(), Stop> {
         let req = rec.request.clone();
-        let link = self
-            .store
-            .get_user(req.team_id.as_str(), req.user_id.as_str())
-            .await?
-            .ok_or_else(|| {
-                Stop::Refuse(Notice::Unlinked {
-                    job: req.job.clone(),
-                    team: req.team_id.to_string(),
-                    user: req.user_id.to_string(),
-                })
-            })?;
+        let link = self.linked_user(&req).await?;
         rec.gitlab_user = Some(link.gitlab_username.clone());
-
-        let project_ref = self.config.project_for(&req.channel_id).clone();
-        let project = self
-            .gitlab
-            .project(&project_ref)
-            .await
-            .map_err(|e| match e {
-                GitLabError::NotFound(_) | GitLabError::Unauthorized(_) => {
-                    Stop::Refuse(unscheduled(
-                        &req,
-                        Unscheduled::ProjectNotFound {
-                            project: project_ref.to_string(),
-                            detail: e.to_string(),
-                        },
-                    ))
-                }
-                other => gitlab_stop(&req, other),
-            })?;
+        let project = self.project(&req).await?;
         rec.project_id = Some(project.id);
         rec.project_path = Some(project.path_with_namespace.clone());
         rec.project_web_url = Some(project.web_url.clone());
-
         self.check_access(&req, &link, &project).await?;
-
         let Some(branch) = project.default_branch.clone().filter(|b| !b.is_empty()) else {
             return Err(Stop::Refuse(unscheduled(
                 &req,
                 Unscheduled::NoDefaultBranch,
             )));
         };
-
-        let pipeline = match rec.pipeline_id {
-            // An earlier attempt created it, then stopped: go on from there.
-            Some(id) => self
-                .gitlab
-                .pipeline(project.id, id)
-                .await
-                .map_err(|e| gitlab_stop(&req, e))?,
-            None => {
-                self.check_job(&req, &project, &branch).await?;
-                let vars = pipeline_variables(&req);
-                let p = self
-                    .gitlab
-                    .create_pipeline(project.id, &branch, &vars)
-                    .await
-                    .map_err(|e| match e {
-                        GitLabError::Rejected(message) => Stop::Refuse(unscheduled(
-                            &req,
-                            Unscheduled::PipelineRejected { message },
-                        )),
-                        other => gitlab_stop(&req, other),
-                    })?;
-                rec.pipeline_id = Some(p.id);
-                rec.pipeline_url = Some(p.web_url.clone());
-                rec.updated_at = self.clock.now();
-                // Recorded at once: a crash from here on resumes instead of creating another.
-                self.save(rec).await?;
-                p
-            }
-        };
+        let pipeline = self.pipeline(rec, &project, &branch).await?;
         rec.pipeline_url = Some(pipeline.web_url.clone());
-
-        let jobs = self
-            .gitlab
-            .pipeline_jobs(project.id, pipeline.id)
-            .await
-            .map_err(|e| gitlab_stop(&req, e))?;
-        let (ours, foreign): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| j.name == req.job);
-        if ours.len() != 1 || !foreign.is_empty() {
-            self.gitlab
-                .cancel_pipeline(project.id, pipeline.id)
-                .await
-                .map_err(|e| gitlab_stop(&req, e))?;
-            return Err(Stop::Refuse(unscheduled(
-                &req,
-                Unscheduled::ForeignJobs {
-                    pipeline_url: pipeline.web_url.clone(),
-                    ours: ours.len(),
-                    foreign: foreign.iter().map(|j| j.name.clone()).collect(),
-                },
-            )));
-        }
-        let job = ours[0];
+        let job = self.only_our_job(&req, &project, &pipeline).await?;
         rec.job_id = Some(job.id);
         rec.job_url = Some(job.web_url.clone());
         rec.lease_until = 0;
@@ -398,30 +320,7 @@ impl Dispatcher {
             RunStatus::Running
         };
         self.save(rec).await?;
-
-        let notice = if manual {
-            Notice::ManualWaiting {
-                who: Person::of(&req),
-                job: req.job.clone(),
-                input: req.input.clone(),
-                job_id: job.id.0,
-                job_url: job.web_url.clone(),
-                pipeline_url: pipeline.web_url.clone(),
-            }
-        } else {
-            Notice::Started {
-                who: Person::of(&req),
-                job: req.job.clone(),
-                input: req.input.clone(),
-                job_url: job.web_url.clone(),
-                pipeline_url: pipeline.web_url.clone(),
-            }
-        };
-        let msg = OutgoingMessage::in_channel(notice.render(req.platform));
-        if let Err(e) = self.deliverer.deliver(&req, &msg).await {
-            // The run goes on and its reply comes later; this note is what is lost.
-            tracing::error!(request_id = %req.request_id, error = %e, "could not post the follow-up");
-        }
+        self.announce(&req, &pipeline, &job).await;
         tracing::info!(
             request_id = %req.request_id,
             pipeline = %pipeline.id,
@@ -430,6 +329,127 @@ impl Dispatcher {
             "pipeline created"
         );
         Ok(())
+    }
+
+    async fn linked_user(&self, req: &RunRequest) -> Result<UserLink, Stop> {
+        self.store
+            .get_user(req.team_id.as_str(), req.user_id.as_str())
+            .await?
+            .ok_or_else(|| {
+                Stop::Refuse(Notice::Unlinked {
+                    job: req.job.clone(),
+                    team: req.team_id.to_string(),
+                    user: req.user_id.to_string(),
+                })
+            })
+    }
+
+    async fn project(&self, req: &RunRequest) -> Result<Project, Stop> {
+        let project_ref = self.config.project_for(&req.channel_id);
+        self.gitlab.project(project_ref).await.map_err(|e| match e {
+            GitLabError::NotFound(_) | GitLabError::Unauthorized(_) => Stop::Refuse(unscheduled(
+                req,
+                Unscheduled::ProjectNotFound {
+                    project: project_ref.to_string(),
+                    detail: e.to_string(),
+                },
+            )),
+            other => gitlab_stop(req, other),
+        })
+    }
+
+    /// The run's pipeline: the one an earlier attempt created (resumed), else a new one,
+    /// recorded at once so a crash from here on resumes instead of creating another.
+    async fn pipeline(
+        &self,
+        rec: &mut RunRecord,
+        project: &Project,
+        branch: &str,
+    ) -> Result<Pipeline, Stop> {
+        let req = rec.request.clone();
+        if let Some(id) = rec.pipeline_id {
+            return self
+                .gitlab
+                .pipeline(project.id, id)
+                .await
+                .map_err(|e| gitlab_stop(&req, e));
+        }
+        self.check_job(&req, project, branch).await?;
+        let vars = pipeline_variables(&req);
+        let p = self
+            .gitlab
+            .create_pipeline(project.id, branch, &vars)
+            .await
+            .map_err(|e| match e {
+                GitLabError::Rejected(message) => {
+                    Stop::Refuse(unscheduled(&req, Unscheduled::PipelineRejected { message }))
+                }
+                other => gitlab_stop(&req, other),
+            })?;
+        rec.pipeline_id = Some(p.id);
+        rec.pipeline_url = Some(p.web_url.clone());
+        rec.updated_at = self.clock.now();
+        self.save(rec).await?;
+        Ok(p)
+    }
+
+    /// The pipeline must hold exactly the asked job; otherwise it is cancelled and the
+    /// person told which jobs joined.
+    async fn only_our_job(
+        &self,
+        req: &RunRequest,
+        project: &Project,
+        pipeline: &Pipeline,
+    ) -> Result<Job, Stop> {
+        let jobs = self
+            .gitlab
+            .pipeline_jobs(project.id, pipeline.id)
+            .await
+            .map_err(|e| gitlab_stop(req, e))?;
+        let (mut ours, foreign): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| j.name == req.job);
+        if ours.len() == 1 && foreign.is_empty() {
+            return Ok(ours.remove(0));
+        }
+        self.gitlab
+            .cancel_pipeline(project.id, pipeline.id)
+            .await
+            .map_err(|e| gitlab_stop(req, e))?;
+        Err(Stop::Refuse(unscheduled(
+            req,
+            Unscheduled::ForeignJobs {
+                pipeline_url: pipeline.web_url.clone(),
+                ours: ours.len(),
+                foreign: foreign.into_iter().map(|j| j.name).collect(),
+            },
+        )))
+    }
+
+    /// Tell the channel who started what (or that a manual job waits). Losing this note is
+    /// not worth failing the run: its reply comes later anyway.
+    async fn announce(&self, req: &RunRequest, pipeline: &Pipeline, job: &Job) {
+        let notice = if job.status == Status::Manual {
+            Notice::ManualWaiting {
+                who: Person::of(req),
+                job: req.job.clone(),
+                input: req.input.clone(),
+                job_id: job.id.0,
+                job_url: job.web_url.clone(),
+                pipeline_url: pipeline.web_url.clone(),
+            }
+        } else {
+            Notice::Started {
+                who: Person::of(req),
+                job: req.job.clone(),
+                input: req.input.clone(),
+                job_url: job.web_url.clone(),
+                pipeline_url: pipeline.web_url.clone(),
+            }
+        };
+        let msg = OutgoingMessage::in_channel(notice.render(req.platform));
+        if let Err(e) = self.deliverer.deliver(req, &msg).await {
+            tracing::error!(request_id = %req.request_id, error = %e, "could not post the follow-up");
+        }
     }
 
     async fn check_access(
