@@ -241,7 +241,7 @@ impl Local {
         for receive_count in 1..=MAX_ATTEMPTS {
             match self
                 .dispatcher
-                .handle_delivery("embedded", &body, receive_count)
+                .handle_delivery("embedded", &body, receive_count, None)
                 .await
             {
                 Delivery::Done => return,
@@ -284,6 +284,7 @@ impl Local {
                     m.message_id.as_deref().unwrap_or(""),
                     m.body.as_deref().unwrap_or(""),
                     count,
+                    None,
                 )
                 .await;
             (m, result)

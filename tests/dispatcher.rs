@@ -193,6 +193,7 @@ async fn happy_path_sends_exactly_the_contract_variables() {
         ("CHAT_USER_ID", "U1"),
         ("CHAT_USER_NAME", "alice"),
         ("CHAT_PLATFORM", "slack"),
+        ("CHATOPS_REQUEST_ID", "req-happy"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -293,7 +294,7 @@ async fn same_message_received_three_times_from_sqs_makes_one_pipeline() {
             m.body.as_deref().unwrap(),
             count,
         )]);
-        let resp = chatops_adapters::lambda::dispatch_batch(&h.dispatcher, event).await;
+        let resp = chatops_adapters::lambda::dispatch_batch(&h.dispatcher, event, None).await;
         assert!(failures(&resp).is_empty());
     }
     assert_eq!(counts, [1, 2, 3]);
@@ -314,13 +315,14 @@ async fn same_record_thrice_in_one_batch_makes_one_pipeline() {
             sqs_message("m2", &body, 1),
             sqs_message("m3", &body, 1),
         ]),
+        None,
     )
     .await;
     // The copies that lost the claim come back later and find the run done.
     let retried = failures(&resp);
     assert!(retried.len() <= 2, "{retried:?}");
     let again: Vec<SqsMessage> = retried.iter().map(|id| sqs_message(id, &body, 2)).collect();
-    let resp = chatops_adapters::lambda::dispatch_batch(&h.dispatcher, batch(again)).await;
+    let resp = chatops_adapters::lambda::dispatch_batch(&h.dispatcher, batch(again), None).await;
     assert!(failures(&resp).is_empty());
     assert_eq!(h.gitlab.state().pipelines().len(), 1);
     assert_eq!(h.slack.transcript().len(), 1);
@@ -601,6 +603,7 @@ async fn server_errors_forever_are_retried_then_the_user_is_told() {
         let resp = chatops_adapters::lambda::dispatch_batch(
             &h.dispatcher,
             batch(vec![sqs_message("m-500", &body, n)]),
+            None,
         )
         .await;
         assert_eq!(failures(&resp), ["m-500"], "attempt {n} goes back to SQS");
@@ -609,6 +612,7 @@ async fn server_errors_forever_are_retried_then_the_user_is_told() {
     let resp = chatops_adapters::lambda::dispatch_batch(
         &h.dispatcher,
         batch(vec![sqs_message("m-500", &body, MAX_ATTEMPTS)]),
+        None,
     )
     .await;
     assert!(
@@ -636,6 +640,7 @@ async fn a_bad_record_never_fails_its_neighbours() {
             sqs_message("future", &future.to_string(), 1),
             sqs_message("good", &serde_json::to_string(&good).unwrap(), 1),
         ]),
+        None,
     )
     .await;
     assert!(failures(&resp).is_empty());
@@ -757,7 +762,7 @@ async fn sample_sqs_event_dispatches() {
         },
         clock,
     };
-    let resp = chatops_adapters::lambda::dispatch_batch(&d, event).await;
+    let resp = chatops_adapters::lambda::dispatch_batch(&d, event, None).await;
     assert!(resp.batch_item_failures.is_empty());
     let created = gl.created_pipelines();
     assert_eq!(created.len(), 1);
@@ -813,7 +818,7 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
         },
         clock,
     };
-    let resp = chatops_adapters::lambda::dispatch_batch(&d, event).await;
+    let resp = chatops_adapters::lambda::dispatch_batch(&d, event, None).await;
     assert!(resp.batch_item_failures.is_empty());
     let created = gl.created_pipelines();
     assert_eq!(created.len(), 1);

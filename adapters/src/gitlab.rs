@@ -451,6 +451,44 @@ impl GitLab for GitLabClient {
         read_json(resp).await
     }
 
+    async fn find_pipeline(
+        &self,
+        project: ProjectId,
+        git_ref: &str,
+        since: u64,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<Pipeline>, GitLabError> {
+        #[derive(Deserialize)]
+        struct Variable {
+            key: String,
+            value: String,
+        }
+        let base = Self::project_path(project);
+        let candidates: Vec<Pipeline> = self
+            .get_json(
+                &format!("{base}/pipelines"),
+                &[
+                    ("source", "api".into()),
+                    ("ref", git_ref.into()),
+                    ("updated_after", chatops_core::clock::iso8601(since)),
+                    ("order_by", "id".into()),
+                    ("sort", "desc".into()),
+                    ("per_page", "20".into()),
+                ],
+            )
+            .await?;
+        for p in candidates {
+            let vars: Vec<Variable> = self
+                .get_json(&format!("{base}/pipelines/{}/variables", p.id.0), &[])
+                .await?;
+            if vars.iter().any(|v| v.key == key && v.value == value) {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
     async fn pipeline(
         &self,
         project: ProjectId,

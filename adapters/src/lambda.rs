@@ -8,6 +8,7 @@ use chatops_core::completion::Completion;
 use chatops_core::dispatcher::{Delivery, Dispatcher};
 use chatops_core::web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 /// Convert a `lambda_http` request (body already base64-decoded by lambda_http).
 pub fn from_lambda(req: lambda_http::Request) -> HttpRequest {
@@ -29,7 +30,13 @@ pub fn to_lambda(resp: HttpResponse) -> lambda_http::Response<lambda_http::Body>
 
 /// An SQS batch: each record on its own, concurrently; the ones to retry are reported as
 /// batch item failures so only they come back (the event source has ReportBatchItemFailures).
-pub async fn dispatch_batch(dispatcher: &Dispatcher, event: SqsEvent) -> SqsBatchResponse {
+/// `deadline` is the invocation's (`Context::deadline`, milliseconds since the epoch): work
+/// stops and releases its claim before Lambda's timeout would cut it at a random point.
+pub async fn dispatch_batch(
+    dispatcher: &Dispatcher,
+    event: SqsEvent,
+    deadline: Option<Instant>,
+) -> SqsBatchResponse {
     let results = futures_util::future::join_all(event.records.iter().map(|m| {
         let receive_count = m
             .attributes
@@ -37,7 +44,7 @@ pub async fn dispatch_batch(dispatcher: &Dispatcher, event: SqsEvent) -> SqsBatc
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
         let id = m.message_id.as_deref().unwrap_or("");
-        dispatcher.handle_delivery(id, m.body.as_deref().unwrap_or(""), receive_count)
+        dispatcher.handle_delivery(id, m.body.as_deref().unwrap_or(""), receive_count, deadline)
     }))
     .await;
     let mut resp = SqsBatchResponse::default();
@@ -49,6 +56,15 @@ pub async fn dispatch_batch(dispatcher: &Dispatcher, event: SqsEvent) -> SqsBatc
         }
     }
     resp
+}
+
+/// The invocation's deadline (Unix milliseconds, from the Lambda context) as an `Instant`.
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
 }
 
 /// What a completion Lambda event is.

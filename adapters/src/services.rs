@@ -160,7 +160,7 @@ pub fn aws_completion(
 
 /// The runs table in DynamoDB.
 pub fn store(sdk: &aws_config::SdkConfig, table: &str) -> DynamoStore {
-    DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table)
+    DynamoStore::new(crate::aws::dynamodb(sdk), table)
 }
 
 /// GitLab's REST API at `url` with `token`.

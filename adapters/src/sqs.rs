@@ -59,8 +59,36 @@ impl RunQueue for SqsQueue {
                 .message_group_id(request.request_id.as_str())
                 .message_deduplication_id(request.request_id.as_str());
         }
-        send.send().await.map(|_| ()).map_err(|e| {
-            QueueError::Unavailable(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-        })
+        send.send().await.map(|_| ()).map_err(classify)
+    }
+}
+
+/// Whether a failed send certainly left nothing in the queue. A timeout, or a connection that
+/// broke after the request went out, or a 5xx, may have queued it; a 4xx answer, or a request
+/// that never left (no connection, construction), did not.
+fn classify(
+    e: aws_sdk_sqs::error::SdkError<
+        aws_sdk_sqs::operation::send_message::SendMessageError,
+        aws_sdk_sqs::config::http::HttpResponse,
+    >,
+) -> QueueError {
+    use aws_sdk_sqs::error::SdkError;
+    let certain = match &e {
+        SdkError::ConstructionFailure(_) => true,
+        SdkError::DispatchFailure(d) => {
+            !d.is_timeout()
+                && d.as_connector_error().is_some_and(|c| {
+                    let s = format!("{c:?}").to_ascii_lowercase();
+                    s.contains("connect") || s.contains("refused")
+                })
+        }
+        SdkError::ServiceError(s) => s.raw().status().is_client_error(),
+        _ => false,
+    };
+    let text = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
+    if certain {
+        QueueError::Unavailable(text)
+    } else {
+        QueueError::Unconfirmed(text)
     }
 }

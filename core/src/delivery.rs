@@ -8,7 +8,7 @@
 //! (429 `Retry-After`) are waited out when short (`MAX_RATE_LIMIT_WAIT_SECS`), a bounded
 //! number of times; longer ones fail the delivery so the caller can try again later.
 
-use crate::chat::{ChatApi, ChatError, OutgoingMessage};
+use crate::chat::{ChatApi, ChatError, OutgoingMessage, Visibility};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
 use crate::ids::ChannelId;
@@ -177,6 +177,30 @@ impl Deliverer {
         Ok(route)
     }
 
+    /// Deliver without the run store (it may be the thing that is down): `response_url` while
+    /// it is young enough, uncounted (the last word on a run whose record cannot be written),
+    /// else the channel. Used only when the store failed, so the person still hears why.
+    pub async fn deliver_unrecorded(
+        &self,
+        request: &RunRequest,
+        msg: &OutgoingMessage,
+    ) -> Result<Route, DeliveryError> {
+        let api = self.api(request.platform);
+        let age = self.clock.now().saturating_sub(request.received_at);
+        if !request.response_url.is_empty() && age < RESPONSE_URL_MAX_AGE_SECS {
+            match with_rate_limit("response_url", || api.respond(&request.response_url, msg)).await
+            {
+                Ok(()) => return Ok(Route::ResponseUrl),
+                Err(e) => tracing::warn!(
+                    request_id = %request.request_id,
+                    error = %e,
+                    "response_url refused the message; posting to the channel instead"
+                ),
+            }
+        }
+        Ok(self.post_to_channel(api, request, msg).await?.0)
+    }
+
     async fn post_to_channel(
         &self,
         api: &dyn ChatApi,
@@ -184,6 +208,13 @@ impl Deliverer {
         msg: &OutgoingMessage,
     ) -> Result<(Route, ChannelId), DeliveryError> {
         let channel = &request.channel_id;
+        if msg.visibility == Visibility::Ephemeral {
+            // Only the person may see it: without response_url that is a direct message, never
+            // a post everyone in the channel reads.
+            let dm = api.open_dm(&request.user_id).await?;
+            with_rate_limit("dm", || api.post_message(&dm, msg)).await?;
+            return Ok((Route::DirectMessage, dm));
+        }
         match with_rate_limit("post", || api.post_message(channel, msg)).await {
             Ok(()) => Ok((Route::Channel, channel.clone())),
             Err(ChatError::ChannelUnavailable(reason)) => {

@@ -26,13 +26,29 @@ use crate::run::{RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION
 use crate::secret::Secret;
 use crate::store::{DispatchClaim, RunStore, StoreError};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Receives of one message before the user is told it could not be scheduled. Matches the
 /// queue's redrive `maxReceiveCount`, so a message reaches the DLQ only after the user knows.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// How long one dispatcher owns a claimed request (longer than the function's timeout).
 pub const LEASE_SECS: u64 = 120;
+/// The time one attempt may take when the transport gives no deadline (local mode, tests):
+/// the function's 30 s timeout less a margin.
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(25);
+/// Kept free at the end of an attempt: releasing the lease (one store write, bounded by the
+/// AWS client's own timeouts) and answering the invocation.
+pub const FINISH_MARGIN: Duration = Duration::from_secs(3);
+/// A pipeline is only created when at least this much time is left: the create is never cut
+/// in the middle (its outcome would be unknown), and the run must be recorded after it.
+pub const CREATE_NEEDS: Duration = Duration::from_secs(15);
+/// The pipeline variable that carries the request id, so a retry finds the pipeline an
+/// earlier attempt created (when that attempt died or timed out on the create's answer).
+pub const REQUEST_ID_VARIABLE: &str = "CHATOPS_REQUEST_ID";
+/// How far before the request a found pipeline may have been updated (clock skew).
+const FIND_SLACK_SECS: u64 = 300;
 
 /// The dispatcher's configuration, read once at cold start.
 #[derive(Debug, Clone)]
@@ -129,6 +145,8 @@ pub enum RetryReason {
     Busy(RequestId),
     #[error("the person could not be told")]
     Undelivered(#[from] DeliveryError),
+    #[error("the invocation's deadline is near; the message goes back to the queue")]
+    Deadline,
 }
 
 /// Why a message can never be processed.
@@ -149,6 +167,29 @@ pub enum BadMessage {
 impl From<StoreError> for DispatchError {
     fn from(e: StoreError) -> Self {
         DispatchError::Retryable(e.into())
+    }
+}
+
+/// What one attempt has: which receive this is, and when it must be done.
+struct Attempt {
+    receive_count: u32,
+    deadline: Instant,
+}
+
+impl Attempt {
+    /// Time left before the margin kept for releasing and answering.
+    fn remaining(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(FINISH_MARGIN)
+    }
+
+    /// Run one step, or stop with `Deadline` when it would outlive the attempt.
+    async fn within<T>(&self, step: impl Future<Output = Result<T, Stop>>) -> Result<T, Stop> {
+        match tokio::time::timeout(self.remaining(), step).await {
+            Ok(r) => r,
+            Err(_) => Err(Stop::Retry(RetryReason::Deadline)),
+        }
     }
 }
 
@@ -192,8 +233,10 @@ impl Dispatcher {
         message_id: &str,
         body: &str,
         receive_count: u32,
+        deadline: Option<Instant>,
     ) -> Delivery {
-        match self.handle_message(body, receive_count).await {
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + DEFAULT_BUDGET);
+        match self.handle_attempt(body, receive_count, deadline).await {
             Ok(()) => Delivery::Done,
             Err(e @ DispatchError::Permanent(_)) => {
                 tracing::error!(message_id, error = %chain(&e), "run request dropped");
@@ -206,15 +249,35 @@ impl Dispatcher {
         }
     }
 
-    /// One message body; `receive_count` is SQS's `ApproximateReceiveCount`.
+    /// One message body; `receive_count` is SQS's `ApproximateReceiveCount`. Works within
+    /// [`DEFAULT_BUDGET`].
     pub async fn handle_message(
         &self,
         body: &str,
         receive_count: u32,
     ) -> Result<(), DispatchError> {
+        self.handle_attempt(body, receive_count, Instant::now() + DEFAULT_BUDGET)
+            .await
+    }
+
+    /// One attempt, done (or stopped and released) before `deadline`.
+    pub async fn handle_attempt(
+        &self,
+        body: &str,
+        receive_count: u32,
+        deadline: Instant,
+    ) -> Result<(), DispatchError> {
         let request = parse_request(body)?;
         let now = self.clock.now();
-        let claim = self.store.claim_dispatch(&request, now, LEASE_SECS).await?;
+        let claim = match self.store.claim_dispatch(&request, now, LEASE_SECS).await {
+            Ok(c) => c,
+            Err(e) if receive_count >= MAX_ATTEMPTS => {
+                // The store is down for the whole retry window: the message would go to the
+                // DLQ and the person would never hear. Tell them without the store.
+                return self.last_word(&request, RetryReason::Store(e)).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let rec = match claim {
             DispatchClaim::Claimed(rec) => *rec,
             DispatchClaim::Done(rec) => {
@@ -234,7 +297,11 @@ impl Dispatcher {
             }
         };
         let mut rec = rec;
-        match self.dispatch(&mut rec).await {
+        let attempt = Attempt {
+            receive_count,
+            deadline,
+        };
+        match self.dispatch(&mut rec, &attempt).await {
             Ok(()) => Ok(()),
             Err(Stop::Refuse(notice)) => self.refuse(rec, &notice).await,
             Err(Stop::Retry(reason)) if receive_count >= MAX_ATTEMPTS => {
@@ -247,7 +314,10 @@ impl Dispatcher {
                         attempts: MAX_ATTEMPTS,
                     },
                 );
-                self.refuse(rec, &notice).await
+                match self.refuse(rec.clone(), &notice).await {
+                    Err(DispatchError::Retryable(e)) => self.last_word(&rec.request, e).await,
+                    other => other,
+                }
             }
             Err(Stop::Retry(reason)) => {
                 // Let the redelivery claim it at once instead of waiting for the lease.
@@ -257,6 +327,34 @@ impl Dispatcher {
                     tracing::warn!(error = %e, "could not release the lease");
                 }
                 Err(DispatchError::Retryable(reason))
+            }
+        }
+    }
+
+    /// The last attempt could not record anything: tell the person directly, uncounted, and
+    /// acknowledge the message (an alarm on the dispatcher's errors and logs remain).
+    async fn last_word(
+        &self,
+        request: &RunRequest,
+        reason: RetryReason,
+    ) -> Result<(), DispatchError> {
+        let why = chain(&reason);
+        tracing::error!(request_id = %request.request_id, error = %why, "giving up after {MAX_ATTEMPTS} attempts; telling the person without the run store");
+        let notice = unscheduled(
+            request,
+            Unscheduled::GaveUp {
+                reason: why,
+                attempts: MAX_ATTEMPTS,
+            },
+        );
+        let msg = OutgoingMessage::ephemeral(notice.render(request.platform).as_str());
+        match self.deliverer.deliver_unrecorded(request, &msg).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Nothing more can be done from here: the DLQ keeps the message and its
+                // alarm fires.
+                tracing::error!(request_id = %request.request_id, error = %e, "the person could not be told either");
+                Err(DispatchError::Retryable(e.into()))
             }
         }
     }
@@ -291,24 +389,26 @@ impl Dispatcher {
     }
 
     /// The steps of one dispatch, in order; each returns what the next needs or stops.
-    async fn dispatch(&self, rec: &mut RunRecord) -> Result<(), Stop> {
+    async fn dispatch(&self, rec: &mut RunRecord, at: &Attempt) -> Result<(), Stop> {
         let req = rec.request.clone();
         let link = self.linked_user(&req).await?;
         rec.gitlab_user = Some(link.gitlab_username.clone());
-        let project = self.project(&req).await?;
+        let project = at.within(self.project(&req)).await?;
         rec.project_id = Some(project.id);
         rec.project_path = Some(project.path_with_namespace.clone());
         rec.project_web_url = Some(project.web_url.clone());
-        self.check_access(&req, &link, &project).await?;
+        at.within(self.check_access(&req, &link, &project)).await?;
         let Some(branch) = project.default_branch.clone().filter(|b| !b.is_empty()) else {
             return Err(Stop::Refuse(unscheduled(
                 &req,
                 Unscheduled::NoDefaultBranch,
             )));
         };
-        let pipeline = self.pipeline(rec, &project, &branch).await?;
+        let pipeline = self.pipeline(rec, &project, &branch, at).await?;
         rec.pipeline_url = Some(pipeline.web_url.clone());
-        let job = self.only_our_job(&req, &project, &pipeline).await?;
+        let job = at
+            .within(self.only_our_job(&req, &project, &pipeline))
+            .await?;
         rec.job_id = Some(job.id);
         rec.job_url = Some(job.web_url.clone());
         rec.lease_until = 0;
@@ -365,16 +465,50 @@ impl Dispatcher {
         rec: &mut RunRecord,
         project: &Project,
         branch: &str,
+        at: &Attempt,
     ) -> Result<Pipeline, Stop> {
         let req = rec.request.clone();
         if let Some(id) = rec.pipeline_id {
-            return self
-                .gitlab
-                .pipeline(project.id, id)
-                .await
-                .map_err(|e| gitlab_stop(&req, e));
+            return at
+                .within(async {
+                    self.gitlab
+                        .pipeline(project.id, id)
+                        .await
+                        .map_err(|e| gitlab_stop(&req, e))
+                })
+                .await;
         }
-        self.check_job(&req, project, branch).await?;
+        if at.receive_count > 1 {
+            // An earlier attempt may have created it and died (or timed out on GitLab's
+            // answer) before recording it: look for our request id before creating again.
+            let found = at
+                .within(async {
+                    self.gitlab
+                        .find_pipeline(
+                            project.id,
+                            branch,
+                            req.received_at.saturating_sub(FIND_SLACK_SECS),
+                            REQUEST_ID_VARIABLE,
+                            req.request_id.as_str(),
+                        )
+                        .await
+                        .map_err(|e| gitlab_stop(&req, e))
+                })
+                .await?;
+            if let Some(p) = found {
+                tracing::warn!(request_id = %req.request_id, pipeline = %p.id, "found the pipeline an earlier attempt created");
+                rec.pipeline_id = Some(p.id);
+                rec.pipeline_url = Some(p.web_url.clone());
+                rec.updated_at = self.clock.now();
+                self.save(rec).await?;
+                return Ok(p);
+            }
+        }
+        at.within(self.check_job(&req, project, branch)).await?;
+        if at.remaining() < CREATE_NEEDS {
+            // Never start a create that the deadline could cut: its outcome would be unknown.
+            return Err(Stop::Retry(RetryReason::Deadline));
+        }
         let vars = pipeline_variables(&req);
         let p = self
             .gitlab
@@ -564,6 +698,7 @@ pub fn pipeline_variables(req: &RunRequest) -> Vec<(String, String)> {
         ("CHAT_USER_ID", req.user_id.0.clone()),
         ("CHAT_USER_NAME", req.user_name.clone()),
         ("CHAT_PLATFORM", req.platform.as_str().to_owned()),
+        (REQUEST_ID_VARIABLE, req.request_id.as_str().to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -188,6 +188,18 @@ pub trait GitLab: Send + Sync {
         git_ref: &str,
         variables: &[(String, String)],
     ) -> Result<Pipeline, GitLabError>;
+    /// The newest API pipeline on `git_ref` updated since `since` (Unix seconds) that has the
+    /// variable `key` = `value`: `GET /projects/:id/pipelines?source=api&ref=&updated_after=`
+    /// (newest first, one page), then `GET …/pipelines/:pipeline_id/variables` of each. This
+    /// is how a retried dispatch finds the pipeline an earlier, ambiguous create made.
+    async fn find_pipeline(
+        &self,
+        project: ProjectId,
+        git_ref: &str,
+        since: u64,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<Pipeline>, GitLabError>;
     /// `GET /projects/:id/pipelines/:pipeline_id`
     async fn pipeline(
         &self,

@@ -385,6 +385,12 @@ impl Ingress {
                     Notice::Scheduling { job: request.job }.render(request.platform),
                 ))
             }
+            Err(e @ crate::queue::QueueError::Unconfirmed(_)) => {
+                tracing::warn!(request_id = %request.request_id, error = %e, "the queue did not confirm the run request");
+                answer(&OutgoingMessage::ephemeral(
+                    Notice::QueueUnconfirmed { job: request.job }.render(request.platform),
+                ))
+            }
             Err(e) => {
                 tracing::error!(request_id = %request.request_id, error = %e, "could not queue run request");
                 answer(&OutgoingMessage::ephemeral(

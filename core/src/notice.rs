@@ -77,6 +77,8 @@ pub enum Notice {
     Scheduling { job: String },
     /// The ingress could not queue a run.
     CouldNotQueue { job: String },
+    /// The queue took the request but did not confirm in time: it may run.
+    QueueUnconfirmed { job: String },
     /// The pipeline started.
     Started {
         who: Person,
@@ -136,6 +138,11 @@ impl Notice {
                 .text("Could not schedule job ")
                 .code(job)
                 .text(" right now; please try again in a moment."),
+            Notice::QueueUnconfirmed { job } => Rich::new().text("Job ").code(job).text(
+                " was handed to the queue, which did not confirm in time. If it starts, its \
+                     output will be posted here. If nothing is posted within two minutes it did \
+                     not arrive, and running the command again is safe.",
+            ),
             Notice::Started {
                 who,
                 job,
@@ -394,6 +401,10 @@ mod tests {
             (
                 "could_not_queue",
                 Notice::CouldNotQueue { job: job.clone() },
+            ),
+            (
+                "queue_unconfirmed",
+                Notice::QueueUnconfirmed { job: job.clone() },
             ),
             (
                 "started",

@@ -427,6 +427,26 @@ impl GitLab for FakeGitLab {
         Ok(pipeline)
     }
 
+    async fn find_pipeline(
+        &self,
+        project: ProjectId,
+        git_ref: &str,
+        _since: u64,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<Pipeline>, GitLabError> {
+        let g = self.enter("find_pipeline")?;
+        Ok(g.pipelines
+            .iter()
+            .rev()
+            .find(|c| {
+                c.project == project
+                    && c.git_ref == git_ref
+                    && c.variables.iter().any(|(k, v)| k == key && v == value)
+            })
+            .map(|c| c.pipeline.clone()))
+    }
+
     async fn pipeline(
         &self,
         project: ProjectId,

@@ -11,7 +11,8 @@
 //!   `warnings`, `jobs` with `name`/`stage`/`when`/`only`/`except` as GitLab reports them)
 //! - `POST /projects/:id/pipeline` (JSON `{ref, variables:[{key,value,variable_type}]}`),
 //!   `GET /projects/:id/pipelines/:pid`, `GET …/pipelines/:pid/jobs`, `GET …/bridges`,
-//!   `POST …/pipelines/:pid/cancel`
+//!   `POST …/pipelines/:pid/cancel`, `GET /projects/:id/pipelines` (`source`, `ref`,
+//!   `updated_after`, `sort`), `GET …/pipelines/:pid/variables`
 //! - `GET /projects/:id/jobs/:job_id`, `GET …/jobs/:job_id/trace`, `POST …/jobs/:job_id/play`
 //! - `GET/POST /projects/:id/hooks`, `PUT /projects/:id/hooks/:hook_id`
 //!
@@ -206,6 +207,9 @@ pub enum Fault {
     Status(u16),
     /// Wait this long, then answer normally.
     Delay(Duration),
+    /// Do what was asked (a create creates), then wait this long before answering: the caller
+    /// times out on a request GitLab carried out.
+    AcceptThenDelay(Duration),
 }
 
 struct PendingFault {
@@ -391,27 +395,7 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Unix seconds as GitLab's ISO 8601 (`2024-01-02T03:04:05.000Z`).
-pub fn iso8601(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
+pub use chatops_core::clock::{iso8601, parse_iso8601};
 
 fn status_str(s: Status) -> String {
     serde_json::to_value(s)
@@ -892,6 +876,11 @@ impl StandinHandle {
                 tokio::time::sleep(d).await;
                 self.route(&method, &path, &query, &headers, &body)
             }
+            Some(Fault::AcceptThenDelay(d)) => {
+                let resp = self.route(&method, &path, &query, &headers, &body);
+                tokio::time::sleep(d).await;
+                resp
+            }
             None => self.route(&method, &path, &query, &headers, &body),
         };
         self.rate_limit_headers(resp.headers_mut());
@@ -1012,6 +1001,37 @@ impl StandinHandle {
                 })
             }
             ("POST", ["projects", id, "pipeline"]) => self.create_pipeline(id, body),
+            ("GET", ["projects", id, "pipelines"]) => self.with_project(id, |g, p| {
+                let source_ok = q.get("source").is_none_or(|s| s == "api");
+                let since = q.get("updated_after").map(|s| parse_iso8601(s));
+                if let Some(None) = since {
+                    return message(400, "400 Bad request - updated_after is invalid");
+                }
+                let since = since.flatten().unwrap_or(0);
+                let mut list: Vec<&StandinPipeline> = g
+                    .pipelines
+                    .iter()
+                    .filter(|x| x.project == p.id && source_ok)
+                    .filter(|x| q.get("ref").is_none_or(|r| *r == x.git_ref))
+                    .filter(|x| x.created_at >= since)
+                    .collect();
+                list.sort_by_key(|x| x.id);
+                if q.get("sort").is_none_or(|s| s == "desc") {
+                    list.reverse();
+                }
+                let items = list.into_iter().map(|x| pipeline_json(g, x)).collect();
+                paginate(&g.base_url, path, &q, items)
+            }),
+            ("GET", ["projects", id, "pipelines", pid, "variables"]) => {
+                self.with_pipeline(id, pid, |_, pipe| {
+                    let vars: Vec<Value> = pipe
+                        .variables
+                        .iter()
+                        .map(|(k, v)| json!({"key": k, "value": v, "variable_type": "env_var"}))
+                        .collect();
+                    axum::Json(vars).into_response()
+                })
+            }
             ("GET", ["projects", id, "pipelines", pid]) => {
                 self.with_pipeline(id, pid, |g, pipe| {
                     axum::Json(pipeline_json(g, pipe)).into_response()

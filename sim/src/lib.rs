@@ -6,10 +6,12 @@
 //! - `slack`: an HTTP stand-in for `response_url` and Slack's Web API, with its limits;
 //! - `runner`: reads a project's `.gitlab-ci.yml`, decides which jobs an API pipeline holds,
 //!   and runs them in bash, writing logs in the runner's format;
+//! - `faults`: a fault-injecting HTTP proxy (slow, hanging, failing AWS or GitLab);
 //! - `fake_gitlab`, `doubles`: in-memory doubles of core ports for fast tests.
 
 pub mod doubles;
 pub mod fake_gitlab;
+pub mod faults;
 pub mod gitlab;
 pub mod runner;
 pub mod slack;

@@ -9,8 +9,14 @@ pub use memory::MemoryQueue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// The queue did not take the request: certain (refused, unreachable, not sent).
     #[error("run queue unavailable: {0}")]
     Unavailable(String),
+    /// The request was sent but no answer came in time: it may or may not be queued. The
+    /// person must not be told it failed (it may run); a repeat is absorbed downstream,
+    /// where the dispatcher deduplicates on the request id.
+    #[error("run queue did not confirm in time: {0}")]
+    Unconfirmed(String),
     #[error("run request could not be encoded: {0}")]
     Encode(String),
 }

@@ -4,7 +4,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chatops_adapters::aws::{sdk_config, SsmSecrets};
-use chatops_adapters::lambda::dispatch_batch;
+use chatops_adapters::lambda::{deadline_from_epoch_ms, dispatch_batch};
 use chatops_adapters::services::aws_dispatcher;
 use chatops_core::config::Env;
 use chatops_core::dispatcher::DispatcherConfig;
@@ -24,7 +24,10 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let dispatcher = Arc::clone(&dispatcher);
         async move {
-            Ok::<SqsBatchResponse, Error>(dispatch_batch(&dispatcher, event.payload).await)
+            let deadline = deadline_from_epoch_ms(event.context.deadline);
+            Ok::<SqsBatchResponse, Error>(
+                dispatch_batch(&dispatcher, event.payload, Some(deadline)).await,
+            )
         }
     }))
     .await
