@@ -303,7 +303,7 @@ impl DemoWorld {
             let answered = cmds
                 .iter()
                 .all(|c| c.status != 200 || !self.posts_for(c).is_empty() || is_final_answer(c));
-            let runs_settled = match self.local.store.open_runs(u64::MAX).await {
+            let runs_settled = match self.local.store.due_runs(u64::MAX, 1000).await {
                 Ok(runs) => runs
                     .iter()
                     .all(|r| r.status == chatops_core::run::RunStatus::WaitingManual),

@@ -14,13 +14,15 @@ use chatops_core::chat::OutgoingMessage;
 use chatops_core::clock::Clock;
 use chatops_core::completion::{Completion, CompletionConfig, SweepReport};
 use chatops_core::delivery::{ChatSettings, Deliverer, Route};
+use chatops_core::dispatcher::REQUEST_ID_VARIABLE;
+use chatops_core::finish::RETRY_SOON_SECS;
 use chatops_core::gitlab::{GitLab, Status};
 use chatops_core::ids::{JobId, ProjectId};
 use chatops_core::run::{RunRecord, RunStatus};
 use chatops_core::secret::Secret;
 use chatops_core::store::RunStore;
 use chatops_core::web::HttpRequest;
-use chatops_sim::gitlab::{GitLabStandin, StandinCiJob};
+use chatops_sim::gitlab::{Fault, GitLabStandin, StandinCiJob};
 use chatops_sim::slack::{SlackStandIn, Via};
 use chatops_sim::ManualClock;
 use serde_json::{json, Value};
@@ -73,7 +75,20 @@ async fn harness(opts: Opts) -> H {
     }
     st.set_ci_jobs(PROJECT, vec![job]);
     let client = GitLabClient::new(&gl.url(), Secret::new(gl.token())).unwrap();
-    let vars = vec![("CHATOPS_JOB".to_string(), "deploy".to_string())];
+    let request = support::run_request(
+        &support::unique_name("req"),
+        "deploy",
+        "production",
+        &slack.response_url("T1"),
+        T0,
+    );
+    let vars = vec![
+        ("CHATOPS_JOB".to_string(), "deploy".to_string()),
+        (
+            REQUEST_ID_VARIABLE.to_string(),
+            request.request_id.as_str().to_string(),
+        ),
+    ];
     let pipeline = client
         .create_pipeline(ProjectId(PROJECT), "main", &vars)
         .await
@@ -90,13 +105,6 @@ async fn harness(opts: Opts) -> H {
     DynamoStore::create_table(&dynamo, &table).await.unwrap();
     let store = Arc::new(DynamoStore::new(dynamo, table.clone()));
 
-    let request = support::run_request(
-        &support::unique_name("req"),
-        "deploy",
-        "production",
-        &slack.response_url("T1"),
-        T0,
-    );
     let mut run = RunRecord::claimed(request, T0, 60);
     run.status = if opts.manual {
         RunStatus::WaitingManual
@@ -107,6 +115,8 @@ async fn harness(opts: Opts) -> H {
     run.pipeline_id = Some(pipeline.id);
     run.job_id = Some(jobs[0].id);
     run.job_url = Some(jobs[0].web_url.clone());
+    // As the dispatcher leaves it: the sweep first looks after 5 minutes.
+    run.due_at = T0 + 300;
     store.save_run(&run).await.unwrap();
 
     let token = opts.bot_token.then(|| Secret::new(BOT_TOKEN));
@@ -120,7 +130,6 @@ async fn harness(opts: Opts) -> H {
             slack_api_url: slack.api_url(),
             ..ChatSettings::default()
         },
-        sweep_after_secs: 300,
         log_retry_delay: Duration::ZERO,
         log_retries: 2,
     };
@@ -175,11 +184,23 @@ impl H {
         let mut v: Value = serde_json::from_str(PIPELINE_FIXTURE).unwrap();
         v["object_attributes"]["id"] = json!(self.run.pipeline_id.unwrap().0);
         v["object_attributes"]["status"] = json!(status);
+        v["object_attributes"]["source"] = json!("api");
+        v["object_attributes"]["variables"] = json!([
+            {"key": "CHATOPS_JOB", "value": "deploy"},
+            {"key": REQUEST_ID_VARIABLE, "value": self.run.request.request_id.as_str()},
+        ]);
         v["project"]["id"] = json!(PROJECT);
+        v["project"]["web_url"] = json!(format!("{}/group/proj", self.gl.url()));
         let mut build = v["builds"][1].clone();
         build["id"] = json!(self.job());
         build["name"] = json!("deploy");
         build["status"] = json!(status);
+        build["duration"] = json!(17.0);
+        build["failure_reason"] = if status == "failed" {
+            json!("script_failure")
+        } else {
+            Value::Null
+        };
         v["builds"] = json!([build]);
         v
     }
@@ -265,7 +286,9 @@ async fn success_reply_goes_to_the_response_url() {
         Status::Success,
         succeeded(runner_log(&[("echo \"Hello World.\"", "Hello World.")])),
     );
-    let (status, body) = h.send("Job Hook", &h.job_hook("success"), "k1").await;
+    let (status, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "k1")
+        .await;
     assert_eq!(
         (status, body["result"].as_str()),
         (200, Some("replied")),
@@ -338,7 +361,9 @@ async fn failure_says_why_with_the_last_lines() {
 async fn cancelled_is_said_as_cancelled() {
     let h = harness(Opts::default()).await;
     h.finish(Status::Canceled, runner_log(&[("sleep 600", "")]));
-    let (_, body) = h.send("Job Hook", &h.job_hook("canceled"), "c1").await;
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("canceled"), "c1")
+        .await;
     assert_eq!(body["result"], "replied", "{body}");
     assert!(posted_text(&h).contains("`deploy` was cancelled"));
 }
@@ -347,7 +372,9 @@ async fn cancelled_is_said_as_cancelled() {
 async fn empty_output_says_succeeded_with_no_output() {
     let h = harness(Opts::default()).await;
     h.finish(Status::Success, succeeded(runner_log(&[("true", "")])));
-    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "e1").await;
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "e1")
+        .await;
     assert_eq!(body["result"], "replied", "{body}");
     let text = posted_text(&h);
     assert!(
@@ -365,7 +392,9 @@ async fn huge_output_is_shortened_and_uploaded_as_a_file() {
         Status::Success,
         succeeded(runner_log(&[("./report", &out)])),
     );
-    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "h1").await;
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "h1")
+        .await;
     assert_eq!(body["result"], "replied", "{body}");
     let t = h.slack.transcript();
     assert_eq!(t.len(), 2, "{}", posted_text(&h));
@@ -398,7 +427,8 @@ async fn huge_output_without_bot_token_links_the_log() {
         Status::Success,
         succeeded(runner_log(&[("./report", &out)])),
     );
-    h.send("Job Hook", &h.job_hook("success"), "h2").await;
+    h.send("Pipeline Hook", &h.pipeline_hook("success"), "h2")
+        .await;
     let t = h.slack.transcript();
     assert_eq!(t.len(), 1);
     assert!(posted_text(&h).contains("Full output in the log: job #"));
@@ -411,9 +441,22 @@ async fn no_reply_section_is_concluded_after_retries_with_the_link() {
         Status::Success,
         b"\x1b[32;1mJob succeeded\x1b[0;m\n".to_vec(),
     );
-    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "n1").await;
-    assert_eq!(body["result"], "replied", "{body}");
-    assert_eq!(h.trace_reads(), 3, "first read and two retries");
+    // The webhook does not wait for a log that may still be incomplete…
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "n1")
+        .await;
+    assert_eq!(body["result"], "deferred", "{body}");
+    assert_eq!(h.trace_reads(), 1);
+    assert!(h.slack.transcript().is_empty());
+    // …the sweep reads it again (twice more) off the webhook path, then concludes.
+    h.clock.advance(RETRY_SOON_SECS);
+    let report = h.c.sweep(h.clock.now()).await;
+    assert_eq!(report.replied, 1, "{report:?}");
+    assert_eq!(
+        h.trace_reads(),
+        4,
+        "webhook, then first read and two retries"
+    );
     let text = posted_text(&h);
     assert!(text.contains("no reply section"), "{text}");
     assert!(text.contains("/-/jobs/"), "{text}");
@@ -434,9 +477,14 @@ async fn a_log_completed_after_the_job_ended_is_waited_for() {
         }
         st.set_trace(job, full);
     });
-    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "l1").await;
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "l1")
+        .await;
     writer.await.unwrap();
-    assert_eq!(body["result"], "replied", "{body}");
+    assert_eq!(body["result"], "deferred", "{body}");
+    h.clock.advance(RETRY_SOON_SECS);
+    let report = h.c.sweep(h.clock.now()).await;
+    assert_eq!(report.replied, 1, "{report:?}");
     let text = posted_text(&h);
     assert!(
         text.contains("late") && !text.contains("no reply section"),
@@ -444,12 +492,84 @@ async fn a_log_completed_after_the_job_ended_is_waited_for() {
     );
 }
 
+/// The webhook is answered well within a second whatever GitLab and Slack do: here the
+/// trace takes 8 s and Slack answers 429. The reply still comes, exactly once, off the
+/// webhook path.
+#[tokio::test]
+async fn a_slow_trace_and_a_rate_limited_slack_do_not_hold_the_webhook() {
+    let h = harness(Opts::default()).await;
+    h.finish(Status::Success, succeeded(runner_log(&[("echo ok", "ok")])));
+    h.gl.state()
+        .fail_next(Fault::Delay(Duration::from_secs(8)), 1, Some("/trace"));
+    let started = std::time::Instant::now();
+    let (status, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "slow")
+        .await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("deferred")),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(1), "the webhook took {took:?}");
+
+    // Slack rate-limits the channel when the sweep gets to it (after 30 minutes the reply
+    // goes through chat.postMessage): the webhook would not wait, the sweep does.
+    h.clock.advance(31 * 60);
+    h.slack.rate_limit_next("C1", 1);
+    let started = std::time::Instant::now();
+    let (_, again) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "slow-2")
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(again["result"], "deferred", "{again}");
+    assert!(h.slack.transcript().is_empty());
+
+    h.clock.advance(RETRY_SOON_SECS);
+    let report = h.c.sweep(h.clock.now()).await;
+    assert_eq!(report.replied, 1, "{report:?}");
+    assert_eq!(h.slack.transcript().len(), 1);
+    assert!(posted_text(&h).contains("ok"));
+    // And never again.
+    h.clock.advance(3600);
+    assert_eq!(h.c.sweep(h.clock.now()).await.replied, 0);
+    let (_, late) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "slow-3")
+        .await;
+    assert_eq!(late["result"], "duplicate");
+    assert_eq!(h.slack.transcript().len(), 1);
+}
+
+/// Job Hooks carry no pipeline variables: they are answered at once, with no I/O.
+#[tokio::test]
+async fn job_events_are_answered_without_any_call() {
+    let h = harness(Opts::default()).await;
+    h.finish(Status::Success, succeeded(runner_log(&[("echo x", "x")])));
+    let before = h.gl.state().requests().len();
+    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "j1").await;
+    assert_eq!(body["result"], "ignored", "{body}");
+    // A pipeline event of a pipeline we did not start, and one not finished: no I/O either.
+    let mut foreign = h.pipeline_hook("success");
+    foreign["object_attributes"]["variables"] = json!([]);
+    let (_, f) = h.send("Pipeline Hook", &foreign, "j2").await;
+    assert_eq!(f["result"], "ignored", "{f}");
+    let (_, r) = h
+        .send("Pipeline Hook", &h.pipeline_hook("running"), "j3")
+        .await;
+    assert_eq!(r["result"], "waiting", "{r}");
+    assert_eq!(h.gl.state().requests().len(), before, "no GitLab call");
+    assert!(h.slack.transcript().is_empty());
+    assert_eq!(h.stored().await.status, RunStatus::Running);
+}
+
 #[tokio::test]
 async fn after_30_minutes_the_reply_goes_through_chat_post_message() {
     let h = harness(Opts::default()).await;
     h.finish(Status::Success, succeeded(runner_log(&[("echo hi", "hi")])));
     h.clock.advance(30 * 60);
-    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "t1").await;
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "t1")
+        .await;
     assert_eq!(body["result"], "replied", "{body}");
     assert_eq!(body["detail"], "Channel");
     let t = h.slack.transcript();
@@ -475,7 +595,9 @@ async fn response_url_is_used_at_most_five_times() {
         assert_eq!(route, Route::ResponseUrl);
     }
     h.finish(Status::Success, succeeded(runner_log(&[("echo hi", "hi")])));
-    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "u1").await;
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "u1")
+        .await;
     assert_eq!(body["detail"], "Channel", "{body}");
     assert_eq!(h.slack.response_url_uses(&h.run.request.response_url), 5);
     assert!(h.slack.refusals().is_empty(), "{:?}", h.slack.refusals());
@@ -495,7 +617,9 @@ async fn a_used_up_response_url_falls_back_to_the_channel() {
             .unwrap();
     }
     h.finish(Status::Success, succeeded(runner_log(&[("echo hi", "hi")])));
-    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "u2").await;
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "u2")
+        .await;
     assert_eq!(body["detail"], "Channel", "{body}");
     assert_eq!(h.slack.refusals()[0].error, "used_url");
 }
@@ -507,15 +631,15 @@ async fn duplicated_webhooks_yield_one_post() {
         Status::Success,
         succeeded(runner_log(&[("echo once", "once")])),
     );
-    let hook = h.job_hook("success");
-    let (_, first) = h.send("Job Hook", &hook, "same-key").await;
-    let (_, again) = h.send("Job Hook", &hook, "same-key").await;
-    let (_, pipeline) = h
-        .send("Pipeline Hook", &h.pipeline_hook("success"), "other")
-        .await;
+    let hook = h.pipeline_hook("success");
+    let (_, first) = h.send("Pipeline Hook", &hook, "same-key").await;
+    let (_, again) = h.send("Pipeline Hook", &hook, "same-key").await;
+    let (_, other) = h.send("Pipeline Hook", &hook, "other").await;
+    let (_, job) = h.send("Job Hook", &h.job_hook("success"), "job").await;
     assert_eq!(first["result"], "replied");
     assert_eq!(again["result"], "duplicate");
-    assert_eq!(pipeline["result"], "ignored");
+    assert_eq!(other["result"], "duplicate");
+    assert_eq!(job["result"], "ignored");
     assert_eq!(h.slack.transcript().len(), 1);
 }
 
@@ -558,15 +682,25 @@ async fn concurrent_webhooks_yield_one_post() {
 async fn out_of_order_events_do_not_reply_early_or_twice() {
     let h = harness(Opts::default()).await;
     h.gl.state().set_job_status(h.job(), Status::Running);
-    // A success event that raced ahead of GitLab's own state: GitLab says running.
-    let (_, early) = h.send("Job Hook", &h.job_hook("success"), "o1").await;
+    // A pipeline still running: nothing is read, nothing posted.
+    let (_, early) = h
+        .send("Pipeline Hook", &h.pipeline_hook("running"), "o1")
+        .await;
     assert_eq!(early["result"], "waiting", "{early}");
     h.finish(Status::Success, succeeded(runner_log(&[("echo x", "x")])));
-    let (_, done) = h.send("Job Hook", &h.job_hook("success"), "o2").await;
+    let (_, done) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "o2")
+        .await;
     assert_eq!(done["result"], "replied", "{done}");
-    // A late "running" event after the reply.
-    let (_, late) = h.send("Job Hook", &h.job_hook("running"), "o3").await;
-    assert_eq!(late["result"], "ignored", "{late}");
+    // A late "running" event after the reply, then a repeated success.
+    let (_, late) = h
+        .send("Pipeline Hook", &h.pipeline_hook("running"), "o3")
+        .await;
+    assert_eq!(late["result"], "waiting", "{late}");
+    let (_, again) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "o4")
+        .await;
+    assert_eq!(again["result"], "duplicate", "{again}");
     assert_eq!(h.slack.transcript().len(), 1);
 }
 
@@ -577,7 +711,9 @@ async fn manual_job_replies_when_played_and_finished() {
         ..Opts::default()
     })
     .await;
-    let (_, waiting) = h.send("Job Hook", &h.job_hook("manual"), "m1").await;
+    let (_, waiting) = h
+        .send("Pipeline Hook", &h.pipeline_hook("manual"), "m1")
+        .await;
     assert_eq!(waiting["result"], "waiting");
     assert_eq!(h.stored().await.status, RunStatus::WaitingManual);
     let report = h.c.sweep(T0 + 3600).await;
@@ -588,7 +724,9 @@ async fn manual_job_replies_when_played_and_finished() {
         succeeded(runner_log(&[("echo played", "played")])),
     );
     h.clock.advance(3600);
-    let (_, done) = h.send("Job Hook", &h.job_hook("success"), "m2").await;
+    let (_, done) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "m2")
+        .await;
     assert_eq!(done["result"], "replied", "{done}");
     assert!(posted_text(&h).contains("played"));
 }
@@ -609,8 +747,10 @@ async fn a_missed_webhook_is_completed_by_the_sweep() {
     assert_eq!(h.stored().await.status, RunStatus::Replied);
     assert_eq!(h.c.sweep(T0 + 900).await.examined, 0);
     // A webhook arriving after the sweep replied changes nothing.
-    let (_, late) = h.send("Job Hook", &h.job_hook("success"), "s1").await;
-    assert_eq!(late["result"], "ignored");
+    let (_, late) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "s1")
+        .await;
+    assert_eq!(late["result"], "duplicate");
     assert_eq!(h.slack.transcript().len(), 1);
 }
 
@@ -659,7 +799,9 @@ async fn bot_not_in_channel_falls_back_to_a_direct_message() {
     h.slack.remove_bot_from("C1");
     h.finish(Status::Success, succeeded(runner_log(&[("echo dm", "dm")])));
     h.clock.advance(31 * 60);
-    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "d1").await;
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "d1")
+        .await;
     assert_eq!(body["detail"], "DirectMessage", "{body}");
     let t = h.slack.transcript();
     assert_eq!(t[0].channel.as_deref(), Some("DU1"));
@@ -670,15 +812,23 @@ async fn bot_not_in_channel_falls_back_to_a_direct_message() {
 #[tokio::test]
 async fn rate_limited_post_is_retried_after_retry_after() {
     let h = harness(Opts::default()).await;
-    h.slack.rate_limit_next("C1", 1);
+    h.slack.rate_limit_next("C1", 2);
     h.finish(
         Status::Success,
         succeeded(runner_log(&[("echo later", "later")])),
     );
     h.clock.advance(31 * 60);
-    let (_, body) = h.send("Job Hook", &h.job_hook("success"), "r1").await;
-    assert_eq!(body["detail"], "Channel", "{body}");
+    // The webhook does not wait out a 429: the reply is given back at once…
+    let (_, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "r1")
+        .await;
+    assert_eq!(body["result"], "deferred", "{body}");
     assert_eq!(h.slack.refusals()[0].status, 429);
+    // …and the sweep, which may wait, delivers it after Retry-After.
+    h.clock.advance(RETRY_SOON_SECS);
+    let report = h.c.sweep(h.clock.now()).await;
+    assert_eq!(report.replied, 1, "{report:?}");
+    assert_eq!(h.slack.refusals().len(), 2);
     assert_eq!(h.slack.transcript().len(), 1);
 }
 
@@ -686,10 +836,12 @@ async fn rate_limited_post_is_retried_after_retry_after() {
 async fn undeliverable_reply_is_left_for_the_sweep_and_not_lost() {
     let h = harness(Opts::default()).await;
     // Slack keeps answering 429 longer than one invocation waits.
-    h.slack.rate_limit_next("C1", 3);
+    h.slack.rate_limit_next("C1", 4);
     h.finish(Status::Success, succeeded(runner_log(&[("echo x", "x")])));
     h.clock.advance(31 * 60);
-    let (status, body) = h.send("Job Hook", &h.job_hook("success"), "z1").await;
+    let (status, body) = h
+        .send("Pipeline Hook", &h.pipeline_hook("success"), "z1")
+        .await;
     assert_eq!(
         (status, body["result"].as_str()),
         (200, Some("deferred")),
@@ -698,11 +850,16 @@ async fn undeliverable_reply_is_left_for_the_sweep_and_not_lost() {
     let stored = h.stored().await;
     assert_eq!(stored.status, RunStatus::Running);
     assert_eq!(stored.replied_at, None);
+    assert_eq!(
+        stored.reply_lease_until, 0,
+        "the reply was given back, not held"
+    );
     assert!(h.slack.transcript().is_empty());
-    // Within the lease nobody else delivers; after it the sweep does, once.
-    let now = h.clock.now();
-    assert_eq!(h.c.sweep(now).await.busy, 1);
-    h.clock.advance(121);
+    // The sweep tries soon (not after a 120 s lease): still limited, given back again.
+    h.clock.advance(RETRY_SOON_SECS);
+    let report = h.c.sweep(h.clock.now()).await;
+    assert_eq!(report.deferred, 1, "{report:?}");
+    h.clock.advance(RETRY_SOON_SECS * 2);
     let report = h.c.sweep(h.clock.now()).await;
     assert_eq!(report.replied, 1, "{report:?}");
     assert_eq!(h.slack.transcript().len(), 1);
@@ -719,7 +876,8 @@ async fn lambda_events_reach_the_handler_and_the_sweep() {
     let mut event: Value =
         serde_json::from_str(include_str!("../events/gitlab-job-hook.json")).unwrap();
     event["headers"]["x-gitlab-token"] = json!(HOOK_SECRET);
-    event["body"] = json!(h.job_hook("success").to_string());
+    event["headers"]["x-gitlab-event"] = json!("Pipeline Hook");
+    event["body"] = json!(h.pipeline_hook("success").to_string());
     let out = chatops_adapters::lambda::completion_event(&h.c, event)
         .await
         .unwrap();

@@ -85,6 +85,7 @@ async fn harness() -> Harness {
             slack_api_url: slack.api_url(),
             ..ChatSettings::default()
         },
+        first_check_secs: 300,
     };
     let client =
         GitLabClient::with_policy(&gitlab.url(), Secret::new(gitlab.token()), fast_policy())
@@ -485,7 +486,7 @@ async fn manual_job_waits_and_the_user_is_told() {
         text.contains(&format!("/group/proj/-/jobs/{}", job.id)),
         "{text}"
     );
-    let open = h.store.open_runs(u64::MAX).await.unwrap();
+    let open = h.store.due_runs(u64::MAX, 1000).await.unwrap();
     assert!(open.iter().any(|r| r.request.request_id == req.request_id));
 }
 
@@ -751,6 +752,7 @@ async fn sample_sqs_event_dispatches() {
             channel_projects: HashMap::new(),
             runs_table: "unused".into(),
             chat: ChatSettings::default(),
+            first_check_secs: 300,
         },
         gitlab: gl.clone(),
         store: store.clone(),
@@ -807,6 +809,7 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
             channel_projects: HashMap::new(),
             runs_table: "unused".into(),
             chat: ChatSettings::default(),
+            first_check_secs: 300,
         },
         gitlab: gl.clone(),
         store: store.clone(),

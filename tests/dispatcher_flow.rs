@@ -24,6 +24,7 @@ fn config() -> DispatcherConfig {
         channel_projects: HashMap::new(),
         runs_table: "runs".into(),
         chat: ChatSettings::default(),
+        first_check_secs: 300,
     }
 }
 

@@ -99,6 +99,7 @@ async fn world() -> World {
             slack_api_url: slack.api_url(),
             ..ChatSettings::default()
         },
+        first_check_secs: 300,
     };
     let dispatcher = Dispatcher {
         gitlab: Arc::new(

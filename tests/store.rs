@@ -6,7 +6,7 @@ mod support;
 use chatops_adapters::dynamo::DynamoStore;
 use chatops_core::ids::{ChatUserId, PipelineId, RequestId, TeamId};
 use chatops_core::run::{RunRecord, RunRequest, RunStatus, UserLink};
-use chatops_core::store::{DispatchClaim, RunStore};
+use chatops_core::store::{DispatchClaim, ReplyClaim, RunStore};
 use std::sync::Arc;
 
 async fn store() -> DynamoStore {
@@ -89,7 +89,7 @@ async fn expired_record_is_claimed_fresh() {
 }
 
 #[tokio::test]
-async fn claim_reply_exactly_once_under_concurrency() {
+async fn one_reply_under_concurrency_in_one_write_each() {
     let st = Arc::new(store().await);
     let req = request("r-reply");
     let DispatchClaim::Claimed(rec) = st.claim_dispatch(&req, 1_000, 60).await.unwrap() else {
@@ -100,32 +100,103 @@ async fn claim_reply_exactly_once_under_concurrency() {
     rec.pipeline_id = Some(PipelineId(5));
     st.save_run(&rec).await.unwrap();
 
+    // Ten webhooks or sweeps at once: exactly one takes the reply, with a response_url use.
     let mut tasks = Vec::new();
-    for i in 0..10 {
+    for _ in 0..10 {
         let st = st.clone();
         let id = req.request_id.clone();
         tasks.push(tokio::spawn(async move {
-            st.claim_reply(&id, 2_000 + i).await.unwrap()
+            st.begin_reply(&id, 2_000, 120, Some(5)).await.unwrap()
         }));
     }
-    let mut wins = 0;
+    let mut claims = Vec::new();
     for t in tasks {
-        if t.await.unwrap() {
-            wins += 1;
-        }
+        claims.push(t.await.unwrap());
     }
-    assert_eq!(wins, 1);
+    let wins: Vec<_> = claims
+        .iter()
+        .filter(|c| matches!(c, ReplyClaim::Claimed { .. }))
+        .collect();
+    assert_eq!(wins, [&ReplyClaim::Claimed { response_url: true }]);
+    assert_eq!(claims.iter().filter(|c| **c == ReplyClaim::Busy).count(), 9);
+    let stored = st.get_run(&req.request_id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.response_url_uses, 1,
+        "the use was taken in the same write"
+    );
+    assert!(stored.reply_lease_until > 2_000);
+
+    // A failed delivery gives it back; the next one takes it again.
+    st.release_reply(&req.request_id, 2_030).await.unwrap();
+    assert!(matches!(
+        st.begin_reply(&req.request_id, 2_001, 120, Some(5))
+            .await
+            .unwrap(),
+        ReplyClaim::Claimed { .. }
+    ));
+    assert!(st.finish_reply(&req.request_id, 2_002).await.unwrap());
+    assert!(!st.finish_reply(&req.request_id, 2_003).await.unwrap());
     let stored = st.get_run(&req.request_id).await.unwrap().unwrap();
     assert_eq!(stored.status, RunStatus::Replied);
-    assert!(stored.replied_at.is_some());
-    // A later save by a slow owner must not clear the claim.
-    st.save_run(&rec).await.unwrap();
-    assert!(!st.claim_reply(&req.request_id, 3_000).await.unwrap());
+    // A later save by a slow owner must not reopen it.
+    let saved = st.save_run(&rec).await.unwrap();
+    assert_eq!(saved.status, RunStatus::Replied);
+    assert_eq!(
+        st.begin_reply(&req.request_id, 9_000, 120, Some(5))
+            .await
+            .unwrap(),
+        ReplyClaim::Done
+    );
     // Unknown runs cannot be claimed.
-    assert!(!st
-        .claim_reply(&RequestId::new("nope"), 3_000)
-        .await
-        .unwrap());
+    assert_eq!(
+        st.begin_reply(&RequestId::new("nope"), 3_000, 120, None)
+            .await
+            .unwrap(),
+        ReplyClaim::Done
+    );
+}
+
+#[tokio::test]
+async fn spent_response_url_still_claims_the_reply_without_it() {
+    let st = store().await;
+    let req = request("r-spent");
+    let DispatchClaim::Claimed(rec) = st.claim_dispatch(&req, 1_000, 60).await.unwrap() else {
+        panic!()
+    };
+    let mut rec = *rec;
+    rec.status = RunStatus::Running;
+    st.save_run(&rec).await.unwrap();
+    for _ in 0..5 {
+        st.take_response_url_use(&req.request_id, 5).await.unwrap();
+    }
+    assert_eq!(
+        st.begin_reply(&req.request_id, 2_000, 120, Some(5))
+            .await
+            .unwrap(),
+        ReplyClaim::Claimed {
+            response_url: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn an_early_hook_is_marked_only_while_dispatching() {
+    let st = store().await;
+    let req = request("r-early");
+    let DispatchClaim::Claimed(rec) = st.claim_dispatch(&req, 1_000, 60).await.unwrap() else {
+        panic!()
+    };
+    let marked = st.mark_early_hook(&req.request_id, 1_001).await.unwrap();
+    assert_eq!(marked.and_then(|r| r.early_hook_at), Some(1_001));
+    // The dispatcher's save reads the mark back.
+    let mut rec = *rec;
+    rec.status = RunStatus::Running;
+    let stored = st.save_run(&rec).await.unwrap();
+    assert_eq!(stored.early_hook_at, Some(1_001));
+    assert_eq!(
+        st.mark_early_hook(&req.request_id, 1_002).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -162,16 +233,6 @@ async fn response_url_uses_stop_at_five_and_survive_saves() {
 }
 
 #[tokio::test]
-async fn first_delivery_once_until_expiry() {
-    let st = store().await;
-    assert!(st.first_delivery("key-1", 1_000, 3_600).await.unwrap());
-    assert!(!st.first_delivery("key-1", 1_001, 3_600).await.unwrap());
-    assert!(st.first_delivery("key-2", 1_001, 3_600).await.unwrap());
-    // moto never expires TTL items; the condition compares expires_at itself.
-    assert!(st.first_delivery("key-1", 4_601, 3_600).await.unwrap());
-}
-
-#[tokio::test]
 async fn users_link_unlink_list() {
     let st = store().await;
     let link = |team: &str, user: &str, gl: &str| UserLink {
@@ -191,11 +252,10 @@ async fn users_link_unlink_list() {
             .gitlab_username,
         "alice2"
     );
-    // Runs and deliveries in the same table are not users.
+    // Runs in the same table are not users.
     st.claim_dispatch(&request("r-users"), 1_000, 60)
         .await
         .unwrap();
-    st.first_delivery("d", 1_000, 60).await.unwrap();
     let all = st.list_users().await.unwrap();
     assert_eq!(
         all.iter()
@@ -209,7 +269,7 @@ async fn users_link_unlink_list() {
 }
 
 #[tokio::test]
-async fn open_runs_and_find_by_pipeline_use_the_indexes() {
+async fn due_runs_and_find_by_pipeline_use_the_indexes() {
     let st = store().await;
     let mut saved: Vec<RunRecord> = Vec::new();
     for (i, status) in [
@@ -229,27 +289,46 @@ async fn open_runs_and_find_by_pipeline_use_the_indexes() {
         rec.status = status;
         rec.pipeline_id = Some(PipelineId(900 + i as u64));
         rec.updated_at = 1_000 + i as u64 * 100;
+        rec.due_at = 1_300 - i as u64 * 100;
         st.save_run(&rec).await.unwrap();
         saved.push(rec);
     }
-    let open = st.open_runs(1_250).await.unwrap();
+    // Due (due_at <= now) open runs, most overdue first; closed ones never.
+    let open = st.due_runs(1_250, 10).await.unwrap();
     let ids: Vec<_> = open
         .iter()
         .map(|r| r.request.request_id.0.as_str())
         .collect();
-    assert_eq!(ids, ["r-open-0", "r-open-1"]);
+    assert_eq!(ids, ["r-open-3", "r-open-1"]);
+    assert_eq!(
+        st.due_runs(10_000, 1).await.unwrap().len(),
+        1,
+        "the limit holds"
+    );
 
-    // Replying closes a run: it leaves the open index.
+    // Replying closes a run: it leaves the open index. A check pushes one back.
+    assert!(matches!(
+        st.begin_reply(&RequestId::new("r-open-3"), 1_400, 60, None)
+            .await
+            .unwrap(),
+        ReplyClaim::Claimed { .. }
+    ));
     assert!(st
-        .claim_reply(&RequestId::new("r-open-0"), 1_400)
+        .finish_reply(&RequestId::new("r-open-3"), 1_400)
         .await
         .unwrap());
-    let open = st.open_runs(10_000).await.unwrap();
+    st.schedule_check(&RequestId::new("r-open-1"), 5_000, 1)
+        .await
+        .unwrap();
+    let open = st.due_runs(4_999, 10).await.unwrap();
     let ids: Vec<_> = open
         .iter()
         .map(|r| r.request.request_id.0.as_str())
         .collect();
-    assert_eq!(ids, ["r-open-1", "r-open-3"]);
+    assert_eq!(ids, ["r-open-0"]);
+    let later = st.due_runs(5_000, 10).await.unwrap();
+    assert_eq!(later.len(), 2);
+    assert_eq!(later[1].checks, 1);
 
     let found = st.find_by_pipeline(PipelineId(902)).await.unwrap().unwrap();
     assert_eq!(found.request.request_id.0, "r-open-2");

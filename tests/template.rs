@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{
 use chatops_adapters::dynamo::DynamoStore;
 use chatops_core::ids::{ChatUserId, PipelineId, TeamId};
 use chatops_core::run::{RunRequest, RunStatus};
-use chatops_core::store::{DispatchClaim, RunStore};
+use chatops_core::store::{DispatchClaim, ReplyClaim, RunStore};
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 
@@ -516,15 +516,22 @@ async fn the_table_built_from_the_template_serves_the_store() {
         .unwrap()
         .expect("by-pipeline index");
     assert_eq!(found.request.request_id, req.request_id);
-    let open = store.open_runs(now + 10).await.unwrap();
+    let open = store.due_runs(now + 10, 100).await.unwrap();
     assert!(
         open.iter().any(|r| r.request.request_id == req.request_id),
         "open-runs index"
     );
 
-    assert!(store.claim_reply(&req.request_id, now + 20).await.unwrap());
-    assert!(!store.claim_reply(&req.request_id, now + 21).await.unwrap());
-    let open = store.open_runs(now + 30).await.unwrap();
+    assert_eq!(
+        store
+            .begin_reply(&req.request_id, now + 20, 60, Some(5))
+            .await
+            .unwrap(),
+        ReplyClaim::Claimed { response_url: true }
+    );
+    assert!(store.finish_reply(&req.request_id, now + 20).await.unwrap());
+    assert!(!store.finish_reply(&req.request_id, now + 21).await.unwrap());
+    let open = store.due_runs(now + 30, 100).await.unwrap();
     assert!(!open.iter().any(|r| r.request.request_id == req.request_id));
 }
 
@@ -586,6 +593,7 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
             "SlackBotTokenParam" => put_secret("xoxb-template-test".to_owned()).await,
             "SlackApiUrl" => slack.api_url(),
             "ConfigVersion" => "1".to_owned(),
+            "SweepAfterSecs" => "300".to_owned(),
             other => panic!("DispatcherFunction.{name} = {other}: teach this test its value"),
         };
         env.set(name, v);
@@ -635,7 +643,7 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
         by_pipeline.map(|r| r.request.request_id),
         Some(req.request_id.clone())
     );
-    let open = store.open_runs(now + 3600).await.unwrap();
+    let open = store.due_runs(now + 3600, 100).await.unwrap();
     assert!(open.iter().any(|r| r.request.request_id == req.request_id));
     let posts = slack
         .wait_for_posts(1, std::time::Duration::from_secs(5))

@@ -8,7 +8,7 @@
 //!   `updated_at` (N), `expires_at` (N), `pipeline_key` (S, the pipeline id, once one exists),
 //!   `open` (S `"1"`, only while the run is owed a reply).
 //! - GSI `by-pipeline`: HASH `pipeline_key`, projection ALL.
-//! - GSI `open-runs`: HASH `open` + RANGE `updated_at`, projection ALL.
+//! - GSI `due-runs`: HASH `open` + RANGE `due_at` (when the sweep looks next), projection ALL.
 //!
 //! The separate attributes are the truth for the fields they hold: `response_url_uses` and
 //! `replied_at` only change through their conditional updates (a `save_run` never lowers or
@@ -23,13 +23,13 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use chatops_core::ids::{ChatUserId, PipelineId, RequestId, TeamId};
 use chatops_core::run::{RunRecord, RunRequest, RunStatus, UserLink};
-use chatops_core::store::{DispatchClaim, RunStore, StoreError};
+use chatops_core::store::{DispatchClaim, ReplyClaim, RunStore, StoreError};
 use std::collections::HashMap;
 
 /// The GSI that finds a run by its pipeline.
 pub const BY_PIPELINE_INDEX: &str = "by-pipeline";
-/// The GSI of runs still owed a reply, by last update.
-pub const OPEN_RUNS_INDEX: &str = "open-runs";
+/// The GSI of runs still owed a reply, by when the sweep should look at them (`due_at`).
+pub const OPEN_RUNS_INDEX: &str = "due-runs";
 /// User links do not expire by themselves; their TTL is set this far ahead.
 const USER_LINK_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
@@ -111,6 +111,16 @@ fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
     if let Some(v) = get_n(item, "replied_at") {
         rec.replied_at = Some(v);
     }
+    if let Some(v) = get_n(item, "due_at") {
+        rec.due_at = v;
+    }
+    if let Some(v) = get_n(item, "checks") {
+        rec.checks = v as u32;
+    }
+    if let Some(v) = get_n(item, "early_hook_at") {
+        rec.early_hook_at = Some(v);
+    }
+    rec.reply_lease_until = get_n(item, "reply_lease_until").unwrap_or(0);
     Ok(rec)
 }
 
@@ -137,6 +147,7 @@ fn run_item(rec: &RunRecord) -> Result<Item, StoreError> {
     if rec.status.is_open() {
         item.insert("open".into(), s("1"));
     }
+    item.insert("due_at".into(), n(rec.due_at));
     Ok(item)
 }
 
@@ -195,7 +206,7 @@ impl DynamoStore {
         let open_runs = GlobalSecondaryIndex::builder()
             .index_name(OPEN_RUNS_INDEX)
             .key_schema(key("open", KeyType::Hash)?)
-            .key_schema(key("updated_at", KeyType::Range)?)
+            .key_schema(key("due_at", KeyType::Range)?)
             .projection(all)
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -206,7 +217,7 @@ impl DynamoStore {
             .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
             .attribute_definitions(attr("pipeline_key", ScalarAttributeType::S)?)
             .attribute_definitions(attr("open", ScalarAttributeType::S)?)
-            .attribute_definitions(attr("updated_at", ScalarAttributeType::N)?)
+            .attribute_definitions(attr("due_at", ScalarAttributeType::N)?)
             .key_schema(key("pk", KeyType::Hash)?)
             .global_secondary_indexes(by_pipeline)
             .global_secondary_indexes(open_runs)
@@ -364,13 +375,14 @@ impl RunStore for DynamoStore {
         }
     }
 
-    async fn save_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+    async fn save_run(&self, run: &RunRecord) -> Result<RunRecord, StoreError> {
         let mut set = vec![
             "#record = :rec",
-            "#status = :status",
+            "#status = if_not_exists(replied_at, :status)",
             "lease_until = :lease",
             "updated_at = :updated",
             "expires_at = :expires",
+            "due_at = :due",
             "response_url_uses = if_not_exists(response_url_uses, :uses)",
         ];
         let mut remove = Vec::new();
@@ -387,7 +399,8 @@ impl RunStore for DynamoStore {
             .expression_attribute_values(":lease", n(run.lease_until))
             .expression_attribute_values(":updated", n(run.updated_at))
             .expression_attribute_values(":expires", n(run.expires_at))
-            .expression_attribute_values(":uses", n(run.response_url_uses as u64));
+            .expression_attribute_values(":uses", n(run.response_url_uses as u64))
+            .expression_attribute_values(":due", n(run.due_at));
         if let Some(r) = run.replied_at {
             set.push("replied_at = if_not_exists(replied_at, :replied)");
             req = req.expression_attribute_values(":replied", n(r));
@@ -409,11 +422,21 @@ impl RunStore for DynamoStore {
         if !remove.is_empty() {
             expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        req.update_expression(expr)
+        let out = req
+            .update_expression(expr)
+            .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(unavailable)?;
-        Ok(())
+        let mut stored = match out.attributes {
+            Some(item) => run_from_item(&item)?,
+            None => run.clone(),
+        };
+        if stored.replied_at.is_some() {
+            // A reply recorded meanwhile wins over the status this save carried.
+            stored.status = RunStatus::Replied;
+        }
+        Ok(stored)
     }
 
     async fn get_run(&self, id: &RequestId) -> Result<Option<RunRecord>, StoreError> {
@@ -438,27 +461,138 @@ impl RunStore for DynamoStore {
         Ok(runs.into_iter().max_by_key(|r| r.updated_at))
     }
 
-    async fn open_runs(&self, updated_before: u64) -> Result<Vec<RunRecord>, StoreError> {
-        let runs = self
-            .query_runs(
-                OPEN_RUNS_INDEX,
-                "#open = :one AND updated_at < :before",
-                vec![(":one", s("1")), (":before", n(updated_before))],
-                vec![("#open", "open")],
-            )
-            .await?;
-        // The index is eventually consistent: drop any run that is no longer open.
-        Ok(runs.into_iter().filter(|r| r.status.is_open()).collect())
+    async fn due_runs(&self, now: u64, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OPEN_RUNS_INDEX)
+            .key_condition_expression("#open = :one AND due_at <= :now")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":one", s("1"))
+            .expression_attribute_values(":now", n(now))
+            .scan_index_forward(true)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for item in page.items() {
+            let rec = run_from_item(item)?;
+            // The index is eventually consistent: drop any run that is no longer open.
+            if rec.status.is_open() && rec.replied_at.is_none() {
+                out.push(rec);
+            }
+        }
+        Ok(out)
     }
 
-    async fn claim_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError> {
+    async fn schedule_check(
+        &self,
+        id: &RequestId,
+        due_at: u64,
+        checks: u32,
+    ) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_key(id)))
+            .update_expression("SET due_at = :due, checks = :checks")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(replied_at)")
+            .expression_attribute_values(":due", n(due_at))
+            .expression_attribute_values(":checks", n(u64::from(checks)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn begin_reply(
+        &self,
+        id: &RequestId,
+        now: u64,
+        lease_secs: u64,
+        response_url: Option<u32>,
+    ) -> Result<ReplyClaim, StoreError> {
+        let open = [RunStatus::Running, RunStatus::WaitingManual];
+        let attempt = |with_url: Option<u32>| {
+            let mut set = "SET reply_lease_until = :lease".to_owned();
+            let mut cond = "attribute_exists(pk) AND attribute_not_exists(replied_at) \
+                 AND #status IN (:running, :waiting) \
+                 AND (attribute_not_exists(reply_lease_until) OR reply_lease_until < :now)"
+                .to_owned();
+            let mut req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_key(id)))
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":lease", n(now + lease_secs))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":running", s(status_str(open[0])))
+                .expression_attribute_values(":waiting", s(status_str(open[1])))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            if let Some(max) = with_url {
+                set.push_str(
+                    ", response_url_uses = if_not_exists(response_url_uses, :zero) + :one",
+                );
+                cond.push_str(
+                    " AND (attribute_not_exists(response_url_uses) OR response_url_uses < :max)",
+                );
+                req = req
+                    .expression_attribute_values(":zero", n(0))
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":max", n(u64::from(max)));
+            }
+            req.update_expression(set).condition_expression(cond)
+        };
+        let old = match attempt(response_url).send().await {
+            Ok(_) => {
+                return Ok(ReplyClaim::Claimed {
+                    response_url: response_url.is_some(),
+                })
+            }
+            Err(e) if is_condition_failed(&e) => old_item(e.into_service_error()),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let Some(old) = old else {
+            return Ok(ReplyClaim::Done);
+        };
+        let cur = run_from_item(&old)?;
+        if cur.replied_at.is_some() || !cur.status.is_open() {
+            return Ok(ReplyClaim::Done);
+        }
+        if cur.reply_lease_until >= now {
+            return Ok(ReplyClaim::Busy);
+        }
+        if response_url.is_none() {
+            return Ok(ReplyClaim::Busy);
+        }
+        // Only the response_url uses were spent: claim without one.
+        match attempt(None).send().await {
+            Ok(_) => Ok(ReplyClaim::Claimed {
+                response_url: false,
+            }),
+            Err(e) if is_condition_failed(&e) => Ok(ReplyClaim::Busy),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn finish_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError> {
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(run_key(id)))
             .update_expression(
-                "SET replied_at = :now, #status = :replied, updated_at = :now REMOVE #open",
+                "SET replied_at = :now, #status = :replied, updated_at = :now \
+                 REMOVE #open, reply_lease_until",
             )
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(replied_at)")
             .expression_attribute_names("#status", "status")
@@ -470,6 +604,49 @@ impl RunStore for DynamoStore {
         match res {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn release_reply(&self, id: &RequestId, due_at: u64) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_key(id)))
+            .update_expression("SET due_at = :due REMOVE reply_lease_until")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(replied_at)")
+            .expression_attribute_values(":due", n(due_at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn mark_early_hook(
+        &self,
+        id: &RequestId,
+        now: u64,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_key(id)))
+            .update_expression("SET early_hook_at = :now")
+            .condition_expression("#status = :dispatching")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":dispatching", s(status_str(RunStatus::Dispatching)))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => out.attributes.map(|item| run_from_item(&item)).transpose(),
+            Err(e) if is_condition_failed(&e) => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -501,25 +678,6 @@ impl RunStore for DynamoStore {
                     .unwrap_or(1) as u32,
             )),
             Err(e) if is_condition_failed(&e) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
-    }
-
-    async fn first_delivery(&self, key: &str, now: u64, ttl_secs: u64) -> Result<bool, StoreError> {
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("delivery#{key}")))
-            .item("expires_at", n(now + ttl_secs))
-            .item("received_at", n(now))
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-            .expression_attribute_values(":now", n(now))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -588,5 +746,13 @@ impl RunStore for DynamoStore {
         }
         out.sort_by(|a, b| (&a.team_id, &a.chat_user_id).cmp(&(&b.team_id, &b.chat_user_id)));
         Ok(out)
+    }
+}
+
+/// The old item a failed conditional `UpdateItem` returned, if any.
+fn old_item(e: aws_sdk_dynamodb::operation::update_item::UpdateItemError) -> Option<Item> {
+    match e {
+        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
+        _ => None,
     }
 }

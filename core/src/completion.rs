@@ -1,44 +1,38 @@
 //! The completion handler and sweep: a GitLab webhook (or the scheduled sweep) becomes exactly
 //! one reply in the channel of the run that started the pipeline.
 //!
-//! Webhooks are only a trigger. Once an event says our job (or its pipeline) reached a final
-//! state, the job is read from GitLab itself, so stale or out-of-order events do no harm; the
-//! log is streamed into the reply extractor and rendered. Duplicate deliveries (same
-//! `Idempotency-Key` / `X-Gitlab-Event-UUID`) stop at `RunStore::first_delivery`; concurrent
-//! events for the same run stop at a short reply lease (one conditional write), and the
-//! delivered reply is recorded with `RunStore::claim_reply`, after which every later event or
-//! sweep leaves the run alone. When delivery fails the run stays open and the sweep tries
-//! again once the lease expires: nothing is lost.
+//! The webhook decides from the authenticated payload before any I/O. A Pipeline Hook carries
+//! the pipeline's variables, so `CHATOPS_REQUEST_ID` names the run (one `GetItem`, no index)
+//! and the build named by `CHATOPS_JOB` says whether the job has ended (no `GET job`). Job
+//! Hooks, foreign pipelines and unfinished jobs are answered at once. The final hook finishes
+//! the run (`finish`): log, render, one conditional write that takes the reply (and its
+//! `response_url` use), post, record. Anything slow (a log without its reply section yet, a
+//! slow trace, a Slack 429) is not waited for: the run is made due soon and the sweep
+//! finishes it. A hook that comes while the run is still being dispatched marks it, and the
+//! dispatcher finishes it right after saving.
 //!
 //! GitLab never retries a webhook and disables hooks that keep failing, so every failure after
-//! authentication answers 200 and leaves the run to the sweep (`sweep`), which looks at runs
-//! still open after `SWEEP_AFTER_SECS` and completes them the same way.
+//! authentication answers 200 and leaves the run to the sweep (`sweep`), which takes the open
+//! runs whose `due_at` has come (most overdue first, a bounded number, within a time budget)
+//! and backs each one off on its own.
 
-use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
-use crate::delivery::{ChatSettings, Deliverer, DeliveryError, Route};
-use crate::gitlab::{GitLab, GitLabError, Job, Status};
-use crate::ids::{JobId, PipelineId, ProjectId};
-use crate::notice::Notice;
-use crate::render::{self, JobReport};
-use crate::reply::{Extraction, Extractor, Outcome};
+use crate::delivery::{ChatSettings, Deliverer};
+use crate::dispatcher::REQUEST_ID_VARIABLE;
+use crate::finish::{next_check, FinishSettings, Finisher, Mode, RETRY_SOON_SECS};
+pub use crate::finish::{Completed, Deferral};
+use crate::gitlab::{GitLab, Job, Status};
+use crate::ids::{JobId, PipelineId, ProjectId, RequestId};
 use crate::report::chain;
-use crate::run::{Platform, RunRecord};
+use crate::run::RunStatus;
 use crate::secret::Secret;
-use crate::store::{RunStore, StoreError};
+use crate::store::RunStore;
 use crate::web::{self, HttpRequest, HttpResponse};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long a webhook delivery key is remembered.
-pub const DELIVERY_TTL_SECS: u64 = 7 * 24 * 3600;
-/// How long one invocation holds the right to deliver a run's reply (well over the longest
-/// delivery, well under the sweep threshold).
-pub const REPLY_LEASE_SECS: u64 = 120;
+use std::time::{Duration, Instant};
 pub const WEBHOOK_PATH: &str = "/gitlab/webhook";
 
 /// The completion function's configuration, read once at cold start.
@@ -50,8 +44,6 @@ pub struct CompletionConfig {
     pub runs_table: String,
     /// Where messages to the channel go (Slack, Mattermost).
     pub chat: ChatSettings,
-    /// Runs still open this long after their last update are completed by the sweep.
-    pub sweep_after_secs: u64,
     /// Delay between reads of a log that has no reply section yet (it may be incomplete).
     pub log_retry_delay: Duration,
     /// How many times such a log is read again before concluding.
@@ -73,7 +65,6 @@ impl CompletionConfig {
         "MATTERMOST_URL",
         "MATTERMOST_BOT_TOKEN",
         "MATTERMOST_BOT_TOKEN_PARAM",
-        "SWEEP_AFTER_SECS",
         "LOG_RETRY_SECS",
         "LOG_RETRIES",
     ];
@@ -95,7 +86,6 @@ impl CompletionConfig {
             gitlab_token: env.required_secret("GITLAB_TOKEN", secrets).await?,
             runs_table: env.required("RUNS_TABLE")?,
             chat: ChatSettings::from_env(env, secrets).await?,
-            sweep_after_secs: env.parse_or("SWEEP_AFTER_SECS", 300)?,
             log_retry_delay: Duration::from_secs_f64(delay),
             log_retries: env.parse_or("LOG_RETRIES", 3)?,
         })
@@ -106,19 +96,60 @@ impl CompletionConfig {
 // Webhook payloads, parsed at the edge into our own types.
 
 /// One job as a Pipeline Hook lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BuildStatus {
     pub id: JobId,
     pub name: String,
     pub status: Status,
+    pub stage: String,
+    pub duration: Option<f64>,
+    pub failure_reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PipelineEvent {
     pub pipeline_id: PipelineId,
     pub project_id: Option<ProjectId>,
     pub status: Status,
     pub builds: Vec<BuildStatus>,
+    /// `CHATOPS_REQUEST_ID` among the pipeline's variables: the run this pipeline is.
+    pub request_id: Option<RequestId>,
+    /// `CHATOPS_JOB` among the pipeline's variables.
+    pub job_name: Option<String>,
+    /// The project's web URL (job links are built from it).
+    pub project_web_url: Option<String>,
+}
+
+impl PipelineEvent {
+    /// Our job, when the event says it has ended: the build named by `CHATOPS_JOB` (its
+    /// newest, if retried) in a final state.
+    pub fn our_job(&self) -> Option<Job> {
+        let name = self.job_name.as_deref()?;
+        let b = self
+            .builds
+            .iter()
+            .filter(|b| b.name == name)
+            .max_by_key(|b| b.id)?;
+        if !b.status.is_final() {
+            return None;
+        }
+        Some(Job {
+            id: b.id,
+            name: b.name.clone(),
+            status: b.status,
+            stage: b.stage.clone(),
+            web_url: self
+                .project_web_url
+                .as_deref()
+                .map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), b.id))
+                .unwrap_or_default(),
+            duration: b.duration,
+            failure_reason: b.failure_reason.clone(),
+            started_at: None,
+            finished_at: None,
+            allow_failure: false,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +161,7 @@ pub struct JobEvent {
     pub project_id: ProjectId,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WebhookEvent {
     Pipeline(PipelineEvent),
     Job(JobEvent),
@@ -143,21 +174,38 @@ pub enum WebhookError {
 }
 
 #[derive(Deserialize)]
-struct WireId {
-    id: u64,
-}
-
-#[derive(Deserialize)]
 struct WireBuild {
     id: u64,
     name: String,
     status: Status,
+    #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    duration: Option<f64>,
+    #[serde(default)]
+    failure_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireVariable {
+    key: String,
+    #[serde(default)]
+    value: String,
 }
 
 #[derive(Deserialize)]
 struct WirePipelineAttrs {
     id: u64,
     status: Status,
+    #[serde(default)]
+    variables: Vec<WireVariable>,
+}
+
+#[derive(Deserialize)]
+struct WireProject {
+    id: u64,
+    #[serde(default)]
+    web_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -165,7 +213,7 @@ struct WirePipelineHook {
     object_kind: String,
     object_attributes: WirePipelineAttrs,
     #[serde(default)]
-    project: Option<WireId>,
+    project: Option<WireProject>,
     #[serde(default)]
     builds: Vec<WireBuild>,
 }
@@ -193,9 +241,21 @@ pub fn parse_webhook(event: &str, body: &[u8]) -> Result<Option<WebhookEvent>, W
             if w.object_kind != "pipeline" {
                 return Err(malformed(format!("object_kind is {:?}", w.object_kind)));
             }
+            let var = |k: &str| {
+                w.object_attributes
+                    .variables
+                    .iter()
+                    .find(|v| v.key == k)
+                    .map(|v| v.value.clone())
+            };
+            let request_id = var(REQUEST_ID_VARIABLE)
+                .filter(|v| !v.is_empty())
+                .map(RequestId::new);
+            let job_name = var("CHATOPS_JOB");
             Ok(Some(WebhookEvent::Pipeline(PipelineEvent {
                 pipeline_id: PipelineId(w.object_attributes.id),
-                project_id: w.project.map(|p| ProjectId(p.id)),
+                project_id: w.project.as_ref().map(|p| ProjectId(p.id)),
+                project_web_url: w.project.and_then(|p| p.web_url),
                 status: w.object_attributes.status,
                 builds: w
                     .builds
@@ -204,8 +264,13 @@ pub fn parse_webhook(event: &str, body: &[u8]) -> Result<Option<WebhookEvent>, W
                         id: JobId(b.id),
                         name: b.name,
                         status: b.status,
+                        stage: b.stage,
+                        duration: b.duration,
+                        failure_reason: b.failure_reason,
                     })
                     .collect(),
+                request_id,
+                job_name,
             })))
         }
         "Job Hook" => {
@@ -240,59 +305,19 @@ impl WebhookEvent {
             WebhookEvent::Job(j) => Some(j.project_id),
         }
     }
-
-    /// Whether the event says the run's job may have ended: our job final, or (pipeline
-    /// event without our job in it) the pipeline final.
-    pub fn may_have_ended(&self, run: &RunRecord) -> bool {
-        let ours = |id: JobId, name: &str| match run.job_id {
-            Some(j) => j == id,
-            None => name == run.request.job,
-        };
-        match self {
-            WebhookEvent::Job(j) => ours(j.job_id, &j.job_name) && j.status.is_final(),
-            WebhookEvent::Pipeline(p) => match p.builds.iter().find(|b| ours(b.id, &b.name)) {
-                Some(b) => b.status.is_final(),
-                None => p.status.is_final(),
-            },
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
 // The handler.
 
-/// What one attempt to complete a run did.
-#[derive(Debug)]
-pub enum Completed {
-    Replied(Route),
-    /// Someone else claimed the reply (or the run is no longer open).
-    AlreadyReplied,
-    /// The job has not ended yet (running, pending, waiting to be played…).
-    NotFinished(Status),
-    /// Another invocation is delivering this reply right now.
-    Busy,
-    /// Something failed; the run stays open for the sweep.
-    Deferred(Deferral),
-}
-
-/// Why a run could not be completed now (it stays open; the sweep tries again).
-#[derive(Debug, thiserror::Error)]
-pub enum Deferral {
-    #[error("the run has no project id")]
-    NoProject,
-    #[error("GitLab could not say how the job ended")]
-    Job(#[source] GitLabError),
-    #[error("the job log could not be read")]
-    Log(#[source] GitLabError),
-    #[error("the reply lease could not be taken")]
-    Lease(#[source] StoreError),
-    #[error("the run record is gone")]
-    RunGone,
-    #[error("the run store failed")]
-    Store(#[source] StoreError),
-    #[error("the reply could not be delivered")]
-    Delivery(#[source] DeliveryError),
-}
+/// How long the webhook path may take: GitLab gives a hook 10 s and disables hooks that keep
+/// failing; whatever GitLab and Slack do, the answer comes well within a second.
+pub const WEBHOOK_BUDGET: Duration = Duration::from_millis(800);
+/// How long one sweep may work (the function's timeout is longer): what is left waits for
+/// the next sweep, most overdue first.
+pub const SWEEP_BUDGET: Duration = Duration::from_secs(40);
+/// How many due runs one sweep takes.
+pub const SWEEP_LIMIT: usize = 50;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
@@ -302,6 +327,8 @@ pub struct SweepReport {
     pub still_running: usize,
     pub busy: usize,
     pub deferred: usize,
+    /// Due runs left for the next sweep because the time budget ran out.
+    pub left: usize,
 }
 
 pub struct Completion {
@@ -317,8 +344,20 @@ fn reply(status: u16, result: &str, detail: impl Into<String>) -> HttpResponse {
 }
 
 impl Completion {
-    /// `POST /gitlab/webhook`.
+    fn settings(&self) -> FinishSettings {
+        FinishSettings {
+            can_upload: self.config.chat.slack_bot_token.is_some(),
+            log_retries: self.config.log_retries,
+            log_retry_delay: self.config.log_retry_delay,
+        }
+    }
+
+    /// `POST /gitlab/webhook`. Decided from the authenticated payload before any I/O: only
+    /// a Pipeline Hook of a pipeline we created (it carries `CHATOPS_REQUEST_ID`) whose job
+    /// has ended reads the run (one `GetItem`), the log and posts; everything else answers at
+    /// once. Job Hooks carry no pipeline variables, so they are not used.
     pub async fn handle_webhook(&self, req: HttpRequest) -> HttpResponse {
+        let started = Instant::now();
         if req.uri().path().trim_end_matches('/') != WEBHOOK_PATH {
             return reply(404, "not_found", "the webhook is at /gitlab/webhook");
         }
@@ -336,227 +375,159 @@ impl Completion {
         }
         let kind = web::header(&req, "x-gitlab-event").unwrap_or("");
         let event = match parse_webhook(kind, req.body()) {
-            Ok(Some(e)) => e,
+            Ok(Some(WebhookEvent::Pipeline(p))) => p,
+            Ok(Some(WebhookEvent::Job(_))) => {
+                return reply(
+                    200,
+                    "ignored",
+                    "job events are not used: pipeline events carry the run",
+                )
+            }
             Ok(None) => return reply(200, "ignored", format!("event {kind:?} is not handled")),
             Err(e) => {
                 tracing::warn!(error = %e, "malformed webhook");
                 return reply(400, "malformed", e.to_string());
             }
         };
-        let run = match self.store.find_by_pipeline(event.pipeline_id()).await {
+        let Some(request_id) = event.request_id.clone() else {
+            return reply(200, "ignored", "not a pipeline chatops started");
+        };
+        let Some(job) = event.our_job() else {
+            return reply(200, "waiting", "the job has not ended yet");
+        };
+        let run = match self.store.get_run(&request_id).await {
             Ok(Some(run)) => run,
-            Ok(None) => return reply(200, "ignored", "not a pipeline chatops started"),
+            Ok(None) => return reply(200, "ignored", "no such run"),
             Err(e) => {
                 tracing::error!(error = %e, "run store unavailable; the sweep will complete it");
-                return reply(200, "deferred", e.to_string());
+                return reply(200, "deferred", chain(&e));
             }
         };
-        let key = web::header(&req, "idempotency-key")
-            .or_else(|| web::header(&req, "x-gitlab-event-uuid"))
-            .filter(|k| !k.is_empty());
-        if let Some(key) = key {
-            let now = self.clock.now();
+        let run = if run.status == RunStatus::Dispatching {
+            // The job ended before the dispatcher saved the run: mark it, and the dispatcher
+            // finishes it as soon as it has saved (it reads the mark back from that write).
             match self
                 .store
-                .first_delivery(&format!("gitlab:{key}"), now, DELIVERY_TTL_SECS)
+                .mark_early_hook(&request_id, self.clock.now())
                 .await
             {
-                Ok(true) => {}
-                Ok(false) => return reply(200, "duplicate", "this delivery was handled already"),
-                Err(e) => {
-                    tracing::error!(error = %e, "run store unavailable; the sweep will complete it");
-                    return reply(200, "deferred", e.to_string());
-                }
+                Ok(Some(_)) => return reply(200, "early", "the dispatcher finishes it"),
+                Ok(None) => match self.store.get_run(&request_id).await {
+                    Ok(Some(run)) => run,
+                    Ok(None) => return reply(200, "ignored", "no such run"),
+                    Err(e) => return reply(200, "deferred", chain(&e)),
+                },
+                Err(e) => return reply(200, "deferred", chain(&e)),
             }
-        }
+        } else {
+            run
+        };
         if !run.status.is_open() {
-            return reply(200, "ignored", "the run has its reply already");
+            return reply(200, "duplicate", "the run has its reply already");
         }
-        if !event.may_have_ended(&run) {
-            return reply(200, "waiting", "the job has not ended yet");
+        let settings = self.settings();
+        let finisher = self.finisher(&settings);
+        let mode = Mode::Webhook {
+            deadline: started + WEBHOOK_BUDGET,
+        };
+        let mut run = run;
+        if run.project_id.is_none() {
+            run.project_id = event.project_id;
         }
-        match self.complete_run(run, event.project_id()).await {
+        match finisher.finish(&run, Some(job), mode).await {
             Completed::Replied(route) => reply(200, "replied", format!("{route:?}")),
             Completed::AlreadyReplied => reply(200, "duplicate", "the reply was sent already"),
             Completed::Busy => reply(200, "duplicate", "another delivery is sending the reply"),
             Completed::NotFinished(s) => reply(200, "waiting", format!("job is {s:?}")),
-            Completed::Deferred(why) => reply(200, "deferred", chain(&why)),
+            Completed::Deferred(why) => {
+                // Off the webhook path: the sweep finishes it soon.
+                let due = self.clock.now() + RETRY_SOON_SECS;
+                if let Err(e) = self
+                    .store
+                    .schedule_check(&request_id, due, run.checks)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not make the run due soon; its own due time stands");
+                }
+                tracing::info!(request_id = %request_id, why = %chain(&why), "finish deferred to the sweep");
+                reply(200, "deferred", chain(&why))
+            }
         }
     }
 
-    /// Complete every run still open `sweep_after_secs` after its last update.
+    fn finisher<'a>(&'a self, settings: &'a FinishSettings) -> Finisher<'a> {
+        Finisher {
+            gitlab: self.gitlab.as_ref(),
+            store: self.store.as_ref(),
+            deliverer: &self.deliverer,
+            clock: self.clock.as_ref(),
+            settings,
+        }
+    }
+
+    /// Look at the open runs that are due, most overdue first, within a time budget; each
+    /// one not finished is looked at again later (backing off; rarely for a job waiting to
+    /// be played). Progress is kept in each run's `due_at`, so a starved run is first next time.
     pub async fn sweep(&self, now: u64) -> SweepReport {
+        self.sweep_until(now, Instant::now() + SWEEP_BUDGET).await
+    }
+
+    pub async fn sweep_until(&self, now: u64, deadline: Instant) -> SweepReport {
         let mut report = SweepReport::default();
-        let runs = match self
-            .store
-            .open_runs(now.saturating_sub(self.config.sweep_after_secs))
-            .await
-        {
+        let runs = match self.store.due_runs(now, SWEEP_LIMIT).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, "sweep cannot list open runs");
+                tracing::error!(error = %e, "sweep cannot list due runs");
                 report.deferred = 1;
                 return report;
             }
         };
+        let settings = self.settings();
+        let finisher = self.finisher(&settings);
+        let total = runs.len();
         for run in runs {
+            if Instant::now() + Duration::from_secs(2) >= deadline {
+                report.left = total - report.examined;
+                break;
+            }
             report.examined += 1;
             let id = run.request.request_id.clone();
-            match self.complete_run(run, None).await {
-                Completed::Replied(_) => report.replied += 1,
-                Completed::AlreadyReplied => report.already_replied += 1,
-                Completed::NotFinished(_) => report.still_running += 1,
-                Completed::Busy => report.busy += 1,
+            let mode = Mode::Background { deadline };
+            let outcome = finisher.finish(&run, None, mode).await;
+            let later = match &outcome {
+                Completed::Replied(_) => {
+                    report.replied += 1;
+                    None
+                }
+                Completed::AlreadyReplied => {
+                    report.already_replied += 1;
+                    None
+                }
+                Completed::NotFinished(_) => {
+                    report.still_running += 1;
+                    Some(next_check(self.clock.now(), run.status, run.checks))
+                }
+                Completed::Busy => {
+                    report.busy += 1;
+                    None
+                }
                 Completed::Deferred(why) => {
-                    tracing::warn!(request_id = %id, error = %chain(&why), "sweep could not complete a run");
+                    tracing::warn!(request_id = %id, error = %chain(why), "sweep could not complete a run");
                     report.deferred += 1;
+                    Some(
+                        next_check(self.clock.now(), RunStatus::Running, 0)
+                            .min(self.clock.now() + RETRY_SOON_SECS * u64::from(run.checks + 1)),
+                    )
+                }
+            };
+            if let Some(due) = later {
+                if let Err(e) = self.store.schedule_check(&id, due, run.checks + 1).await {
+                    tracing::warn!(request_id = %id, error = %e, "could not schedule the next check");
                 }
             }
         }
         tracing::info!(?report, "sweep done");
         report
-    }
-
-    /// Look at the run's job on GitLab and, when it has ended, reply (exactly once).
-    pub async fn complete_run(&self, run: RunRecord, hint: Option<ProjectId>) -> Completed {
-        if !run.status.is_open() {
-            return Completed::AlreadyReplied;
-        }
-        let Some(project) = run.project_id.or(hint) else {
-            return Completed::Deferred(Deferral::NoProject);
-        };
-        let job = match self.find_job(&run, project).await {
-            Ok(job) => job,
-            Err(GitLabError::NotFound(what)) => {
-                let msg = OutgoingMessage::in_channel(
-                    Notice::JobGone {
-                        job: run.request.job.clone(),
-                        detail: what,
-                    }
-                    .render(run.request.platform),
-                );
-                return self.claim_and_deliver(&run, &msg).await;
-            }
-            Err(e) => return Completed::Deferred(Deferral::Job(e)),
-        };
-        if !job.status.is_final() {
-            return Completed::NotFinished(job.status);
-        }
-        let extraction = match self.read_log(project, &job).await {
-            Ok(x) => x,
-            Err(e) => return Completed::Deferred(Deferral::Log(e)),
-        };
-        let report = JobReport {
-            job_name: job.name.clone(),
-            job_id: job.id,
-            status: job.status,
-            duration_secs: job.duration,
-            failure_reason: job.failure_reason.clone(),
-            job_url: if job.web_url.is_empty() {
-                run.job_url.clone().unwrap_or_default()
-            } else {
-                job.web_url.clone()
-            },
-            user_id: run.request.user_id.0.clone(),
-            user_name: run.request.user_name.clone(),
-            extraction,
-        };
-        let msg = match run.request.platform {
-            Platform::Slack => render::slack(&report, self.config.chat.slack_bot_token.is_some()),
-            Platform::Mattermost => render::mattermost(&report),
-        };
-        self.claim_and_deliver(&run, &msg).await
-    }
-
-    async fn find_job(&self, run: &RunRecord, project: ProjectId) -> Result<Job, GitLabError> {
-        if let Some(id) = run.job_id {
-            return self.gitlab.job(project, id).await;
-        }
-        let Some(pipeline) = run.pipeline_id else {
-            return Err(GitLabError::NotFound("the run has no pipeline".into()));
-        };
-        self.gitlab
-            .pipeline_jobs(project, pipeline)
-            .await?
-            .into_iter()
-            .filter(|j| j.name == run.request.job)
-            .max_by_key(|j| j.id)
-            .ok_or_else(|| GitLabError::NotFound(format!("job {} in pipeline", run.request.job)))
-    }
-
-    /// Stream the log into the extractor. A successful job's log without a reply section may
-    /// not be complete yet (GitLab archives logs asynchronously): read it again a few times.
-    async fn read_log(&self, project: ProjectId, job: &Job) -> Result<Extraction, GitLabError> {
-        let mut attempt = 0;
-        loop {
-            let mut stream = self.gitlab.job_trace(project, job.id).await?;
-            let mut x = Extractor::new();
-            while let Some(chunk) = stream.next().await {
-                x.push(&chunk?);
-            }
-            let extraction = x.finish();
-            let incomplete =
-                extraction.outcome == Outcome::NoReplySection && job.status == Status::Success;
-            if !incomplete || attempt >= self.config.log_retries {
-                return Ok(extraction);
-            }
-            attempt += 1;
-            tracing::info!(job = %job.id, attempt, "log has no reply section yet; reading again");
-            tokio::time::sleep(self.config.log_retry_delay).await;
-        }
-    }
-
-    /// Deliver the reply once. A short lease (a `first_delivery` key that expires) lets one
-    /// invocation at a time deliver; the reply is then recorded with `claim_reply`. When
-    /// delivery fails the run stays open and the lease expires, so the sweep tries again: a
-    /// reply can be repeated only if an invocation dies between delivering and recording,
-    /// never lost.
-    async fn claim_and_deliver(&self, run: &RunRecord, msg: &OutgoingMessage) -> Completed {
-        let id = &run.request.request_id;
-        let lease = format!("reply-lease:{id}");
-        match self
-            .store
-            .first_delivery(&lease, self.clock.now(), REPLY_LEASE_SECS)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return Completed::Busy,
-            Err(e) => return Completed::Deferred(Deferral::Lease(e)),
-        }
-        // Another invocation may have replied while this one read the log.
-        match self.store.get_run(id).await {
-            Ok(Some(cur)) if cur.replied_at.is_some() || !cur.status.is_open() => {
-                return Completed::AlreadyReplied
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => return Completed::Deferred(Deferral::RunGone),
-            Err(e) => return Completed::Deferred(Deferral::Store(e)),
-        }
-        match self.deliverer.deliver(&run.request, msg).await {
-            Ok(route) => {
-                match self.store.claim_reply(id, self.clock.now()).await {
-                    Ok(true) => tracing::info!(request_id = %id, ?route, "reply delivered"),
-                    Ok(false) => tracing::error!(
-                        request_id = %id,
-                        "reply delivered, but the run was already marked replied: a duplicate"
-                    ),
-                    Err(e) => tracing::error!(
-                        request_id = %id,
-                        error = %e,
-                        "reply delivered but not recorded; the sweep may repeat it"
-                    ),
-                }
-                Completed::Replied(route)
-            }
-            Err(e) => {
-                tracing::error!(
-                    request_id = %id,
-                    error = %e,
-                    "reply not delivered; the run stays open for the sweep"
-                );
-                Completed::Deferred(Deferral::Delivery(e))
-            }
-        }
     }
 }
 
@@ -629,7 +600,6 @@ mod tests {
         let c = CompletionConfig::from_env(&env, &crate::config::NoSecrets)
             .await
             .unwrap();
-        assert_eq!(c.sweep_after_secs, 300);
         assert_eq!(c.log_retry_delay, Duration::ZERO);
         assert_eq!(c.chat.slack_api_url, crate::slack::DEFAULT_API_URL);
         assert!(c.chat.slack_bot_token.is_none());

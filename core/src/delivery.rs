@@ -95,7 +95,7 @@ impl ChatSettings {
 }
 
 /// Run `call`, waiting out short rate limits.
-async fn with_rate_limit<T, F, Fut>(what: &str, mut call: F) -> Result<T, ChatError>
+async fn with_rate_limit<T, F, Fut>(what: &str, waits: bool, mut call: F) -> Result<T, ChatError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ChatError>>,
@@ -104,7 +104,9 @@ where
     loop {
         match call().await {
             Err(ChatError::RateLimited(secs))
-                if retries < MAX_RATE_LIMIT_RETRIES && secs <= MAX_RATE_LIMIT_WAIT_SECS =>
+                if waits
+                    && retries < MAX_RATE_LIMIT_RETRIES
+                    && secs <= MAX_RATE_LIMIT_WAIT_SECS =>
             {
                 retries += 1;
                 tracing::info!(what, retry_after = secs, "rate limited; waiting");
@@ -136,18 +138,35 @@ impl Deliverer {
             .is_some())
     }
 
-    /// Deliver `msg` for the run of `request` (which must already be stored). A file in the
-    /// message is uploaded to the same conversation afterwards; a failed upload is logged, not
-    /// an error (the message already says where the full log is).
+    /// Deliver `msg` for the run of `request` (which must already be stored), counting the
+    /// `response_url` use in the store. A file in the message is uploaded to the same
+    /// conversation afterwards where the bot can (see `deliver_taken`).
     pub async fn deliver(
         &self,
         request: &RunRequest,
         msg: &OutgoingMessage,
     ) -> Result<Route, DeliveryError> {
+        let taken = self.take_response_url(request).await?;
+        self.deliver_taken(request, msg, taken, true).await
+    }
+
+    /// Deliver with the `response_url` use already taken (`taken`) or not available, e.g.
+    /// folded into the write that claimed the reply. `waits`: short rate limits are waited
+    /// out (background); on the webhook path a 429 fails the delivery at once instead.
+    pub async fn deliver_taken(
+        &self,
+        request: &RunRequest,
+        msg: &OutgoingMessage,
+        taken: bool,
+        waits: bool,
+    ) -> Result<Route, DeliveryError> {
         let api = self.api(request.platform);
         let mut done = None;
-        if self.take_response_url(request).await? {
-            match with_rate_limit("response_url", || api.respond(&request.response_url, msg)).await
+        if taken {
+            match with_rate_limit("response_url", waits, || {
+                api.respond(&request.response_url, msg)
+            })
+            .await
             {
                 Ok(()) => done = Some((Route::ResponseUrl, request.channel_id.clone())),
                 Err(e) => tracing::warn!(
@@ -159,12 +178,14 @@ impl Deliverer {
         }
         let (route, channel) = match done {
             Some(d) => d,
-            None => self.post_to_channel(api, request, msg).await?,
+            None => self.post_to_channel(api, request, msg, waits).await?,
         };
         if let Some(file) = &msg.file {
             let comment = format!("Full output: {}", file.title);
-            if let Err(e) =
-                with_rate_limit("file upload", || api.upload_file(&channel, file, &comment)).await
+            if let Err(e) = with_rate_limit("file upload", waits, || {
+                api.upload_file(&channel, file, &comment)
+            })
+            .await
             {
                 tracing::warn!(
                     request_id = %request.request_id,
@@ -188,7 +209,10 @@ impl Deliverer {
         let api = self.api(request.platform);
         let age = self.clock.now().saturating_sub(request.received_at);
         if !request.response_url.is_empty() && age < RESPONSE_URL_MAX_AGE_SECS {
-            match with_rate_limit("response_url", || api.respond(&request.response_url, msg)).await
+            match with_rate_limit("response_url", true, || {
+                api.respond(&request.response_url, msg)
+            })
+            .await
             {
                 Ok(()) => return Ok(Route::ResponseUrl),
                 Err(e) => tracing::warn!(
@@ -198,7 +222,7 @@ impl Deliverer {
                 ),
             }
         }
-        Ok(self.post_to_channel(api, request, msg).await?.0)
+        Ok(self.post_to_channel(api, request, msg, true).await?.0)
     }
 
     async fn post_to_channel(
@@ -206,16 +230,17 @@ impl Deliverer {
         api: &dyn ChatApi,
         request: &RunRequest,
         msg: &OutgoingMessage,
+        waits: bool,
     ) -> Result<(Route, ChannelId), DeliveryError> {
         let channel = &request.channel_id;
         if msg.visibility == Visibility::Ephemeral {
             // Only the person may see it: without response_url that is a direct message, never
             // a post everyone in the channel reads.
             let dm = api.open_dm(&request.user_id).await?;
-            with_rate_limit("dm", || api.post_message(&dm, msg)).await?;
+            with_rate_limit("dm", waits, || api.post_message(&dm, msg)).await?;
             return Ok((Route::DirectMessage, dm));
         }
-        match with_rate_limit("post", || api.post_message(channel, msg)).await {
+        match with_rate_limit("post", waits, || api.post_message(channel, msg)).await {
             Ok(()) => Ok((Route::Channel, channel.clone())),
             Err(ChatError::ChannelUnavailable(reason)) => {
                 tracing::error!(
@@ -227,7 +252,7 @@ impl Deliverer {
                 );
                 let dm = api.open_dm(&request.user_id).await?;
                 let note = dm_note(request, &reason, msg);
-                with_rate_limit("dm", || api.post_message(&dm, &note)).await?;
+                with_rate_limit("dm", waits, || api.post_message(&dm, &note)).await?;
                 Ok((Route::DirectMessage, dm))
             }
             Err(e) => Err(e.into()),

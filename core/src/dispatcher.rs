@@ -18,6 +18,7 @@ use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
 use crate::delivery::{ChatSettings, Deliverer, DeliveryError};
+use crate::finish::{FinishSettings, Finisher};
 use crate::gitlab::{AccessLevel, CiConfig, GitLab, GitLabError, Job, Pipeline, Project, Status};
 use crate::ids::{ChannelId, ProjectRef, RequestId};
 use crate::notice::{Notice, Person, Unscheduled};
@@ -62,11 +63,15 @@ pub struct DispatcherConfig {
     pub runs_table: String,
     /// Where messages to the channel go (Slack, Mattermost).
     pub chat: ChatSettings,
+    /// `SWEEP_AFTER_SECS`: when the sweep first looks at a running job whose webhook never
+    /// came (it backs off from there).
+    pub first_check_secs: u64,
 }
 
 impl DispatcherConfig {
     pub const ENV: &[&str] = &[
         "CONFIG_VERSION",
+        "SWEEP_AFTER_SECS",
         "GITLAB_URL",
         "GITLAB_TOKEN",
         "GITLAB_TOKEN_PARAM",
@@ -90,6 +95,7 @@ impl DispatcherConfig {
             channel_projects: parse_channel_projects(env.get("CHANNEL_PROJECTS").unwrap_or(""))?,
             runs_table: env.required("RUNS_TABLE")?,
             chat: ChatSettings::from_env(env, secrets).await?,
+            first_check_secs: env.parse_or("SWEEP_AFTER_SECS", crate::finish::FIRST_CHECK_SECS)?,
         })
     }
 
@@ -376,15 +382,9 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Save, keeping what other writers own (`response_url` uses, the reply claim).
-    async fn save(&self, rec: &mut RunRecord) -> Result<(), StoreError> {
-        if let Some(cur) = self.store.get_run(&rec.request.request_id).await? {
-            rec.response_url_uses = rec.response_url_uses.max(cur.response_url_uses);
-            if cur.replied_at.is_some() {
-                rec.replied_at = cur.replied_at;
-                rec.status = RunStatus::Replied;
-            }
-        }
+    /// Save (the store keeps what other writers own: `response_url` uses, a recorded reply,
+    /// an early-hook mark); returns the run as stored.
+    async fn save(&self, rec: &mut RunRecord) -> Result<RunRecord, StoreError> {
         self.store.save_run(rec).await
     }
 
@@ -419,8 +419,19 @@ impl Dispatcher {
         } else {
             RunStatus::Running
         };
-        self.save(rec).await?;
+        let now = self.clock.now();
+        rec.due_at = if manual {
+            crate::finish::next_check(now, RunStatus::WaitingManual, 0)
+        } else {
+            now + self.config.first_check_secs
+        };
+        let stored = self.save(rec).await?;
         self.announce(&req, &pipeline, &job).await;
+        if job.status.is_final() || stored.early_hook_at.is_some() {
+            // The job ended before the run was saved: its webhook found the run still
+            // dispatching (and marked it), so it is finished here rather than by the sweep.
+            self.finish_now(&stored, at).await;
+        }
         tracing::info!(
             request_id = %req.request_id,
             pipeline = %pipeline.id,
@@ -429,6 +440,28 @@ impl Dispatcher {
             "pipeline created"
         );
         Ok(())
+    }
+
+    async fn finish_now(&self, run: &RunRecord, at: &Attempt) {
+        let settings = FinishSettings {
+            can_upload: self.config.chat.slack_bot_token.is_some(),
+            ..FinishSettings::default()
+        };
+        let finisher = Finisher {
+            gitlab: self.gitlab.as_ref(),
+            store: self.store.as_ref(),
+            deliverer: &self.deliverer,
+            clock: self.clock.as_ref(),
+            settings: &settings,
+        };
+        let deadline = at
+            .deadline
+            .checked_sub(FINISH_MARGIN)
+            .unwrap_or(at.deadline);
+        let outcome = finisher
+            .finish(run, None, crate::finish::Mode::Background { deadline })
+            .await;
+        tracing::info!(request_id = %run.request.request_id, ?outcome, "finished right after dispatch");
     }
 
     async fn linked_user(&self, req: &RunRequest) -> Result<UserLink, Stop> {
@@ -520,10 +553,11 @@ impl Dispatcher {
                 }
                 other => gitlab_stop(&req, other),
             })?;
+        // Not saved here: a retry finds this pipeline by its CHATOPS_REQUEST_ID, so the
+        // run is written once, when the dispatch is done.
         rec.pipeline_id = Some(p.id);
         rec.pipeline_url = Some(p.web_url.clone());
         rec.updated_at = self.clock.now();
-        self.save(rec).await?;
         Ok(p)
     }
 

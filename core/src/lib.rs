@@ -43,5 +43,6 @@ pub mod slack;
 pub mod completion;
 pub mod delivery;
 pub mod dispatcher;
+pub mod finish;
 pub mod ingress;
 pub mod users;

@@ -110,6 +110,12 @@ pub enum Notice {
     },
     /// GitLab's access-denied text (`Presenters::Access#access_denied`).
     AccessDenied { project_url: String },
+    /// The job ended but its log could not be read in time: the answer is its link.
+    LogUnreadable {
+        job: String,
+        status: String,
+        job_url: String,
+    },
     /// The run's job is gone from GitLab, so there is no output to show.
     JobGone { job: String, detail: String },
     /// The command could not be scheduled, and why.
@@ -206,6 +212,18 @@ impl Notice {
                 .text("The GitLab project for this ChatOps integration can be found at ")
                 .link(project_url, project_url)
                 .text("."),
+            Notice::LogUnreadable {
+                job,
+                status,
+                job_url,
+            } => Rich::new()
+                .text("The job ")
+                .code(job)
+                .text(format!(
+                    " ended ({status}), but its log could not be read in time, so its output \
+                     is not shown here. The full log: "
+                ))
+                .link(job_url, job_url),
             Notice::JobGone { job, detail } => {
                 Rich::new().text("The job ").code(job).text(format!(
                     " of this command no longer exists on GitLab ({detail}), so there is no \
@@ -447,6 +465,14 @@ mod tests {
                 "access_denied",
                 Notice::AccessDenied {
                     project_url: "https://gitlab.example.com/g/p".into(),
+                },
+            ),
+            (
+                "log_unreadable",
+                Notice::LogUnreadable {
+                    job: job.clone(),
+                    status: "success".into(),
+                    job_url: "https://gitlab.example.com/g/p/-/jobs/7".into(),
                 },
             ),
             (

@@ -103,6 +103,20 @@ pub struct RunRecord {
     pub updated_at: u64,
     #[serde(default)]
     pub replied_at: Option<u64>,
+    /// Unix seconds: when the sweep should next look at this open run (its webhook may have
+    /// been lost). Backs off with `checks`.
+    #[serde(default)]
+    pub due_at: u64,
+    /// How many times the sweep looked at it.
+    #[serde(default)]
+    pub checks: u32,
+    /// A final webhook arrived while the run was still being dispatched: the dispatcher
+    /// finishes the run itself once it has saved it.
+    #[serde(default)]
+    pub early_hook_at: Option<u64>,
+    /// Unix seconds: while in the future, one invocation is delivering the reply.
+    #[serde(default)]
+    pub reply_lease_until: u64,
     /// Unix seconds: the DynamoDB TTL attribute.
     pub expires_at: u64,
 }
@@ -128,6 +142,10 @@ impl RunRecord {
             lease_until: now + lease_secs,
             updated_at: now,
             replied_at: None,
+            due_at: 0,
+            checks: 0,
+            early_hook_at: None,
+            reply_lease_until: 0,
             expires_at: now + RUN_RETENTION_SECS,
         }
     }

@@ -1,7 +1,7 @@
 //! The in-memory run store: unit tests and `chatops local`'s embedded mode. Same semantics
 //! as the DynamoDB adapter (one lock stands in for conditional writes).
 
-use super::{DispatchClaim, RunStore, StoreError};
+use super::{DispatchClaim, ReplyClaim, RunStore, StoreError};
 use crate::ids::{PipelineId, RequestId};
 use crate::run::{RunRecord, RunRequest, RunStatus, UserLink};
 use std::collections::HashMap;
@@ -10,7 +10,6 @@ use std::sync::Mutex;
 #[derive(Default)]
 struct Inner {
     runs: HashMap<String, RunRecord>,
-    deliveries: HashMap<String, u64>,
     users: HashMap<(String, String), UserLink>,
 }
 
@@ -71,11 +70,20 @@ impl RunStore for MemoryStore {
         }
     }
 
-    async fn save_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.lock()?
-            .runs
-            .insert(run.request.request_id.0.clone(), run.clone());
-        Ok(())
+    async fn save_run(&self, run: &RunRecord) -> Result<RunRecord, StoreError> {
+        let mut g = self.lock()?;
+        let mut rec = run.clone();
+        if let Some(cur) = g.runs.get(&run.request.request_id.0) {
+            rec.response_url_uses = rec.response_url_uses.max(cur.response_url_uses);
+            rec.early_hook_at = rec.early_hook_at.or(cur.early_hook_at);
+            rec.reply_lease_until = rec.reply_lease_until.max(cur.reply_lease_until);
+            if cur.replied_at.is_some() {
+                rec.replied_at = cur.replied_at;
+                rec.status = RunStatus::Replied;
+            }
+        }
+        g.runs.insert(rec.request.request_id.0.clone(), rec.clone());
+        Ok(rec)
     }
 
     async fn get_run(&self, id: &RequestId) -> Result<Option<RunRecord>, StoreError> {
@@ -94,28 +102,94 @@ impl RunStore for MemoryStore {
             .cloned())
     }
 
-    async fn open_runs(&self, updated_before: u64) -> Result<Vec<RunRecord>, StoreError> {
+    async fn due_runs(&self, now: u64, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut v: Vec<RunRecord> = self
             .lock()?
             .runs
             .values()
-            .filter(|r| r.status.is_open() && r.updated_at < updated_before)
+            .filter(|r| r.status.is_open() && r.due_at <= now)
             .cloned()
             .collect();
-        v.sort_by_key(|r| r.updated_at);
+        v.sort_by_key(|r| r.due_at);
+        v.truncate(limit);
         Ok(v)
     }
 
-    async fn claim_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError> {
+    async fn schedule_check(
+        &self,
+        id: &RequestId,
+        due_at: u64,
+        checks: u32,
+    ) -> Result<(), StoreError> {
+        if let Some(rec) = self.lock()?.runs.get_mut(&id.0) {
+            rec.due_at = due_at;
+            rec.checks = checks;
+        }
+        Ok(())
+    }
+
+    async fn begin_reply(
+        &self,
+        id: &RequestId,
+        now: u64,
+        lease_secs: u64,
+        response_url: Option<u32>,
+    ) -> Result<ReplyClaim, StoreError> {
+        let mut g = self.lock()?;
+        let Some(rec) = g.runs.get_mut(&id.0) else {
+            return Ok(ReplyClaim::Done);
+        };
+        if rec.replied_at.is_some() || !rec.status.is_open() {
+            return Ok(ReplyClaim::Done);
+        }
+        if rec.reply_lease_until >= now {
+            return Ok(ReplyClaim::Busy);
+        }
+        rec.reply_lease_until = now + lease_secs;
+        let took = match response_url {
+            Some(max) if rec.response_url_uses < max => {
+                rec.response_url_uses += 1;
+                true
+            }
+            _ => false,
+        };
+        Ok(ReplyClaim::Claimed { response_url: took })
+    }
+
+    async fn finish_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         match g.runs.get_mut(&id.0) {
             Some(rec) if rec.replied_at.is_none() => {
                 rec.replied_at = Some(now);
                 rec.status = RunStatus::Replied;
                 rec.updated_at = now;
+                rec.reply_lease_until = 0;
                 Ok(true)
             }
             _ => Ok(false),
+        }
+    }
+
+    async fn release_reply(&self, id: &RequestId, due_at: u64) -> Result<(), StoreError> {
+        if let Some(rec) = self.lock()?.runs.get_mut(&id.0) {
+            rec.reply_lease_until = 0;
+            rec.due_at = due_at;
+        }
+        Ok(())
+    }
+
+    async fn mark_early_hook(
+        &self,
+        id: &RequestId,
+        now: u64,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let mut g = self.lock()?;
+        match g.runs.get_mut(&id.0) {
+            Some(rec) if rec.status == RunStatus::Dispatching => {
+                rec.early_hook_at = Some(now);
+                Ok(Some(rec.clone()))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -131,17 +205,6 @@ impl RunStore for MemoryStore {
                 Ok(Some(rec.response_url_uses))
             }
             _ => Ok(None),
-        }
-    }
-
-    async fn first_delivery(&self, key: &str, now: u64, ttl_secs: u64) -> Result<bool, StoreError> {
-        let mut g = self.lock()?;
-        match g.deliveries.get(key) {
-            Some(&expires) if expires >= now => Ok(false),
-            _ => {
-                g.deliveries.insert(key.to_owned(), now + ttl_secs);
-                Ok(true)
-            }
         }
     }
 

@@ -34,6 +34,17 @@ pub enum DispatchClaim {
     Done(Box<RunRecord>),
 }
 
+/// The outcome of trying to take the reply of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyClaim {
+    /// This caller delivers it; `response_url` says whether one of its uses was taken for it.
+    Claimed { response_url: bool },
+    /// Another invocation holds a live reply lease.
+    Busy,
+    /// The reply was recorded already (or the run is gone / not open).
+    Done,
+}
+
 #[async_trait::async_trait]
 pub trait RunStore: Send + Sync {
     /// Claim `request` for dispatch with a lease of `lease_secs`.
@@ -44,8 +55,9 @@ pub trait RunStore: Send + Sync {
         lease_secs: u64,
     ) -> Result<DispatchClaim, StoreError>;
 
-    /// Write the whole record (after dispatch, or any other update by the owner).
-    async fn save_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Write the record as its owner sees it, keeping what other writers own (the
+    /// `response_url` count, a recorded reply, an early hook mark); returns it as stored.
+    async fn save_run(&self, run: &RunRecord) -> Result<RunRecord, StoreError>;
 
     async fn get_run(&self, id: &RequestId) -> Result<Option<RunRecord>, StoreError>;
 
@@ -53,11 +65,41 @@ pub trait RunStore: Send + Sync {
     async fn find_by_pipeline(&self, pipeline: PipelineId)
         -> Result<Option<RunRecord>, StoreError>;
 
-    /// Runs still owed a reply (`status.is_open()`) last updated before `updated_before`.
-    async fn open_runs(&self, updated_before: u64) -> Result<Vec<RunRecord>, StoreError>;
+    /// Open runs whose `due_at` has come, most overdue first, at most `limit`.
+    async fn due_runs(&self, now: u64, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// Claim the final reply: true for exactly one caller per run.
-    async fn claim_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError>;
+    /// When the sweep looks next, and how many times it has looked.
+    async fn schedule_check(
+        &self,
+        id: &RequestId,
+        due_at: u64,
+        checks: u32,
+    ) -> Result<(), StoreError>;
+
+    /// One conditional write that takes the reply: no reply recorded, no live lease; sets a
+    /// lease until `now + lease_secs` and, when `response_url` is asked and fewer than `max`
+    /// uses were taken, takes one.
+    async fn begin_reply(
+        &self,
+        id: &RequestId,
+        now: u64,
+        lease_secs: u64,
+        response_url: Option<u32>,
+    ) -> Result<ReplyClaim, StoreError>;
+
+    /// Record the reply as delivered (closes the run); false when it was recorded already.
+    async fn finish_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError>;
+
+    /// Give the reply back (delivery failed): drop the lease, look again at `due_at`.
+    async fn release_reply(&self, id: &RequestId, due_at: u64) -> Result<(), StoreError>;
+
+    /// Mark that a final webhook came while the run was `Dispatching`. `None` when it is no
+    /// longer dispatching (the caller reads it again and completes it itself).
+    async fn mark_early_hook(
+        &self,
+        id: &RequestId,
+        now: u64,
+    ) -> Result<Option<RunRecord>, StoreError>;
 
     /// Take one use of the run's `response_url` if fewer than `max` were used; returns the
     /// new count, or `None` when they are used up.
@@ -66,9 +108,6 @@ pub trait RunStore: Send + Sync {
         id: &RequestId,
         max: u32,
     ) -> Result<Option<u32>, StoreError>;
-
-    /// Record a webhook delivery key; true the first time it is seen.
-    async fn first_delivery(&self, key: &str, now: u64, ttl_secs: u64) -> Result<bool, StoreError>;
 
     async fn link_user(&self, link: &UserLink) -> Result<(), StoreError>;
     /// True when a link was removed.
