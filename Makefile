@@ -43,18 +43,33 @@ clippy:
 bench:
 	$(CARGO) bench --bench reply --bench ingress
 
-## Fuzz the reply parser with cargo-fuzz (libFuzzer) for FUZZ_SECONDS, from the seeds in
-## tests/fuzz/seeds. libFuzzer needs -Z flags: nightly when installed, else the stable
-## toolchain with RUSTC_BOOTSTRAP=1. Same-result-in-any-chunking is also checked by
-## `make test` (tests/reply.rs, random and mutated inputs).
+## Fuzz the parsers with cargo-fuzz (libFuzzer), each target for FUZZ_SECONDS from its seeds
+## in tests/fuzz/seeds/<target> (real payloads; tests/fuzz/README.md): reply (job logs),
+## slack_form (signature check + slash-command form), mattermost_form, webhook (GitLab hooks),
+## command (grammar + escaping of the notices). `make fuzz FUZZ_TARGET=webhook` runs one.
+## Every target runs even when one fails; the summary names the failures (crash inputs are in
+## tests/fuzz/artifacts/<target>/) and the exit status is non-zero. libFuzzer needs -Z flags:
+## nightly when installed, else the stable toolchain with RUSTC_BOOTSTRAP=1. Same-result-in-
+## any-chunking is also checked by `make test` (tests/reply.rs, random and mutated inputs).
+## cargo-fuzz is installed into $(CARGO_TOOLS) when missing; PATH is set in the recipe because
+## CARGO_TOOLS is defined further down (a target-specific `:=` would see it empty).
 FUZZ_SECONDS ?= 60
-fuzz: export PATH := $(abspath $(CARGO_TOOLS))/bin:$(PATH)
+FUZZ_TARGETS := reply slack_form mattermost_form webhook command
+FUZZ_TARGET ?= $(FUZZ_TARGETS)
 fuzz:
-	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked --root $(CARGO_TOOLS) cargo-fuzz
-	@mkdir -p tests/fuzz/corpus/reply
-	@if rustup run nightly rustc --version >/dev/null 2>&1; then tc=+nightly; else tc=; export RUSTC_BOOTSTRAP=1; fi; \
-	  set -x; $(CARGO) $$tc fuzz run --fuzz-dir tests/fuzz reply tests/fuzz/corpus/reply tests/fuzz/seeds/reply \
-	    -- -max_total_time=$(FUZZ_SECONDS)
+	@export PATH="$(abspath $(CARGO_TOOLS))/bin:$$PATH"; \
+	  $(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked --root $(CARGO_TOOLS) cargo-fuzz || exit 1; \
+	  if rustup run nightly rustc --version >/dev/null 2>&1; then tc=+nightly; else tc=; export RUSTC_BOOTSTRAP=1; fi; \
+	  failed=; \
+	  for t in $(FUZZ_TARGET); do \
+	    case " $(FUZZ_TARGETS) " in *" $$t "*) ;; *) echo "no fuzz target $$t (have: $(FUZZ_TARGETS))" >&2; exit 2;; esac; \
+	    mkdir -p tests/fuzz/corpus/$$t; \
+	    echo "+ $(CARGO) $$tc fuzz run --fuzz-dir tests/fuzz $$t tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS)"; \
+	    $(CARGO) $$tc fuzz run --fuzz-dir tests/fuzz $$t tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t \
+	      -- -max_total_time=$(FUZZ_SECONDS) || failed="$$failed $$t"; \
+	  done; \
+	  if [ -n "$$failed" ]; then echo "fuzz: FAILED:$$failed (reproducers under tests/fuzz/artifacts/)" >&2; exit 1; fi; \
+	  echo "fuzz: $(FUZZ_TARGET): no crash in $(FUZZ_SECONDS) s each"
 
 ## Only the ingress cold start: release `ingress` vs the `ingress-floor` binary, side by side
 ## under a local Lambda Runtime API with SQS on moto (prints both medians and the ratio).
