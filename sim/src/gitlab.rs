@@ -153,9 +153,19 @@ pub struct StandinProject {
     pub variables_role: String,
     /// `ci/lint`'s `merged_yaml`; derived from `ci` when no YAML was given.
     pub merged_yaml: Option<String>,
-    /// A real CI file (`set_ci_yaml`): pipelines then hold what it plans, workflow rules
-    /// included, instead of what the [`JoinRule`]s say.
-    pub ci_file: Option<Arc<crate::runner::CiFile>>,
+    /// The project's own planner (a real CI file: `set_ci_yaml` in `runner`): pipelines then
+    /// hold what it plans, workflow rules included, instead of what the [`JoinRule`]s say.
+    pub planner: Option<ProjectPlanner>,
+}
+
+/// A [`PipelinePlanner`] attached to one project.
+#[derive(Clone)]
+pub struct ProjectPlanner(pub Arc<dyn PipelinePlanner>);
+
+impl std::fmt::Debug for ProjectPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProjectPlanner")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -478,7 +488,7 @@ impl StandinHandle {
             ci: CiDefinition::Invalid(vec!["Please provide content of .gitlab-ci.yml".into()]),
             variables_role: "maintainer".to_owned(),
             merged_yaml: None,
-            ci_file: None,
+            planner: None,
         });
     }
 
@@ -504,27 +514,20 @@ impl StandinHandle {
         self.lock().token_access = access_level;
     }
 
-    /// The project's CI configuration as a `.gitlab-ci.yml` text (what `ci/lint` reports
-    /// as `merged_yaml`, with `include: local` refused as there is no repository). Pipelines
-    /// then hold what the runner's rules evaluator plans for them, workflow rules included.
-    /// An invalid text makes the configuration invalid with the evaluator's message.
-    pub fn set_ci_yaml(&self, project: u64, yaml: &str) {
-        let parsed = crate::runner::CiFile::parse(yaml);
-        let mut g = self.lock();
-        let Some(p) = g.projects.iter_mut().find(|p| p.id == project) else {
-            return;
-        };
-        match parsed {
-            Ok(ci) => {
-                p.ci = CiDefinition::Valid(crate::runner::standin_jobs(&ci));
-                p.merged_yaml = Some(ci.merged_yaml.clone());
-                p.ci_file = Some(Arc::new(ci));
-            }
-            Err(e) => {
-                p.ci = CiDefinition::Invalid(vec![e.to_string()]);
-                p.merged_yaml = None;
-                p.ci_file = None;
-            }
+    /// The project's CI configuration at once: what `ci/lint` reports (`ci`, `merged_yaml`)
+    /// and, when given, the planner that decides what its pipelines hold
+    /// (`StandinHandle::set_ci_yaml` in `runner` builds all three from a `.gitlab-ci.yml`).
+    pub fn set_ci_definition(
+        &self,
+        project: u64,
+        ci: CiDefinition,
+        merged_yaml: Option<String>,
+        planner: Option<Arc<dyn PipelinePlanner>>,
+    ) {
+        if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
+            p.ci = ci;
+            p.merged_yaml = merged_yaml;
+            p.planner = planner.map(ProjectPlanner);
         }
     }
 
@@ -578,7 +581,7 @@ impl StandinHandle {
         if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
             p.ci = CiDefinition::Valid(jobs);
             p.merged_yaml = None;
-            p.ci_file = None;
+            p.planner = None;
         }
     }
 
@@ -586,7 +589,7 @@ impl StandinHandle {
         if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
             p.ci = CiDefinition::Invalid(errors);
             p.merged_yaml = None;
-            p.ci_file = None;
+            p.planner = None;
         }
     }
 
@@ -1282,32 +1285,13 @@ impl StandinHandle {
             if git_ref != p.default_branch {
                 return message(400, json!({"base": ["Reference not found"]}));
             }
-            let planned_by_file = p.ci_file.as_ref().map(|ci| {
-                let mut ctx = crate::runner::PipelineContext::api(&p.path, &git_ref, &variables);
-                ctx.project_id = p.id;
-                ctx.default_branch = p.default_branch.clone();
-                ctx.server_url = g.base_url.clone();
-                ci.plan(&ctx).map(|jobs| {
-                    jobs.into_iter()
-                        .map(|j| {
-                            let def = ci.job(&j.name);
-                            let mut script =
-                                def.map(|d| d.before_script.clone()).unwrap_or_default();
-                            script.extend(def.map(|d| d.script.clone()).unwrap_or_default());
-                            PlannedJob {
-                                manual: j.when == crate::runner::When::Manual,
-                                name: j.name,
-                                stage: j.stage,
-                                script,
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
-            });
-            let joining: Vec<PlannedJob> = match (planned_by_file, g.planner.clone()) {
+            let own = p
+                .planner
+                .as_ref()
+                .map(|pl| pl.0.plan(&p, &git_ref, &variables));
+            let joining: Vec<PlannedJob> = match (own, g.planner.clone()) {
                 (Some(Ok(jobs)), _) => jobs,
-                (Some(Err(crate::runner::PlanError::NoJobs)), _) => Vec::new(),
-                (Some(Err(e)), _) => return message(400, json!({"base": [e.to_string()]})),
+                (Some(Err(m)), _) => return message(400, json!({"base": [m]})),
                 (None, planner) => match planner {
                     Some(planner) => match planner.plan(&p, &git_ref, &variables) {
                         Ok(jobs) => jobs,

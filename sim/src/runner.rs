@@ -127,6 +127,9 @@ pub struct JobDef {
     pub when: When,
     pub allow_failure: Option<bool>,
     pub variables: Vec<(String, String)>,
+    /// The job's definition as written, `extends` merged in (what `chatops gitlab check`
+    /// edits to print a fix).
+    pub source: Mapping,
 }
 
 impl JobDef {
@@ -922,6 +925,7 @@ fn job(
         when,
         allow_failure,
         variables,
+        source: body.clone(),
     })
 }
 
@@ -2003,6 +2007,69 @@ pub fn standin_jobs(ci: &CiFile) -> Vec<crate::gitlab::StandinCiJob> {
             }
         })
         .collect()
+}
+
+/// A CI file plans the stand-in's pipelines as GitLab would: workflow rules, rules,
+/// only/except. No job: an empty plan (the stand-in answers GitLab's "no jobs" 400).
+impl crate::gitlab::PipelinePlanner for CiFile {
+    fn plan(
+        &self,
+        project: &crate::gitlab::StandinProject,
+        git_ref: &str,
+        variables: &[(String, String)],
+    ) -> Result<Vec<crate::gitlab::PlannedJob>, String> {
+        let mut ctx = PipelineContext::api(&project.path, git_ref, variables);
+        ctx.project_id = project.id;
+        ctx.default_branch = project.default_branch.clone();
+        let planned = match CiFile::plan(self, &ctx) {
+            Ok(p) => p,
+            Err(PlanError::NoJobs) => return Ok(Vec::new()),
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(planned
+            .into_iter()
+            .map(|j| {
+                let def = self.job(&j.name);
+                let mut script = def.map(|d| d.before_script.clone()).unwrap_or_default();
+                script.extend(def.map(|d| d.script.clone()).unwrap_or_default());
+                crate::gitlab::PlannedJob {
+                    manual: j.when == When::Manual,
+                    name: j.name,
+                    stage: j.stage,
+                    script,
+                }
+            })
+            .collect())
+    }
+}
+
+impl crate::gitlab::StandinHandle {
+    /// The project's CI configuration as a `.gitlab-ci.yml` text, or as GitLab's merged YAML
+    /// of one (what `ci/lint` reports as `merged_yaml`; `include: local` is refused as there is
+    /// no repository, and every `rules: exists:` counts as found). Pipelines then hold what
+    /// this evaluator plans for them, workflow rules included. An invalid text makes the
+    /// configuration invalid with the evaluator's message.
+    pub fn set_ci_yaml(&self, project: u64, yaml: &str) {
+        use crate::gitlab::CiDefinition;
+        match CiFile::parse_merged(yaml) {
+            Ok(ci) => {
+                let jobs = standin_jobs(&ci);
+                let merged = ci.merged_yaml.clone();
+                self.set_ci_definition(
+                    project,
+                    CiDefinition::Valid(jobs),
+                    Some(merged),
+                    Some(std::sync::Arc::new(ci)),
+                );
+            }
+            Err(e) => self.set_ci_definition(
+                project,
+                CiDefinition::Invalid(vec![e.to_string()]),
+                None,
+                None,
+            ),
+        }
+    }
 }
 
 /// A [`JobExecutor`](crate::gitlab::JobExecutor) for the GitLab stand-in that runs jobs of a
