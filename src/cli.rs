@@ -58,6 +58,23 @@ pub enum GitlabCommand {
         #[arg(long)]
         webhook_url: String,
     },
+    /// Is the project chat-ready? Evaluates its merged CI configuration for the pipelines
+    /// chat commands create and prints every change needed, with the YAML for each; checks
+    /// the pipeline-variables role and, with --webhook-url, the webhook. Changes nothing.
+    /// Exit code 0 ready, 1 something must change, 2 could not check.
+    Check {
+        /// The project (id or group/project); default: GITLAB_PROJECT and every project of
+        /// CHANNEL_PROJECTS.
+        #[arg(long)]
+        project: Option<String>,
+        /// Check only this chat job (repeatable); default: every job that selects itself
+        /// with the CHATOPS_JOB rule.
+        #[arg(long = "job", value_name = "JOB")]
+        jobs: Vec<String>,
+        /// Also check that a webhook to this URL (the stack's GitLabWebhookUrl) exists.
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
 }
 
 /// Run the CLI; returns the process exit code.
@@ -70,6 +87,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => Ok(crate::setup::run_cli(
             &chatops_core::config::Env::from_process(),
             &webhook_url,
+            &mut std::io::stdout(),
+        )
+        .await),
+        Command::Gitlab {
+            command:
+                GitlabCommand::Check {
+                    project,
+                    jobs,
+                    webhook_url,
+                },
+        } => Ok(crate::check::run_cli(
+            &chatops_core::config::Env::from_process(),
+            project.as_deref(),
+            &crate::check::CheckOptions { jobs, webhook_url },
             &mut std::io::stdout(),
         )
         .await),
