@@ -998,7 +998,7 @@ pub fn routed_projects(env: &Env) -> Result<Vec<ProjectRef>, ConfigError> {
     }
     if out.is_empty() {
         return Err(ConfigError::Missing(
-            "GITLAB_PROJECT (or --project, or CHANNEL_PROJECTS)".into(),
+            "GITLAB_PROJECT (or CHANNEL_PROJECTS)".into(),
         ));
     }
     Ok(out)

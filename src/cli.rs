@@ -53,10 +53,16 @@ pub enum Command {
 pub enum GitlabCommand {
     /// Create or update the project webhook (pipeline and job events, secret token) and
     /// check the token's access.
+    /// For GITLAB_PROJECT and every project of CHANNEL_PROJECTS; also checks each
+    /// project's "Minimum role to use pipeline variables".
     Setup {
         /// The completion function's URL (ends in /gitlab/webhook).
         #[arg(long)]
         webhook_url: String,
+        /// Set "Minimum role to use pipeline variables" to Developer on the projects where it
+        /// refuses the token's role (your consent; without it setup only says what to change).
+        #[arg(long)]
+        fix_variables_role: bool,
     },
     /// Is the project chat-ready? Evaluates its merged CI configuration for the pipelines
     /// chat commands create and prints every change needed, with the YAML for each; checks
@@ -83,10 +89,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Reply { file, raw } => crate::reply_cli::run(&file, raw),
         Command::Users { command } => crate::users::run_cli(&command).await,
         Command::Gitlab {
-            command: GitlabCommand::Setup { webhook_url },
+            command:
+                GitlabCommand::Setup {
+                    webhook_url,
+                    fix_variables_role,
+                },
         } => Ok(crate::setup::run_cli(
             &chatops_core::config::Env::from_process(),
             &webhook_url,
+            fix_variables_role,
             &mut std::io::stdout(),
         )
         .await),
