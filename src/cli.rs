@@ -47,6 +47,9 @@ pub enum Command {
     },
     /// Run the offline demo: stand-ins for GitLab and Slack, the example jobs, a transcript.
     Demo,
+    /// The guided deploy (make deploy): secrets into SSM, the stack, GitLab webhooks, the
+    /// Slack manifest, and what is left to do. Safe to run again.
+    Deploy(Box<crate::deploy::DeployArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,5 +120,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         .await),
         Command::Local { port, aws } => crate::local::run_cli(port, aws).await,
         Command::Demo => crate::demo::run_demo().await,
+        Command::Deploy(args) => Ok(crate::deploy::run_cli(
+            &args,
+            &chatops_core::config::Env::from_process(),
+            &mut std::io::stdout(),
+        )
+        .await),
     }
 }

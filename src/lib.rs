@@ -5,6 +5,7 @@
 //! - `setup`: `chatops gitlab setup` (the project webhooks and the pipeline-variables role,
 //!   with the admin's own token);
 //! - `check`: `chatops gitlab check` (is a project's CI configuration chat-ready?);
+//! - `deploy`: `chatops deploy` (`make deploy`), the guided first deploy;
 //! - `reply_cli`: `chatops reply <log>`;
 //! - `local`: `chatops local`, the whole product in one process (axum + in-process workers);
 //! - `demo`: `chatops demo`, local mode between the stand-ins of `chatops-sim`.
@@ -15,6 +16,7 @@
 pub mod check;
 pub mod cli;
 pub mod demo;
+pub mod deploy;
 pub mod local;
 pub mod reply_cli;
 pub mod setup;

@@ -247,7 +247,7 @@ pub enum VariablesOutcome {
     },
     /// The project does not restrict pipeline variables, or this GitLab has no such setting.
     Unrestricted,
-    /// Changed to Developer with `--fix-variables-role`.
+    /// Changed to Developer (`--fix-variables-role`, or a yes at `chatops deploy`'s question).
     Changed { from: String },
     /// Refused today, left alone (no `--fix-variables-role`).
     MustChange {
@@ -304,8 +304,7 @@ impl fmt::Display for VariablesOutcome {
             ),
             VariablesOutcome::Changed { from } => writeln!(
                 f,
-                "Pipeline variables: changed {SETTING} from {} to Developer \
-                 (--fix-variables-role).",
+                "Pipeline variables: changed {SETTING} from {} to Developer.",
                 role_label(from)
             ),
             VariablesOutcome::MustChange { current, token } => writeln!(
