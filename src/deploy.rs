@@ -1188,7 +1188,13 @@ pub async fn gitlab_token(
 /// (even with items left on the checklist), 1 a step failed, 2 a missing or bad answer.
 pub async fn run_cli(args: &DeployArgs, env: &Env, out: &mut dyn Write) -> i32 {
     let mut terminal = Terminal;
-    let plan = match plan(args, env, &mut terminal) {
+    let mut nobody = NoPrompt;
+    let prompt: &mut dyn Prompt = if args.non_interactive {
+        &mut nobody
+    } else {
+        &mut terminal
+    };
+    let plan = match plan(args, env, prompt) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("chatops deploy: {e}");
@@ -1222,7 +1228,7 @@ pub async fn run_cli(args: &DeployArgs, env: &Env, out: &mut dyn Write) -> i32 {
         infra_dir: args.infra_dir.clone(),
         extra: args.sam_args.clone(),
     };
-    match run(plan, &sdk, &gitlab, &sam, &mut terminal, &args.out_dir, out).await {
+    match run(plan, &sdk, &gitlab, &sam, prompt, &args.out_dir, out).await {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("chatops deploy: {e}");
