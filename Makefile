@@ -145,17 +145,18 @@ lambda-tools:
 	    rustup target add aarch64-unknown-linux-gnu || \
 	    echo "note: no aarch64 Rust target here; make build will fall back to x86-64"
 
-## Deploy with AWS SAM: guided the first time (answers saved to infra/samconfig.toml),
-## plain `sam deploy` after. Needs AWS credentials (aws configure / AWS_PROFILE).
-## DEPLOY_ARGS go to `sam deploy`, e.g. DEPLOY_ARGS='--parameter-overrides ConfigVersion=2'
-## after rotating a secret (README "Rotating a secret").
+## The guided deploy, `chatops deploy` (README "First deploy"): asks for (or reads from the
+## environment) the region, GitLab and Slack answers, stores the secrets in SSM, runs
+## `sam build` + `sam deploy` with the SAM CLI of sam-tools, sets up the GitLab webhooks,
+## writes target/slack-app-manifest.yaml and prints what is left. Safe to run again: it
+## changes only what changed. Needs AWS credentials (aws configure / AWS_PROFILE).
+## DEPLOY_ARGS go to `chatops deploy`, e.g. DEPLOY_ARGS='--fix-variables-role' or
+## DEPLOY_ARGS='--non-interactive' (CI); `chatops deploy --help` lists them.
 SAM_VENV := target/tools/sam
 SAM := $(CURDIR)/$(SAM_VENV)/bin/sam
 DEPLOY_ARGS ?=
 deploy: lambda-tools sam-tools
-	cd infra && $(SAM) build --beta-features
-	@cd infra && if [ -f samconfig.toml ]; then $(SAM) deploy $(DEPLOY_ARGS); \
-	else $(SAM) deploy --guided --capabilities CAPABILITY_IAM $(DEPLOY_ARGS); fi
+	$(CARGO) run --quiet --bin chatops -- deploy --sam $(SAM) --infra-dir infra --out-dir target $(DEPLOY_ARGS)
 
 ## The AWS SAM CLI and the AWS CLI (v1, PyPI `awscli`) in target/tools/sam: put
 ## target/tools/sam/bin on PATH to use `aws` and `sam` directly (README "First deploy").

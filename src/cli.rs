@@ -47,16 +47,42 @@ pub enum Command {
     },
     /// Run the offline demo: stand-ins for GitLab and Slack, the example jobs, a transcript.
     Demo,
+    /// The guided deploy (make deploy): secrets into SSM, the stack, GitLab webhooks, the
+    /// Slack manifest, and what is left to do. Safe to run again.
+    Deploy(Box<crate::deploy::DeployArgs>),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum GitlabCommand {
     /// Create or update the project webhook (pipeline and job events, secret token) and
     /// check the token's access.
+    /// For GITLAB_PROJECT and every project of CHANNEL_PROJECTS; also checks each
+    /// project's "Minimum role to use pipeline variables".
     Setup {
         /// The completion function's URL (ends in /gitlab/webhook).
         #[arg(long)]
         webhook_url: String,
+        /// Set "Minimum role to use pipeline variables" to Developer on the projects where it
+        /// refuses the token's role (your consent; without it setup only says what to change).
+        #[arg(long)]
+        fix_variables_role: bool,
+    },
+    /// Is the project chat-ready? Evaluates its merged CI configuration for the pipelines
+    /// chat commands create and prints every change needed, with the YAML for each; checks
+    /// the pipeline-variables role and, with --webhook-url, the webhook. Changes nothing.
+    /// Exit code 0 ready, 1 something must change, 2 could not check.
+    Check {
+        /// The project (id or group/project); default: GITLAB_PROJECT and every project of
+        /// CHANNEL_PROJECTS.
+        #[arg(long)]
+        project: Option<String>,
+        /// Check only this chat job (repeatable); default: every job that selects itself
+        /// with the CHATOPS_JOB rule.
+        #[arg(long = "job", value_name = "JOB")]
+        jobs: Vec<String>,
+        /// Also check that a webhook to this URL (the stack's GitLabWebhookUrl) exists.
+        #[arg(long)]
+        webhook_url: Option<String>,
     },
 }
 
@@ -66,14 +92,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Reply { file, raw } => crate::reply_cli::run(&file, raw),
         Command::Users { command } => crate::users::run_cli(&command).await,
         Command::Gitlab {
-            command: GitlabCommand::Setup { webhook_url },
+            command:
+                GitlabCommand::Setup {
+                    webhook_url,
+                    fix_variables_role,
+                },
         } => Ok(crate::setup::run_cli(
             &chatops_core::config::Env::from_process(),
             &webhook_url,
+            fix_variables_role,
+            &mut std::io::stdout(),
+        )
+        .await),
+        Command::Gitlab {
+            command:
+                GitlabCommand::Check {
+                    project,
+                    jobs,
+                    webhook_url,
+                },
+        } => Ok(crate::check::run_cli(
+            &chatops_core::config::Env::from_process(),
+            project.as_deref(),
+            &crate::check::CheckOptions { jobs, webhook_url },
             &mut std::io::stdout(),
         )
         .await),
         Command::Local { port, aws } => crate::local::run_cli(port, aws).await,
         Command::Demo => crate::demo::run_demo().await,
+        Command::Deploy(args) => Ok(crate::deploy::run_cli(
+            &args,
+            &chatops_core::config::Env::from_process(),
+            &mut std::io::stdout(),
+        )
+        .await),
     }
 }

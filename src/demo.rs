@@ -143,6 +143,8 @@ impl DemoWorld {
         let gl = gitlab.state();
         gl.add_project(DEMO_PROJECT_ID, DEMO_PROJECT);
         gl.set_ci_jobs(DEMO_PROJECT_ID, standin_jobs(&ci));
+        // What `ci/lint` answers as `merged_yaml` (`chatops gitlab check` reads it).
+        gl.set_merged_yaml(DEMO_PROJECT_ID, Some(ci.merged_yaml.clone()));
         let mut runner = Runner::new(project_dir);
         runner.timeout = Duration::from_secs(120);
         gl.set_executor(Arc::new(ShellExecutor::new(

@@ -388,6 +388,68 @@ async fn job_excluded_from_chat_is_refused() {
     assert!(h.gitlab.state().pipelines().is_empty());
 }
 
+/// GitLab.com's default for new projects ("No one allowed"), and a minimum role above the
+/// token's: GitLab refuses the pipeline's variables, and the person is told which setting
+/// to change, who can, and the command that checks or fixes it (not a hint about `rules`).
+#[tokio::test]
+async fn pipeline_variables_refused_by_the_project_setting_are_explained() {
+    for (role, token_access) in [("no_one_allowed", 50), ("owner", 40), ("maintainer", 30)] {
+        let h = harness().await;
+        let gl = h.gitlab.state();
+        gl.set_variables_role(PROJECT, role);
+        gl.set_token_access(token_access);
+        let req = h.request(&format!("req-vars-{role}"), "deploy", "production");
+        h.run(&req).await.unwrap();
+
+        let refused = gl
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "POST" && r.path.ends_with("/pipeline"))
+            .expect("the dispatcher asked GitLab for the pipeline");
+        assert_eq!(refused.status, 400, "{role}");
+        assert!(gl.pipelines().is_empty(), "{role}: no pipeline exists");
+        let post = h.only_post();
+        assert_eq!(post.response_type.as_deref(), Some("ephemeral"), "{role}");
+        let text = post.text;
+        assert!(
+            text.contains("Insufficient permissions to set pipeline variables"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Minimum role to use pipeline variables")
+                && text.contains("Settings &gt; CI/CD &gt; Variables"),
+            "{role}: names the setting: {text}"
+        );
+        assert!(
+            text.contains("Maintainer or Owner"),
+            "{role}: who may change it: {text}"
+        );
+        assert!(
+            text.contains("`chatops gitlab check --project group/proj`")
+                && text.contains("--fix-variables-role"),
+            "{role}: names the commands: {text}"
+        );
+        assert!(
+            !text.contains("must select itself"),
+            "{role}: no misleading hint about rules: {text}"
+        );
+        assert_eq!(h.status(&req).await, RunStatus::Refused, "{role}");
+    }
+}
+
+/// A role the token reaches lets the variables through.
+#[tokio::test]
+async fn pipeline_variables_allowed_by_the_project_setting_start_the_job() {
+    let h = harness().await;
+    let gl = h.gitlab.state();
+    gl.set_variables_role(PROJECT, "developer");
+    gl.set_token_access(30);
+    let req = h.request("req-vars-ok", "deploy", "");
+    h.run(&req).await.unwrap();
+    assert_eq!(gl.pipelines().len(), 1);
+    assert!(h.only_post().text.contains("started"));
+}
+
 #[tokio::test]
 async fn foreign_jobs_joining_cancel_the_pipeline_and_are_named() {
     let h = harness().await;

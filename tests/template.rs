@@ -318,6 +318,76 @@ fn outputs_and_the_slack_manifest_point_where_the_code_listens() {
     }
 }
 
+/// Alarms notify only when CloudWatch may use the alarm topic's key: the topic is encrypted
+/// with our own key (never the AWS managed `alias/aws/sns`, whose policy cannot grant
+/// CloudWatch anything), and that key's policy lets `cloudwatch.amazonaws.com` decrypt and
+/// generate data keys.
+#[test]
+fn the_alarm_topic_key_lets_cloudwatch_publish() {
+    let t = template();
+    let topic = resource(&t, "AlarmTopic");
+    assert_eq!(topic["Type"], "AWS::SNS::Topic");
+    let mut key = BTreeSet::new();
+    references(&topic["Properties"]["KmsMasterKeyId"], &mut key);
+    assert_eq!(
+        key.into_iter().collect::<Vec<_>>(),
+        vec!["AlarmTopicKey".to_owned()],
+        "the alarm topic must be encrypted with the stack's own key, not {:?}",
+        topic["Properties"]["KmsMasterKeyId"]
+    );
+    let key = resource(&t, "AlarmTopicKey");
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+
+    let statements = key["Properties"]["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .expect("the key has a policy with statements");
+    let actions = |st: &Value| -> BTreeSet<String> {
+        match &st["Action"] {
+            Value::String(s) => [s.clone()].into(),
+            Value::Sequence(xs) => xs
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => BTreeSet::new(),
+        }
+    };
+    let cloudwatch: Vec<&Value> = statements
+        .iter()
+        .filter(|st| st["Effect"] == "Allow")
+        .filter(|st| {
+            let p = &st["Principal"]["Service"];
+            p == "cloudwatch.amazonaws.com"
+                || p.as_sequence()
+                    .is_some_and(|xs| xs.iter().any(|x| x == "cloudwatch.amazonaws.com"))
+        })
+        .collect();
+    assert!(
+        !cloudwatch.is_empty(),
+        "no key policy statement allows cloudwatch.amazonaws.com"
+    );
+    let granted: BTreeSet<String> = cloudwatch.iter().flat_map(|st| actions(st)).collect();
+    for needed in ["kms:Decrypt", "kms:GenerateDataKey*"] {
+        assert!(
+            granted.contains(needed) || granted.contains("kms:*"),
+            "CloudWatch lacks {needed} on the alarm topic key (has {granted:?})"
+        );
+    }
+    // Nobody is denied what CloudWatch needs.
+    assert!(
+        !statements.iter().any(|st| st["Effect"] == "Deny"
+            && actions(st)
+                .iter()
+                .any(|a| a == "kms:Decrypt" || a.starts_with("kms:GenerateDataKey"))),
+        "a Deny statement takes back what CloudWatch needs"
+    );
+    // The account keeps administering its key (a key nobody may manage cannot be deleted).
+    assert!(statements.iter().any(|st| st["Effect"] == "Allow"
+        && actions(st).contains("kms:*")
+        && intrinsic(&st["Principal"]["AWS"], "Sub").is_some()));
+}
+
 fn s(v: &Value, what: &str) -> String {
     v.as_str()
         .unwrap_or_else(|| panic!("RunsTable: {what} must be a literal string, found {v:?}"))

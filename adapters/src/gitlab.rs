@@ -13,8 +13,8 @@
 //! - Lists follow pagination (`X-Next-Page`, else the `Link: rel="next"` URL), 100 per page.
 
 use chatops_core::gitlab::{
-    AccessLevel, CiConfig, CiJob, GitLab, GitLabError, Hook, Job, Pipeline, Project, TraceStream,
-    User,
+    AccessLevel, CiConfig, CiJob, GitLab, GitLabError, Hook, Job, MergedCi, Pipeline, Project,
+    ProjectSettings, TraceStream, User, VariablesRole,
 };
 use chatops_core::ids::{GitLabUserId, JobId, PipelineId, ProjectId, ProjectRef};
 use chatops_core::secret::Secret;
@@ -379,6 +379,43 @@ impl From<LintJob> for CiJob {
     }
 }
 
+/// A project as `GET`/`PUT /projects/:id` answer it, with the settings `check` reads.
+pub fn project_settings_from_json(v: serde_json::Value) -> Result<ProjectSettings, GitLabError> {
+    let raw_role = v
+        .get("ci_pipeline_variables_minimum_override_role")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let restrict = v
+        .get("restrict_user_defined_variables")
+        .and_then(serde_json::Value::as_bool);
+    let level = |k: &str| {
+        v.get("permissions")
+            .and_then(|p| p.get(k))
+            .and_then(|a| a.get("access_level"))
+            .and_then(serde_json::Value::as_u64)
+            .map(|l| AccessLevel(l as u32))
+    };
+    let token_access = level("project_access").max(level("group_access"));
+    let project: Project = serde_json::from_value(v)
+        .map_err(|e| GitLabError::Protocol(format!("unreadable project: {e}")))?;
+    Ok(ProjectSettings {
+        project,
+        variables_role: raw_role.as_deref().and_then(VariablesRole::parse),
+        variables_role_raw: raw_role,
+        restrict_user_defined_variables: restrict,
+        token_access,
+    })
+}
+
+#[derive(Deserialize)]
+struct MergedLint {
+    valid: bool,
+    #[serde(default)]
+    errors: Vec<String>,
+    #[serde(default)]
+    merged_yaml: Option<String>,
+}
+
 #[async_trait::async_trait]
 impl GitLab for GitLabClient {
     async fn project(&self, project: &ProjectRef) -> Result<Project, GitLabError> {
@@ -591,6 +628,51 @@ impl GitLab for GitLabClient {
         };
         let resp = self.send(method, &target, &[], Some(&body), repeat).await?;
         read_json(resp).await
+    }
+
+    async fn project_settings(&self, project: &ProjectRef) -> Result<ProjectSettings, GitLabError> {
+        let v: serde_json::Value = self
+            .get_json(&format!("/projects/{}", project.url_segment()), &[])
+            .await?;
+        project_settings_from_json(v)
+    }
+
+    async fn set_variables_role(
+        &self,
+        project: ProjectId,
+        role: VariablesRole,
+    ) -> Result<ProjectSettings, GitLabError> {
+        let url = format!("{}{}", self.api, Self::project_path(project));
+        let body =
+            serde_json::json!({"ci_pipeline_variables_minimum_override_role": role.as_str()});
+        let resp = self
+            .send(Method::PUT, &url, &[], Some(&body), Repeat::Safe)
+            .await?;
+        project_settings_from_json(read_json(resp).await?)
+    }
+
+    async fn merged_ci_yaml(
+        &self,
+        project: ProjectId,
+        git_ref: &str,
+    ) -> Result<MergedCi, GitLabError> {
+        let path = format!("{}/ci/lint", Self::project_path(project));
+        // Current GitLab always answers with `merged_yaml` here; `include_merged_yaml` is the
+        // flag older lint endpoints wanted, and is ignored where it is not needed.
+        let r: MergedLint = self
+            .get_json(
+                &path,
+                &[
+                    ("content_ref", git_ref.to_owned()),
+                    ("include_merged_yaml", "true".into()),
+                ],
+            )
+            .await?;
+        Ok(MergedCi {
+            valid: r.valid,
+            errors: r.errors,
+            merged_yaml: r.merged_yaml.filter(|y| !y.trim().is_empty()),
+        })
     }
 }
 

@@ -548,6 +548,13 @@ impl Dispatcher {
             .create_pipeline(project.id, branch, &vars)
             .await
             .map_err(|e| match e {
+                GitLabError::Rejected(message)
+                    if crate::gitlab::refuses_pipeline_variables(&message) =>
+                {
+                    let project = project.path_with_namespace.clone();
+                    let why = Unscheduled::PipelineVariablesForbidden { project, message };
+                    Stop::Refuse(unscheduled(&req, why))
+                }
                 GitLabError::Rejected(message) => {
                     Stop::Refuse(unscheduled(&req, Unscheduled::PipelineRejected { message }))
                 }

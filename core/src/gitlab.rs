@@ -36,6 +36,15 @@ impl GitLabError {
     }
 }
 
+/// Whether GitLab's refusal of a new pipeline is about its variables: the project's
+/// "Minimum role to use pipeline variables" is above the caller's role. GitLab answers 400
+/// `{"message":{"base":["Insufficient permissions to set pipeline variables"]}}`.
+pub fn refuses_pipeline_variables(message: &str) -> bool {
+    message
+        .to_ascii_lowercase()
+        .contains("insufficient permissions to set pipeline variables")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Project {
     pub id: ProjectId,
@@ -164,6 +173,89 @@ pub struct Hook {
     pub job_events: bool,
 }
 
+/// "Minimum role to use pipeline variables" (Settings > CI/CD > Variables), the project
+/// attribute `ci_pipeline_variables_minimum_override_role`. Every chat pipeline carries the
+/// contract's variables, so the token's user must reach this role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VariablesRole {
+    /// No pipeline may carry variables (the default of new projects in new GitLab.com
+    /// namespaces since GitLab 17.7).
+    NoOneAllowed,
+    Developer,
+    Maintainer,
+    Owner,
+}
+
+impl VariablesRole {
+    pub const ALL: [VariablesRole; 4] = [
+        VariablesRole::NoOneAllowed,
+        VariablesRole::Developer,
+        VariablesRole::Maintainer,
+        VariablesRole::Owner,
+    ];
+
+    /// The API value (`no_one_allowed`, `developer`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VariablesRole::NoOneAllowed => "no_one_allowed",
+            VariablesRole::Developer => "developer",
+            VariablesRole::Maintainer => "maintainer",
+            VariablesRole::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VariablesRole> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s.trim())
+    }
+
+    /// How GitLab's settings page names it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            VariablesRole::NoOneAllowed => "No one allowed",
+            VariablesRole::Developer => "Developer",
+            VariablesRole::Maintainer => "Maintainer",
+            VariablesRole::Owner => "Owner",
+        }
+    }
+
+    /// Whether a user with `access` may create pipelines with variables.
+    pub fn allows(&self, access: AccessLevel) -> bool {
+        match self {
+            VariablesRole::NoOneAllowed => false,
+            VariablesRole::Developer => access >= AccessLevel::DEVELOPER,
+            VariablesRole::Maintainer => access >= AccessLevel::MAINTAINER,
+            VariablesRole::Owner => access >= AccessLevel::OWNER,
+        }
+    }
+}
+
+/// The project settings `chatops gitlab check` and `setup` read (`GET /projects/:id`, whose
+/// CI/CD settings GitLab shows only to Maintainers and Owners).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectSettings {
+    pub project: Project,
+    /// `ci_pipeline_variables_minimum_override_role`: `None` when GitLab did not show it
+    /// (the token is below Maintainer) or the instance predates it (GitLab < 17.1).
+    pub variables_role: Option<VariablesRole>,
+    /// The raw value when GitLab sent one this client does not know.
+    pub variables_role_raw: Option<String>,
+    /// `restrict_user_defined_variables`: when `false`, GitLab ignores the minimum role and
+    /// anyone who may run a pipeline may pass variables.
+    pub restrict_user_defined_variables: Option<bool>,
+    /// The token user's own access to the project (`permissions`: the higher of project
+    /// and group access), when GitLab says.
+    pub token_access: Option<AccessLevel>,
+}
+
+/// The project's CI configuration with every `include:` resolved (`ci/lint`'s `merged_yaml`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedCi {
+    pub valid: bool,
+    pub errors: Vec<String>,
+    pub merged_yaml: Option<String>,
+}
+
 /// A job log as it arrives: raw bytes in chunks.
 pub type TraceStream = BoxStream<'static, Result<Bytes, GitLabError>>;
 
@@ -232,4 +324,38 @@ pub trait GitLab: Send + Sync {
         url: &str,
         token: &str,
     ) -> Result<Hook, GitLabError>;
+
+    // The administrator's calls (`chatops gitlab check` / `setup`); no Lambda makes them.
+    // They refuse by default so a test double need not model them.
+
+    /// `GET /projects/:id`, with the CI/CD settings a Maintainer sees.
+    async fn project_settings(&self, project: &ProjectRef) -> Result<ProjectSettings, GitLabError> {
+        let _ = project;
+        Err(GitLabError::Protocol(
+            "reading project settings is not supported by this GitLab".into(),
+        ))
+    }
+    /// `PUT /projects/:id` with `ci_pipeline_variables_minimum_override_role`.
+    async fn set_variables_role(
+        &self,
+        project: ProjectId,
+        role: VariablesRole,
+    ) -> Result<ProjectSettings, GitLabError> {
+        let _ = (project, role);
+        Err(GitLabError::Protocol(
+            "changing project settings is not supported by this GitLab".into(),
+        ))
+    }
+    /// `GET /projects/:id/ci/lint?content_ref=<ref>&include_merged_yaml=true`: the CI
+    /// configuration on `git_ref` with its includes merged.
+    async fn merged_ci_yaml(
+        &self,
+        project: ProjectId,
+        git_ref: &str,
+    ) -> Result<MergedCi, GitLabError> {
+        let _ = (project, git_ref);
+        Err(GitLabError::Protocol(
+            "reading the merged CI configuration is not supported by this GitLab".into(),
+        ))
+    }
 }

@@ -49,6 +49,12 @@ pub enum Unscheduled {
     PipelineRejected {
         message: String,
     },
+    /// GitLab refused the contract's variables: the project's "Minimum role to use pipeline
+    /// variables" is above the token's role (or "No one allowed").
+    PipelineVariablesForbidden {
+        project: String,
+        message: String,
+    },
     ForeignJobs {
         pipeline_url: String,
         ours: usize,
@@ -278,7 +284,32 @@ impl Unscheduled {
                 .br()
                 .text("The job must select itself with ")
                 .code(CONTRACT_RULE)
-                .text("."),
+                .text(", and ")
+                .code("workflow: rules")
+                .text(" must let pipelines started through the API in. ")
+                .then(check_hint()),
+            Unscheduled::PipelineVariablesForbidden { project, message } => Rich::new()
+                .text(format!(
+                    "GitLab refused the pipeline's variables ({message}): "
+                ))
+                .text("the project ")
+                .code(project)
+                .text(
+                    " does not let the ChatOps token pass pipeline variables, and every chat \
+                       pipeline carries ",
+                )
+                .code("CHATOPS_JOB")
+                .text(" and ")
+                .code("CHAT_INPUT")
+                .text(".")
+                .br()
+                .text("A Maintainer or Owner of the project can change ")
+                .bold("Settings > CI/CD > Variables > Minimum role to use pipeline variables")
+                .text(" to Developer (or at most the token's role), or run ")
+                .code("chatops gitlab setup --fix-variables-role")
+                .text("; ")
+                .code(format!("chatops gitlab check --project {project}"))
+                .text(" shows the setting."),
             Unscheduled::ForeignJobs {
                 pipeline_url,
                 ours,
@@ -317,7 +348,7 @@ impl Unscheduled {
                         .code("except: variables: [$CHATOPS_JOB]")
                         .text(").");
                 }
-                r
+                r.br().then(check_hint())
             }
             Unscheduled::TokenRefused { detail } => Rich::new().text(format!(
                 "GitLab refused the ChatOps token ({detail}). Ask an administrator to check it."
@@ -331,6 +362,14 @@ impl Unscheduled {
             )),
         }
     }
+}
+
+/// Where an administrator finds every change the CI configuration needs.
+fn check_hint() -> Rich {
+    Rich::new()
+        .text("An administrator can run ")
+        .code("chatops gitlab check")
+        .text(" to see every change the CI configuration needs.")
 }
 
 /// GitLab's own refusal text for a job it cannot schedule (`Presenters::Run#failed_to_schedule`).
@@ -514,6 +553,13 @@ mod tests {
             (
                 "pipeline_rejected",
                 u(Unscheduled::PipelineRejected {
+                    message: "Pipeline filtered out by workflow rules.".into(),
+                }),
+            ),
+            (
+                "pipeline_variables_forbidden",
+                u(Unscheduled::PipelineVariablesForbidden {
+                    project: "g/p <!channel>".into(),
                     message: "Insufficient permissions to set pipeline variables".into(),
                 }),
             ),

@@ -30,8 +30,8 @@
 
 use bytes::Bytes;
 use chatops_core::gitlab::{
-    AccessLevel, CiConfig, CiJob, GitLab, GitLabError, Hook, Job, Pipeline, Project, Status,
-    TraceStream, User,
+    AccessLevel, CiConfig, CiJob, GitLab, GitLabError, Hook, Job, MergedCi, Pipeline, Project,
+    ProjectSettings, Status, TraceStream, User, VariablesRole,
 };
 use chatops_core::ids::{GitLabUserId, JobId, PipelineId, ProjectId, ProjectRef};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -78,6 +78,10 @@ struct State {
     jobs: Vec<(ProjectId, PipelineId, Job)>,
     traces: HashMap<JobId, Vec<u8>>,
     hooks: HashMap<ProjectId, Vec<(Hook, String)>>,
+    /// "Minimum role to use pipeline variables" per project (Maintainer when unset).
+    variables_roles: HashMap<ProjectId, VariablesRole>,
+    /// `ci/lint`'s `merged_yaml` per project.
+    merged_yaml: HashMap<ProjectId, String>,
     injected: Vec<Injected>,
     calls: Vec<String>,
     next_pipeline: u64,
@@ -175,6 +179,11 @@ impl FakeGitLab {
     /// Make the project's CI config invalid with these GitLab error messages.
     pub fn set_ci_invalid(&self, project: ProjectId, errors: Vec<String>) {
         self.lock().ci.insert(project, CiConfig::Invalid(errors));
+    }
+
+    /// What `merged_ci_yaml` answers for the project.
+    pub fn set_merged_yaml(&self, project: ProjectId, yaml: &str) {
+        self.lock().merged_yaml.insert(project, yaml.to_owned());
     }
 
     /// Mark a CI job as joining every pipeline (a job without rules or only/except).
@@ -570,6 +579,72 @@ impl GitLab for FakeGitLab {
             list.push((hook.clone(), token.to_owned()));
         }
         Ok(hook)
+    }
+
+    async fn project_settings(&self, project: &ProjectRef) -> Result<ProjectSettings, GitLabError> {
+        let g = self.enter("project_settings")?;
+        let p = find_project(&g, project)
+            .cloned()
+            .ok_or_else(|| GitLabError::NotFound("404 Project Not Found".into()))?;
+        let role = g
+            .variables_roles
+            .get(&p.id)
+            .copied()
+            .unwrap_or(VariablesRole::Maintainer);
+        Ok(ProjectSettings {
+            project: p,
+            variables_role: Some(role),
+            variables_role_raw: Some(role.as_str().to_owned()),
+            restrict_user_defined_variables: Some(true),
+            token_access: Some(AccessLevel::MAINTAINER),
+        })
+    }
+
+    async fn set_variables_role(
+        &self,
+        project: ProjectId,
+        role: VariablesRole,
+    ) -> Result<ProjectSettings, GitLabError> {
+        let p = {
+            let mut g = self.enter("set_variables_role")?;
+            has_project(&g, project)?;
+            g.variables_roles.insert(project, role);
+            g.projects.iter().find(|p| p.id == project).cloned()
+        };
+        let p = p.ok_or_else(|| GitLabError::NotFound("404 Project Not Found".into()))?;
+        Ok(ProjectSettings {
+            project: p,
+            variables_role: Some(role),
+            variables_role_raw: Some(role.as_str().to_owned()),
+            restrict_user_defined_variables: Some(true),
+            token_access: Some(AccessLevel::MAINTAINER),
+        })
+    }
+
+    async fn merged_ci_yaml(
+        &self,
+        project: ProjectId,
+        _git_ref: &str,
+    ) -> Result<MergedCi, GitLabError> {
+        let g = self.enter("merged_ci_yaml")?;
+        has_project(&g, project)?;
+        Ok(match (g.merged_yaml.get(&project), g.ci.get(&project)) {
+            (_, Some(CiConfig::Invalid(errors))) => MergedCi {
+                valid: false,
+                errors: errors.clone(),
+                merged_yaml: None,
+            },
+            (Some(y), _) => MergedCi {
+                valid: true,
+                errors: vec![],
+                merged_yaml: Some(y.clone()),
+            },
+            (None, _) => MergedCi {
+                valid: false,
+                errors: vec!["Please provide content of .gitlab-ci.yml".into()],
+                merged_yaml: None,
+            },
+        })
     }
 }
 

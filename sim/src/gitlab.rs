@@ -6,10 +6,16 @@
 //!
 //! Endpoints (under `/api/v4`, `PRIVATE-TOKEN` or `Authorization: Bearer` checked, 401
 //! `{"message":"401 Unauthorized"}` otherwise; `:id` is a numeric id or URL-encoded path):
-//! - `GET /projects/:id`, `GET /users?username=`, `GET /projects/:id/members/all/:user_id`
+//! - `GET /projects/:id` (with `permissions` of the token's user, and the CI/CD settings
+//!   `restrict_user_defined_variables` / `ci_pipeline_variables_minimum_override_role` when
+//!   the token is Maintainer or more), `PUT /projects/:id` (that role; GitLab's 403/400s),
+//!   `GET /users?username=`, `GET /projects/:id/members/all/:user_id`
 //! - `GET /projects/:id/ci/lint?content_ref=&include_jobs=true` (`valid`, `errors`,
-//!   `warnings`, `jobs` with `name`/`stage`/`when`/`only`/`except` as GitLab reports them)
-//! - `POST /projects/:id/pipeline` (JSON `{ref, variables:[{key,value,variable_type}]}`),
+//!   `warnings`, `merged_yaml`, `jobs` with `name`/`stage`/`when`/`only`/`except` as GitLab
+//!   reports them)
+//! - `POST /projects/:id/pipeline` (JSON `{ref, variables:[{key,value,variable_type}]}`;
+//!   400 `{"message":{"base":["Insufficient permissions to set pipeline variables"]}}` when
+//!   the project's minimum role for pipeline variables is above the token's),
 //!   `GET /projects/:id/pipelines/:pid`, `GET …/pipelines/:pid/jobs`, `GET …/bridges`,
 //!   `POST …/pipelines/:pid/cancel`, `GET /projects/:id/pipelines` (`source`, `ref`,
 //!   `updated_after`, `sort`), `GET …/pipelines/:pid/variables`
@@ -30,7 +36,8 @@
 //! are set and, when a webhook is configured, Job and Pipeline hooks are delivered.
 //!
 //! Test handle (`gl.state()`, a cheap clone): `add_project`, `add_user`, `set_member`,
-//! `set_ci_jobs`/`set_ci_invalid`, `set_job_status`, `set_trace`, `finish_job`, `play_job`,
+//! `set_ci_jobs`/`set_ci_invalid`/`set_ci_yaml` (a real `.gitlab-ci.yml`, planned by the
+//! runner's rules evaluator), `set_variables_role`, `set_token_access`, `set_job_status`, `set_trace`, `finish_job`, `play_job`,
 //! `pipelines()`, `jobs_of()`, `requests()`, `created_variables()`, `fail_next(Fault, n)`,
 //! `set_webhook(url, token)`, `job_hook()`/`pipeline_hook()` + `deliver()` (or `send_job_hook`
 //! / `send_pipeline_hook`), `set_executor()`, `set_planner()` (a [`PipelinePlanner`] decides
@@ -142,6 +149,24 @@ pub struct StandinProject {
     pub path: String,
     pub default_branch: String,
     pub ci: CiDefinition,
+    /// `ci_pipeline_variables_minimum_override_role` as the API spells it (`maintainer`
+    /// unless set: GitLab's default outside new GitLab.com namespaces).
+    pub variables_role: String,
+    /// `ci/lint`'s `merged_yaml`; derived from `ci` when no YAML was given.
+    pub merged_yaml: Option<String>,
+    /// The project's own planner (a real CI file: `set_ci_yaml` in `runner`): pipelines then
+    /// hold what it plans, workflow rules included, instead of what the [`JoinRule`]s say.
+    pub planner: Option<ProjectPlanner>,
+}
+
+/// A [`PipelinePlanner`] attached to one project.
+#[derive(Clone)]
+pub struct ProjectPlanner(pub Arc<dyn PipelinePlanner>);
+
+impl std::fmt::Debug for ProjectPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProjectPlanner")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +321,8 @@ struct State {
     hooks: Vec<(u64, chatops_core::gitlab::Hook, String)>,
     requests: Vec<RecordedRequest>,
     faults: VecDeque<PendingFault>,
+    /// The token user's access level on every project.
+    token_access: u32,
     executor: Option<Arc<dyn JobExecutor>>,
     planner: Option<Arc<dyn PipelinePlanner>>,
     webhook: Option<(String, String)>,
@@ -352,6 +379,7 @@ impl GitLabStandin {
             hooks: Vec::new(),
             requests: Vec::new(),
             faults: VecDeque::new(),
+            token_access: 40,
             executor: None,
             planner: None,
             webhook: None,
@@ -442,7 +470,57 @@ impl StandinHandle {
             path: path.to_owned(),
             default_branch: "main".to_owned(),
             ci: CiDefinition::Invalid(vec!["Please provide content of .gitlab-ci.yml".into()]),
+            variables_role: "maintainer".to_owned(),
+            merged_yaml: None,
+            planner: None,
         });
+    }
+
+    /// The project's "Minimum role to use pipeline variables" (`no_one_allowed`,
+    /// `developer`, `maintainer`, `owner`).
+    pub fn set_variables_role(&self, project: u64, role: &str) {
+        if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
+            p.variables_role = role.to_owned();
+        }
+    }
+
+    pub fn variables_role(&self, project: u64) -> Option<String> {
+        self.lock()
+            .projects
+            .iter()
+            .find(|p| p.id == project)
+            .map(|p| p.variables_role.clone())
+    }
+
+    /// The token's access level on every project (10 guest … 50 owner; default 40, a
+    /// Maintainer project access token as the README asks for).
+    pub fn set_token_access(&self, access_level: u32) {
+        self.lock().token_access = access_level;
+    }
+
+    /// The project's CI configuration at once: what `ci/lint` reports (`ci`, `merged_yaml`)
+    /// and, when given, the planner that decides what its pipelines hold
+    /// (`StandinHandle::set_ci_yaml` in `runner` builds all three from a `.gitlab-ci.yml`).
+    pub fn set_ci_definition(
+        &self,
+        project: u64,
+        ci: CiDefinition,
+        merged_yaml: Option<String>,
+        planner: Option<Arc<dyn PipelinePlanner>>,
+    ) {
+        if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
+            p.ci = ci;
+            p.merged_yaml = merged_yaml;
+            p.planner = planner.map(ProjectPlanner);
+        }
+    }
+
+    /// Set `ci/lint`'s `merged_yaml` alone (e.g. the demo project's file with its local
+    /// includes merged), keeping the jobs as set.
+    pub fn set_merged_yaml(&self, project: u64, yaml: Option<String>) {
+        if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
+            p.merged_yaml = yaml;
+        }
     }
 
     pub fn set_default_branch(&self, project: u64, branch: &str) {
@@ -486,12 +564,16 @@ impl StandinHandle {
     pub fn set_ci_jobs(&self, project: u64, jobs: Vec<StandinCiJob>) {
         if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
             p.ci = CiDefinition::Valid(jobs);
+            p.merged_yaml = None;
+            p.planner = None;
         }
     }
 
     pub fn set_ci_invalid(&self, project: u64, errors: Vec<String>) {
         if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
             p.ci = CiDefinition::Invalid(errors);
+            p.merged_yaml = None;
+            p.planner = None;
         }
     }
 
@@ -946,8 +1028,9 @@ impl StandinHandle {
         match (method.as_str(), seg.as_slice()) {
             ("GET", ["users"]) => self.users(&q),
             ("GET", ["projects", id]) => self.with_project(id, |g, p| {
-                axum::Json(project_json(&g.base_url, p)).into_response()
+                axum::Json(project_json(&g.base_url, p, g.token_access)).into_response()
             }),
+            ("PUT", ["projects", id]) => self.update_project(id, query, headers, body),
             ("GET", ["projects", id, "members", "all", user]) => self.with_project(id, |g, p| {
                 let uid: u64 = user.parse().unwrap_or(0);
                 match (
@@ -982,16 +1065,23 @@ impl StandinHandle {
                         None => p.ci.clone(),
                     };
                     let (valid, errors, jobs) = match &ci {
-                        CiDefinition::Valid(j) => {
-                            (true, vec![], j.iter().map(StandinCiJob::lint_json).collect())
-                        }
+                        CiDefinition::Valid(j) => (
+                            true,
+                            vec![],
+                            j.iter().map(StandinCiJob::lint_json).collect(),
+                        ),
                         CiDefinition::Invalid(e) => (false, e.clone(), vec![]),
+                    };
+                    let merged = match (&ci, &p.merged_yaml) {
+                        (CiDefinition::Invalid(_), _) => Value::Null,
+                        (_, Some(y)) => Value::String(y.clone()),
+                        (CiDefinition::Valid(jobs), None) => Value::String(merged_yaml_of(jobs)),
                     };
                     let mut v = json!({
                         "valid": valid,
                         "errors": errors,
                         "warnings": [],
-                        "merged_yaml": if valid { Value::String("---\n".into()) } else { Value::Null },
+                        "merged_yaml": merged,
                         "includes": []
                     });
                     if include_jobs {
@@ -1204,40 +1294,56 @@ impl StandinHandle {
             let Some(p) = Self::find_project(&g, id).cloned() else {
                 return not_found("Project");
             };
+            // GitLab checks this before the ref and the configuration
+            // (`Chain::Build::Associations`), and answers with the pipeline's base error.
+            if !variables.is_empty() && !variables_allowed(&p.variables_role, g.token_access) {
+                return message(
+                    400,
+                    json!({"base": ["Insufficient permissions to set pipeline variables"]}),
+                );
+            }
             if git_ref != p.default_branch {
                 return message(400, json!({"base": ["Reference not found"]}));
             }
-            let joining: Vec<PlannedJob> = match g.planner.clone() {
-                Some(planner) => match planner.plan(&p, &git_ref, &variables) {
-                    Ok(jobs) => jobs,
-                    Err(m) => return message(400, json!({"base": [m]})),
+            let own = p
+                .planner
+                .as_ref()
+                .map(|pl| pl.0.plan(&p, &git_ref, &variables));
+            let joining: Vec<PlannedJob> = match (own, g.planner.clone()) {
+                (Some(Ok(jobs)), _) => jobs,
+                (Some(Err(m)), _) => return message(400, json!({"base": [m]})),
+                (None, planner) => match planner {
+                    Some(planner) => match planner.plan(&p, &git_ref, &variables) {
+                        Ok(jobs) => jobs,
+                        Err(m) => return message(400, json!({"base": [m]})),
+                    },
+                    None => {
+                        let ci_jobs = match &p.ci {
+                            CiDefinition::Valid(j) => j.clone(),
+                            CiDefinition::Invalid(errors) => {
+                                return message(400, json!({"base": errors}))
+                            }
+                        };
+                        let wanted = variables
+                            .iter()
+                            .find(|(k, _)| k == "CHATOPS_JOB")
+                            .map(|(_, v)| v.clone());
+                        ci_jobs
+                            .into_iter()
+                            .filter(|j| match j.rule {
+                                JoinRule::ChatopsRule => wanted.as_deref() == Some(j.name.as_str()),
+                                JoinRule::Always => true,
+                                JoinRule::OnlyChat => false,
+                            })
+                            .map(|j| PlannedJob {
+                                name: j.name,
+                                stage: j.stage,
+                                manual: j.when_manual,
+                                script: j.script,
+                            })
+                            .collect()
+                    }
                 },
-                None => {
-                    let ci_jobs = match &p.ci {
-                        CiDefinition::Valid(j) => j.clone(),
-                        CiDefinition::Invalid(errors) => {
-                            return message(400, json!({"base": errors}))
-                        }
-                    };
-                    let wanted = variables
-                        .iter()
-                        .find(|(k, _)| k == "CHATOPS_JOB")
-                        .map(|(_, v)| v.clone());
-                    ci_jobs
-                        .into_iter()
-                        .filter(|j| match j.rule {
-                            JoinRule::ChatopsRule => wanted.as_deref() == Some(j.name.as_str()),
-                            JoinRule::Always => true,
-                            JoinRule::OnlyChat => false,
-                        })
-                        .map(|j| PlannedJob {
-                            name: j.name,
-                            stage: j.stage,
-                            manual: j.when_manual,
-                            script: j.script,
-                        })
-                        .collect()
-                }
             };
             if joining.is_empty() {
                 return message(
@@ -1382,6 +1488,73 @@ impl StandinHandle {
         (status, axum::Json(hook_json(&hook, pid))).into_response()
     }
 
+    /// `PUT /projects/:id`: the stand-in keeps `ci_pipeline_variables_minimum_override_role`
+    /// (JSON, form or query parameters, as Grape reads them), with GitLab's rules: Maintainer
+    /// or more (else 403); only an Owner may set `owner` or change it away from `owner`
+    /// (400 with GitLab's message); an unknown value is a 400 naming the parameter.
+    fn update_project(&self, id: &str, query: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+        let is_json = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let mut params: HashMap<String, String> = query_map(query);
+        if is_json {
+            if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) {
+                for (k, v) in m {
+                    let v = match v {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    params.insert(k, v);
+                }
+            }
+        } else {
+            params.extend(query_map(&String::from_utf8_lossy(body)));
+        }
+        let mut g = self.lock();
+        let access = g.token_access;
+        let base = g.base_url.clone();
+        let Some(p) = g
+            .projects
+            .iter_mut()
+            .find(|p| p.id.to_string() == id || p.path == id)
+        else {
+            return not_found("Project");
+        };
+        if access < 40 {
+            return message(403, "403 Forbidden");
+        }
+        let Some(role) = params.get("ci_pipeline_variables_minimum_override_role") else {
+            return json_error(
+                400,
+                "name, description, ci_pipeline_variables_minimum_override_role, ... are \
+                 missing, at least one parameter must be provided",
+            );
+        };
+        if !VARIABLES_ROLES.contains(&role.as_str()) {
+            return json_error(
+                400,
+                "ci_pipeline_variables_minimum_override_role does not have a valid value",
+            );
+        }
+        if role == "owner" && access < 50 {
+            return message(
+                400,
+                "Changing the ci_pipeline_variables_minimum_override_role to the owner role is \
+                 not allowed",
+            );
+        }
+        if p.variables_role == "owner" && access < 50 {
+            return message(
+                400,
+                "Changing the restrict_user_defined_variables or \
+                 ci_pipeline_variables_minimum_override_role is not allowed",
+            );
+        }
+        p.variables_role = role.clone();
+        axum::Json(project_json(&base, p, access)).into_response()
+    }
+
     /// Hooks with their secret tokens (what `chatops gitlab setup` configured).
     pub fn hooks(&self) -> Vec<(u64, chatops_core::gitlab::Hook, String)> {
         self.lock().hooks.clone()
@@ -1468,17 +1641,91 @@ fn derive_pipeline_status(g: &mut State, pipeline: u64) {
     }
 }
 
-fn project_json(base: &str, p: &StandinProject) -> Value {
+/// `GET /projects/:id` as the token's user sees it: `permissions` always, the CI/CD
+/// settings only for Maintainers and Owners (`admin_project`), as GitLab's entity does.
+fn project_json(base: &str, p: &StandinProject, token_access: u32) -> Value {
     let name = p.path.rsplit('/').next().unwrap_or(&p.path);
-    json!({
+    let mut v = json!({
         "id": p.id,
         "name": name,
         "path": name,
         "path_with_namespace": p.path,
         "default_branch": p.default_branch,
         "web_url": format!("{base}/{}", p.path),
-        "visibility": "private"
-    })
+        "visibility": "private",
+        "permissions": {
+            "project_access": {"access_level": token_access, "notification_level": 3},
+            "group_access": null
+        }
+    });
+    if token_access >= 40 {
+        v["restrict_user_defined_variables"] = json!(true);
+        v["ci_pipeline_variables_minimum_override_role"] = json!(p.variables_role);
+    }
+    v
+}
+
+/// Whether a user with `access` may pass pipeline variables under `role` (GitLab's
+/// `set_pipeline_variables` policy with `restrict_user_defined_variables` on).
+fn variables_allowed(role: &str, access: u32) -> bool {
+    match role {
+        "no_one_allowed" => false,
+        "developer" => access >= 30,
+        "owner" => access >= 50,
+        _ => access >= 40,
+    }
+}
+
+const VARIABLES_ROLES: &[&str] = &["no_one_allowed", "developer", "maintainer", "owner"];
+
+/// The YAML a job list stands for (`ci/lint`'s `merged_yaml` when no file was given): the
+/// contract rule, no rules (joins everything), or `only: [chat]`.
+fn merged_yaml_of(jobs: &[StandinCiJob]) -> String {
+    let mut stages: Vec<String> = Vec::new();
+    for j in jobs {
+        if !stages.contains(&j.stage) {
+            stages.push(j.stage.clone());
+        }
+    }
+    let mut root = serde_yaml::Mapping::new();
+    root.insert(
+        "stages".into(),
+        serde_yaml::to_value(&stages).unwrap_or_default(),
+    );
+    for j in jobs {
+        let mut m = serde_yaml::Mapping::new();
+        m.insert("stage".into(), j.stage.clone().into());
+        match j.rule {
+            JoinRule::ChatopsRule => {
+                let mut rule = serde_yaml::Mapping::new();
+                rule.insert("if".into(), "$CHATOPS_JOB == $CI_JOB_NAME".into());
+                if j.when_manual {
+                    rule.insert("when".into(), "manual".into());
+                }
+                m.insert(
+                    "rules".into(),
+                    vec![serde_yaml::Value::Mapping(rule)].into(),
+                );
+            }
+            JoinRule::Always => {
+                if j.when_manual {
+                    m.insert("when".into(), "manual".into());
+                }
+            }
+            JoinRule::OnlyChat => {
+                m.insert("only".into(), vec!["chat"].into());
+            }
+        }
+        if j.except_chat && j.rule != JoinRule::ChatopsRule {
+            m.insert("except".into(), vec!["chat"].into());
+        }
+        m.insert(
+            "script".into(),
+            serde_yaml::to_value(&j.script).unwrap_or_default(),
+        );
+        root.insert(j.name.clone().into(), serde_yaml::Value::Mapping(m));
+    }
+    serde_yaml::to_string(&root).unwrap_or_default()
 }
 
 fn pipeline_json(g: &State, pipe: &StandinPipeline) -> Value {

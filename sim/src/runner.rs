@@ -7,9 +7,14 @@
 //!
 //! Supported CI syntax (enough for the ChatOps contract, refused clearly otherwise): `stages`,
 //! `default`, top-level and job `before_script`/`after_script`/`variables`, `include: local`,
-//! `extends`, `rules` (`if`, `when`, `allow_failure`, `variables`, `exists`, `changes`),
-//! `only`/`except` (refs keywords, branch names, `variables`), `when`, `allow_failure`,
-//! `workflow: rules`. Expressions: `$VAR`, `"str"`, `null`, `==`, `!=`, `&&`, `||`, `( )`.
+//! `extends`, `!reference`, YAML merge keys, `rules` (`if`, `when`, `allow_failure`,
+//! `variables`, `exists`, `changes`), `only`/`except` (refs keywords, branch names,
+//! `variables`; `changes`/`kubernetes` read cautiously), `when`, `allow_failure`, `trigger`
+//! jobs, `workflow: rules`. Expressions: `$VAR`, `"str"`, `null`, `==`, `!=`, `=~`/`!~`
+//! with `/regex/flags` (or a variable holding one), `&&`, `||`, `( )`.
+//!
+//! The same evaluator answers `chatops gitlab check` ([`CiFile::parse_merged`] over GitLab's
+//! merged YAML, [`CiFile::workflow_verdict`], [`CiFile::job_verdicts`]).
 
 use serde_yaml::{Mapping, Value};
 use std::path::{Path, PathBuf};
@@ -122,6 +127,9 @@ pub struct JobDef {
     pub when: When,
     pub allow_failure: Option<bool>,
     pub variables: Vec<(String, String)>,
+    /// The job's definition as written, `extends` merged in (what `chatops gitlab check`
+    /// edits to print a fix).
+    pub source: Mapping,
 }
 
 impl JobDef {
@@ -220,6 +228,39 @@ pub enum PlanError {
     Invalid(String),
 }
 
+/// What `rules: exists:` can see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Files {
+    /// The project folder.
+    Folder(PathBuf),
+    /// Nothing (a config parsed on its own): no `exists:` matches.
+    NonePresent,
+    /// Unknown, as for GitLab's merged YAML: every `exists:` counts as found, so a job that
+    /// may join a pipeline is planned as joining (`chatops gitlab check` errs on the safe side).
+    AssumePresent,
+}
+
+/// How `workflow: rules` treat a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowVerdict {
+    /// No `workflow: rules`: every pipeline is created.
+    NoRules,
+    /// Rule `rule` (0-based) matched and lets the pipeline be created.
+    Runs { rule: usize },
+    /// The pipeline is not created: rule `rule` matched with `when: never`, or (None) no
+    /// rule matched.
+    Dropped { rule: Option<usize> },
+}
+
+/// Whether a job joins a pipeline, and what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobVerdict {
+    /// The job as the pipeline holds it; None when it stays out.
+    pub planned: Option<PlannedJob>,
+    /// For a job with `rules`: the rule that matched (0-based); None when none did.
+    pub rule: Option<usize>,
+}
+
 /// A parsed `.gitlab-ci.yml`.
 #[derive(Debug, Clone)]
 pub struct CiFile {
@@ -230,7 +271,7 @@ pub struct CiFile {
     /// The configuration with includes merged (lint's `merged_yaml`).
     pub merged_yaml: String,
     /// Where `exists:` rules look.
-    root: Option<PathBuf>,
+    pub files: Files,
 }
 
 impl CiFile {
@@ -241,18 +282,34 @@ impl CiFile {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let mut ci = Self::parse_in(&text, Some(dir))?;
-        ci.root = Some(dir.to_path_buf());
+        let mut ci = Self::parse_in(&text, Some(dir), false)?;
+        ci.files = Files::Folder(dir.to_path_buf());
         Ok(ci)
     }
 
-    /// Parse a config with no folder around it (`include: local` is refused).
+    /// Parse a config with no folder around it (`include: local` is refused; no `exists:`
+    /// matches).
     pub fn parse(text: &str) -> Result<CiFile, CiError> {
-        Self::parse_in(text, None)
+        Self::parse_in(text, None, false)
     }
 
-    fn parse_in(text: &str, dir: Option<&Path>) -> Result<CiFile, CiError> {
-        let root: Value = serde_yaml::from_str(text)
+    /// Parse GitLab's `merged_yaml` (`ci/lint`): includes already merged, keys possibly in
+    /// the Ruby symbol form older GitLab versions wrote (`:job:`), and the repository
+    /// unknown, so every `exists:` counts as found.
+    pub fn parse_merged(text: &str) -> Result<CiFile, CiError> {
+        let mut ci = Self::parse_in(text, None, true)?;
+        ci.files = Files::AssumePresent;
+        Ok(ci)
+    }
+
+    fn parse_in(text: &str, dir: Option<&Path>, symbol_keys: bool) -> Result<CiFile, CiError> {
+        let mut root: Value = serde_yaml::from_str(text)
+            .map_err(|e| CiError::Invalid(format!("Invalid configuration format: {e}")))?;
+        if symbol_keys {
+            strip_symbol_keys(&mut root);
+        }
+        // YAML merge keys (`<<: *defaults`), as GitLab's YAML loader applies them.
+        root.apply_merge()
             .map_err(|e| CiError::Invalid(format!("Invalid configuration format: {e}")))?;
         let mut root = match root {
             Value::Mapping(m) => m,
@@ -260,6 +317,7 @@ impl CiFile {
             _ => return Err(CiError::Invalid("Invalid configuration format".into())),
         };
         resolve_includes(&mut root, dir, 0)?;
+        resolve_references(&mut root)?;
         let merged_yaml = serde_yaml::to_string(&root).unwrap_or_default();
 
         let stages = match root.get("stages").or_else(|| root.get("types")) {
@@ -339,7 +397,7 @@ impl CiFile {
             workflow_rules,
             variables,
             merged_yaml,
-            root: None,
+            files: Files::NonePresent,
         })
     }
 
@@ -349,25 +407,14 @@ impl CiFile {
 
     /// The jobs a pipeline created in `ctx` holds, in stage order.
     pub fn plan(&self, ctx: &PipelineContext) -> Result<Vec<PlannedJob>, PlanError> {
-        let base = self.pipeline_variables(ctx);
-        if let Some(rules) = &self.workflow_rules {
-            match self.first_matching_rule(rules, &base)? {
-                Some(r) if r.when != Some(When::Never) => {}
-                _ => return Err(PlanError::FilteredByWorkflow),
-            }
+        if let WorkflowVerdict::Dropped { .. } = self.workflow_verdict(ctx)? {
+            return Err(PlanError::FilteredByWorkflow);
         }
-        let mut planned = Vec::new();
-        for job in &self.jobs {
-            let mut vars = base.clone();
-            set(&mut vars, "CI_JOB_NAME", &job.name);
-            set(&mut vars, "CI_JOB_STAGE", &job.stage);
-            for (k, v) in &job.variables {
-                set_unless_present(&mut vars, k, v, &ctx.variables);
-            }
-            if let Some(p) = self.evaluate_job(job, ctx, &vars)? {
-                planned.push(p);
-            }
-        }
+        let mut planned: Vec<PlannedJob> = self
+            .job_verdicts(ctx)?
+            .into_iter()
+            .filter_map(|(_, v)| v.planned)
+            .collect();
         if planned.is_empty() {
             return Err(PlanError::NoJobs);
         }
@@ -375,12 +422,52 @@ impl CiFile {
         Ok(planned)
     }
 
+    /// Whether `workflow: rules` let a pipeline in `ctx` be created, and which rule decided.
+    pub fn workflow_verdict(&self, ctx: &PipelineContext) -> Result<WorkflowVerdict, PlanError> {
+        let Some(rules) = &self.workflow_rules else {
+            return Ok(WorkflowVerdict::NoRules);
+        };
+        let base = self.pipeline_variables(ctx);
+        Ok(match self.first_matching_rule(rules, &base)? {
+            Some((i, r)) if r.when == Some(When::Never) => {
+                WorkflowVerdict::Dropped { rule: Some(i) }
+            }
+            Some((i, _)) => WorkflowVerdict::Runs { rule: i },
+            None => WorkflowVerdict::Dropped { rule: None },
+        })
+    }
+
+    /// Every job, in file order, with whether it would join a pipeline in `ctx` (workflow
+    /// rules aside) and what decided it.
+    pub fn job_verdicts(
+        &self,
+        ctx: &PipelineContext,
+    ) -> Result<Vec<(&JobDef, JobVerdict)>, PlanError> {
+        let base = self.pipeline_variables(ctx);
+        let mut out = Vec::new();
+        for job in &self.jobs {
+            let mut vars = base.clone();
+            set(&mut vars, "CI_JOB_NAME", &job.name);
+            set(&mut vars, "CI_JOB_STAGE", &job.stage);
+            for (k, v) in &job.variables {
+                set_unless_present(&mut vars, k, v, &ctx.variables);
+            }
+            let verdict = self.evaluate_job(job, ctx, &vars).map_err(|e| match e {
+                PlanError::Invalid(m) => PlanError::Invalid(format!("jobs:{}: {m}", job.name)),
+                other => other,
+            })?;
+            out.push((job, verdict));
+        }
+        Ok(out)
+    }
+
     fn evaluate_job(
         &self,
         job: &JobDef,
         ctx: &PipelineContext,
         vars: &Vars,
-    ) -> Result<Option<PlannedJob>, PlanError> {
+    ) -> Result<JobVerdict, PlanError> {
+        let out = |planned: Option<PlannedJob>, rule: Option<usize>| JobVerdict { planned, rule };
         let planned = |when: When, allow_failure: Option<bool>, rule_variables| PlannedJob {
             name: job.name.clone(),
             stage: job.stage.clone(),
@@ -390,15 +477,18 @@ impl CiFile {
             rule_variables,
         };
         if let Some(rules) = &job.rules {
-            let Some(rule) = self.first_matching_rule(rules, vars)? else {
-                return Ok(None);
+            let Some((i, rule)) = self.first_matching_rule(rules, vars)? else {
+                return Ok(out(None, None));
             };
             let when = rule.when.unwrap_or(job.when);
             if when == When::Never {
-                return Ok(None);
+                return Ok(out(None, Some(i)));
             }
             let allow = rule.allow_failure.or(job.allow_failure);
-            return Ok(Some(planned(when, allow, rule.variables.clone())));
+            return Ok(out(
+                Some(planned(when, allow, rule.variables.clone())),
+                Some(i),
+            ));
         }
         let only = job.only.clone().unwrap_or(RefPolicy {
             refs: vec!["branches".into(), "tags".into()],
@@ -408,19 +498,22 @@ impl CiFile {
         let only_refs = only.refs.is_empty() || self.refs_match(&only.refs, ctx)?;
         let only_vars = only.variables.is_empty() || any_expression(&only.variables, vars)?;
         if !(only_refs && only_vars) {
-            return Ok(None);
+            return Ok(out(None, None));
         }
         if let Some(except) = &job.except {
             let refs = !except.refs.is_empty() && self.refs_match(&except.refs, ctx)?;
             let v = !except.variables.is_empty() && any_expression(&except.variables, vars)?;
             if refs || v {
-                return Ok(None);
+                return Ok(out(None, None));
             }
         }
         if job.when == When::Never {
-            return Ok(None);
+            return Ok(out(None, None));
         }
-        Ok(Some(planned(job.when, job.allow_failure, Vec::new())))
+        Ok(out(
+            Some(planned(job.when, job.allow_failure, Vec::new())),
+            None,
+        ))
     }
 
     fn refs_match(&self, refs: &[String], ctx: &PipelineContext) -> Result<bool, PlanError> {
@@ -467,8 +560,8 @@ impl CiFile {
         &self,
         rules: &'a [Rule],
         vars: &Vars,
-    ) -> Result<Option<&'a Rule>, PlanError> {
-        for rule in rules {
+    ) -> Result<Option<(usize, &'a Rule)>, PlanError> {
+        for (i, rule) in rules.iter().enumerate() {
             let cond = match &rule.condition {
                 None => true,
                 Some(expr) => evaluate(expr, vars).map_err(PlanError::Invalid)?,
@@ -478,17 +571,20 @@ impl CiFile {
                 Some(globs) => self.any_exists(globs),
             };
             if cond && exists {
-                return Ok(Some(rule));
+                return Ok(Some((i, rule)));
             }
         }
         Ok(None)
     }
 
     fn any_exists(&self, paths: &[String]) -> bool {
-        let Some(root) = &self.root else { return false };
-        paths
-            .iter()
-            .any(|p| !p.contains('*') && root.join(p.trim_start_matches('/')).exists())
+        match &self.files {
+            Files::Folder(root) => paths
+                .iter()
+                .any(|p| !p.contains('*') && root.join(p.trim_start_matches('/')).exists()),
+            Files::NonePresent => false,
+            Files::AssumePresent => true,
+        }
     }
 
     /// Predefined variables, then global YAML variables, then the pipeline's own.
@@ -636,6 +732,89 @@ fn deep_merge(base: &mut Mapping, over: Mapping) {
     }
 }
 
+/// Older GitLab versions wrote `merged_yaml` from a Ruby hash with symbol keys (`:job:`).
+fn strip_symbol_keys(v: &mut Value) {
+    match v {
+        Value::Mapping(m) => {
+            let old = std::mem::take(m);
+            for (k, mut val) in old {
+                strip_symbol_keys(&mut val);
+                let k = match k {
+                    Value::String(s) if s.starts_with(':') && s.len() > 1 => {
+                        Value::String(s[1..].to_owned())
+                    }
+                    other => other,
+                };
+                m.insert(k, val);
+            }
+        }
+        Value::Sequence(xs) => xs.iter_mut().for_each(strip_symbol_keys),
+        Value::Tagged(t) => strip_symbol_keys(&mut t.value),
+        _ => {}
+    }
+}
+
+/// Resolve `!reference [key, sub, …]` tags against the whole configuration, as GitLab does
+/// (up to 10 levels of references in references). A reference that yields a list inside a
+/// list (`script`, `rules`) is spliced into it.
+fn resolve_references(root: &mut Mapping) -> Result<(), CiError> {
+    fn lookup(root: &Mapping, path: &Value) -> Result<Value, CiError> {
+        let keys = string_list(path, "!reference")?;
+        let mut cur: Option<&Value> = None;
+        for (i, k) in keys.iter().enumerate() {
+            cur = match (i, cur) {
+                (0, _) => root.get(k.as_str()),
+                (_, Some(Value::Mapping(m))) => m.get(k.as_str()),
+                _ => None,
+            };
+        }
+        cur.cloned().ok_or_else(|| {
+            CiError::Invalid(format!(
+                "!reference [{}] could not be found",
+                keys.join(", ")
+            ))
+        })
+    }
+    fn walk(v: &mut Value, root: &Mapping, depth: usize) -> Result<(), CiError> {
+        if depth > 10 {
+            return Err(CiError::Invalid(
+                "!reference: too many nested references (10 at most)".into(),
+            ));
+        }
+        match v {
+            Value::Tagged(t) if t.tag == "reference" => {
+                let mut found = lookup(root, &t.value)?;
+                walk(&mut found, root, depth + 1)?;
+                *v = found;
+            }
+            Value::Mapping(m) => {
+                for (_, val) in m.iter_mut() {
+                    walk(val, root, depth)?;
+                }
+            }
+            Value::Sequence(xs) => {
+                let mut out = Vec::with_capacity(xs.len());
+                for mut x in std::mem::take(xs) {
+                    let spliced = matches!(&x, Value::Tagged(t) if t.tag == "reference");
+                    walk(&mut x, root, depth)?;
+                    match x {
+                        Value::Sequence(inner) if spliced => out.extend(inner),
+                        other => out.push(other),
+                    }
+                }
+                *xs = out;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    let snapshot = root.clone();
+    for (_, v) in root.iter_mut() {
+        walk(v, &snapshot, 0)?;
+    }
+    Ok(())
+}
+
 fn expand_extends(
     root: &Mapping,
     name: &str,
@@ -681,6 +860,8 @@ fn job(
     let ctx = |key: &str| format!("jobs:{name}:{key}");
     let script = match body.get("script") {
         Some(v) => script_lines(v, &ctx("script"))?,
+        // A trigger job (a bridge) starts another pipeline; it has no script of its own.
+        None if body.contains_key("trigger") => Vec::new(),
         None => {
             return Err(CiError::Invalid(format!(
                 "jobs:{name} config should implement a script: or a trigger: keyword"
@@ -744,6 +925,7 @@ fn job(
         when,
         allow_failure,
         variables,
+        source: body.clone(),
     })
 }
 
@@ -895,7 +1077,10 @@ fn ref_policy(v: &Value) -> Result<RefPolicy, CiError> {
             };
             for key in m.keys() {
                 let k = key.as_str().unwrap_or_default();
-                if !matches!(k, "refs" | "variables") {
+                // `changes` is true in pipelines without a push (API, schedules), and
+                // `kubernetes` cannot be known here: both are left out of the decision, so
+                // `only` may join and `except` does not exclude (the cautious reading).
+                if !matches!(k, "refs" | "variables" | "changes" | "kubernetes") {
                     return Err(CiError::Invalid(format!(
                         "only/except:{k} is not supported by the stand-in runner"
                     )));
@@ -916,9 +1101,13 @@ fn ref_policy(v: &Value) -> Result<RefPolicy, CiError> {
 enum Token {
     Var(String),
     Str(String),
+    /// `/pattern/flags`
+    Regex(String, String),
     Null,
     Eq,
     Ne,
+    Match,
+    NoMatch,
     And,
     Or,
     Open,
@@ -970,10 +1159,40 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                 out.push(Token::Ne);
                 i += 2;
             }
-            b'=' | b'!' if b.get(i + 1) == Some(&b'~') => {
-                return Err(
-                    "regular expressions (=~, !~) are not supported by the stand-in runner".into(),
-                )
+            b'=' if b.get(i + 1) == Some(&b'~') => {
+                out.push(Token::Match);
+                i += 2;
+            }
+            b'!' if b.get(i + 1) == Some(&b'~') => {
+                out.push(Token::NoMatch);
+                i += 2;
+            }
+            b'/' => {
+                // A regex literal: up to the next unescaped `/`, then its flags.
+                let mut j = i + 1;
+                let mut pattern = String::new();
+                loop {
+                    match b.get(j) {
+                        None => return Err("unterminated regular expression".into()),
+                        Some(b'\\') if b.get(j + 1) == Some(&b'/') => {
+                            pattern.push('/');
+                            j += 2;
+                        }
+                        Some(b'/') => break,
+                        Some(_) => {
+                            let c = s[j..].chars().next().unwrap_or_default();
+                            pattern.push(c);
+                            j += c.len_utf8();
+                        }
+                    }
+                }
+                j += 1;
+                let start = j;
+                while j < b.len() && b[j].is_ascii_alphabetic() {
+                    j += 1;
+                }
+                out.push(Token::Regex(pattern, s[start..j].to_owned()));
+                i = j;
             }
             b'&' if b.get(i + 1) == Some(&b'&') => {
                 out.push(Token::And);
@@ -1006,9 +1225,12 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
 enum Expr {
     Var(String),
     Str(String),
+    Regex(String, String),
     Null,
     Eq(Box<Expr>, Box<Expr>),
     Ne(Box<Expr>, Box<Expr>),
+    /// `=~` (`false`) or `!~` (`true`).
+    Match(Box<Expr>, Box<Expr>, bool),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
 }
@@ -1045,10 +1267,19 @@ impl Parser {
         }
         Ok(left)
     }
-    // cmp := atom (('==' | '!=') atom)?
+    // cmp := atom (('==' | '!=' | '=~' | '!~') atom)?
     fn cmp(&mut self) -> Result<Expr, String> {
         let left = self.atom()?;
         match self.peek() {
+            Some(Token::Match) | Some(Token::NoMatch) => {
+                let negated = self.peek() == Some(&Token::NoMatch);
+                self.pos += 1;
+                let right = self.atom()?;
+                if let Expr::Regex(p, f) = &right {
+                    compile_regex(p, f)?;
+                }
+                Ok(Expr::Match(Box::new(left), Box::new(right), negated))
+            }
             Some(Token::Eq) => {
                 self.pos += 1;
                 Ok(Expr::Eq(Box::new(left), Box::new(self.atom()?)))
@@ -1064,6 +1295,7 @@ impl Parser {
         match self.next() {
             Some(Token::Var(v)) => Ok(Expr::Var(v)),
             Some(Token::Str(s)) => Ok(Expr::Str(s)),
+            Some(Token::Regex(p, f)) => Ok(Expr::Regex(p, f)),
             Some(Token::Null) => Ok(Expr::Null),
             Some(Token::Open) => {
                 let e = self.or()?;
@@ -1099,15 +1331,57 @@ fn value<'a>(e: &'a Expr, vars: &'a Vars) -> Result<Option<&'a str>, String> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())),
         Expr::Str(s) => Ok(Some(s.as_str())),
+        Expr::Regex(..) => Err("a regular expression can only follow =~ or !~".into()),
         Expr::Null => Ok(None),
         _ => Err("a comparison cannot be compared".into()),
     }
+}
+
+/// A `/pattern/flags` regex as GitLab reads it (RE2 syntax; flags `i`, `m`, `s`, `x`).
+fn compile_regex(pattern: &str, flags: &str) -> Result<regex::Regex, String> {
+    let mut b = regex::RegexBuilder::new(pattern);
+    for f in flags.chars() {
+        match f {
+            'i' => b.case_insensitive(true),
+            'm' => b.multi_line(true),
+            's' => b.dot_matches_new_line(true),
+            'x' => b.ignore_whitespace(true),
+            other => return Err(format!("unknown regular expression flag `{other}`")),
+        };
+    }
+    b.build()
+        .map_err(|e| format!("invalid regular expression /{pattern}/: {e}"))
+}
+
+/// The right side of `=~`: a regex literal, or a variable (or string) holding `/…/flags`.
+fn regex_of(e: &Expr, vars: &Vars) -> Result<Option<regex::Regex>, String> {
+    let text = match e {
+        Expr::Regex(p, f) => return compile_regex(p, f).map(Some),
+        other => value(other, vars)?,
+    };
+    let Some(text) = text else { return Ok(None) };
+    let Some(body) = text.strip_prefix('/') else {
+        return Err(format!(
+            "the right side of =~ must be a regular expression /…/, found {text:?}"
+        ));
+    };
+    let Some(end) = body.rfind('/') else {
+        return Err(format!("unterminated regular expression {text:?}"));
+    };
+    compile_regex(&body[..end], &body[end + 1..]).map(Some)
 }
 
 fn truthy(e: &Expr, vars: &Vars) -> Result<bool, String> {
     Ok(match e {
         Expr::Eq(a, b) => value(a, vars)? == value(b, vars)?,
         Expr::Ne(a, b) => value(a, vars)? != value(b, vars)?,
+        Expr::Match(a, b, negated) => {
+            let hit = match (value(a, vars)?, regex_of(b, vars)?) {
+                (Some(text), Some(re)) => re.is_match(text),
+                _ => false,
+            };
+            hit != *negated
+        }
         Expr::And(a, b) => truthy(a, vars)? && truthy(b, vars)?,
         Expr::Or(a, b) => truthy(a, vars)? || truthy(b, vars)?,
         // A lone variable or string is true when set and non-empty.
@@ -1735,6 +2009,69 @@ pub fn standin_jobs(ci: &CiFile) -> Vec<crate::gitlab::StandinCiJob> {
         .collect()
 }
 
+/// A CI file plans the stand-in's pipelines as GitLab would: workflow rules, rules,
+/// only/except. No job: an empty plan (the stand-in answers GitLab's "no jobs" 400).
+impl crate::gitlab::PipelinePlanner for CiFile {
+    fn plan(
+        &self,
+        project: &crate::gitlab::StandinProject,
+        git_ref: &str,
+        variables: &[(String, String)],
+    ) -> Result<Vec<crate::gitlab::PlannedJob>, String> {
+        let mut ctx = PipelineContext::api(&project.path, git_ref, variables);
+        ctx.project_id = project.id;
+        ctx.default_branch = project.default_branch.clone();
+        let planned = match CiFile::plan(self, &ctx) {
+            Ok(p) => p,
+            Err(PlanError::NoJobs) => return Ok(Vec::new()),
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(planned
+            .into_iter()
+            .map(|j| {
+                let def = self.job(&j.name);
+                let mut script = def.map(|d| d.before_script.clone()).unwrap_or_default();
+                script.extend(def.map(|d| d.script.clone()).unwrap_or_default());
+                crate::gitlab::PlannedJob {
+                    manual: j.when == When::Manual,
+                    name: j.name,
+                    stage: j.stage,
+                    script,
+                }
+            })
+            .collect())
+    }
+}
+
+impl crate::gitlab::StandinHandle {
+    /// The project's CI configuration as a `.gitlab-ci.yml` text, or as GitLab's merged YAML
+    /// of one (what `ci/lint` reports as `merged_yaml`; `include: local` is refused as there is
+    /// no repository, and every `rules: exists:` counts as found). Pipelines then hold what
+    /// this evaluator plans for them, workflow rules included. An invalid text makes the
+    /// configuration invalid with the evaluator's message.
+    pub fn set_ci_yaml(&self, project: u64, yaml: &str) {
+        use crate::gitlab::CiDefinition;
+        match CiFile::parse_merged(yaml) {
+            Ok(ci) => {
+                let jobs = standin_jobs(&ci);
+                let merged = ci.merged_yaml.clone();
+                self.set_ci_definition(
+                    project,
+                    CiDefinition::Valid(jobs),
+                    Some(merged),
+                    Some(std::sync::Arc::new(ci)),
+                );
+            }
+            Err(e) => self.set_ci_definition(
+                project,
+                CiDefinition::Invalid(vec![e.to_string()]),
+                None,
+                None,
+            ),
+        }
+    }
+}
+
 /// A [`JobExecutor`](crate::gitlab::JobExecutor) for the GitLab stand-in that runs jobs of a
 /// project folder for real. The trace grows in the stand-in while the job runs (as GitLab's
 /// does), and a job the stand-in cancels is killed.
@@ -1866,8 +2203,29 @@ mod tests {
 
     #[test]
     fn expressions() {
-        let v = vars(&[("A", "x"), ("B", "x"), ("C", "y"), ("EMPTY", "")]);
+        let v = vars(&[
+            ("A", "x"),
+            ("B", "x"),
+            ("C", "y"),
+            ("EMPTY", ""),
+            ("RE", "/^Y$/i"),
+            ("P", "a/b"),
+            ("SAST_EXCLUDED_ANALYZERS", "semgrep, gosec"),
+        ]);
         let table: &[(&str, bool)] = &[
+            ("$A =~ /^x$/", true),
+            ("$C =~ /Y/i", true),
+            ("$C =~ /Y/", false),
+            ("$C !~ /x/", true),
+            ("$C =~ $RE", true),
+            ("$P =~ /a\\/b/", true),
+            ("$UNSET =~ /.*/", false),
+            ("$UNSET !~ /x/", true),
+            ("$SAST_EXCLUDED_ANALYZERS =~ /semgrep/", true),
+            (
+                "$SAST_EXCLUDED_ANALYZERS =~ /spotbugs/ || $A == \"x\"",
+                true,
+            ),
             ("$A == $B", true),
             ("$A == $C", false),
             ("$A != $C", true),
@@ -1891,7 +2249,17 @@ mod tests {
         for (expr, want) in table {
             assert_eq!(evaluate(expr, &v), Ok(*want), "{expr}");
         }
-        for bad in ["$A ==", "$A == \"x", "$A =~ /x/", "($A", "== $A", "$"] {
+        for bad in [
+            "$A ==",
+            "$A == \"x",
+            "$A =~ /x",
+            "$A =~ /[/",
+            "$A =~ /x/q",
+            "/x/",
+            "($A",
+            "== $A",
+            "$",
+        ] {
             assert!(evaluate(bad, &v).is_err(), "{bad} should be refused");
         }
     }
@@ -2030,8 +2398,8 @@ c:
             (".hidden:\n  script: x\n", "at least one visible job"),
             ("a:\n  script: x\n  extends: .missing\n", ".missing"),
             (
-                "a:\n  script: x\n  rules:\n    - if: '$A =~ /x/'\n",
-                "not supported",
+                "a:\n  script: x\n  rules:\n    - if: '$A =~ /x(/'\n",
+                "invalid regular expression",
             ),
             (
                 "a:\n  script: x\n  only: [chat]\n  rules:\n    - when: always\n",
@@ -2045,6 +2413,84 @@ c:
             let err = CiFile::parse(yaml).unwrap_err().to_string();
             assert!(err.contains(needle), "{yaml:?}: {err}");
         }
+    }
+
+    #[test]
+    fn references_merge_keys_triggers_and_symbol_keys() {
+        let yaml = r#"
+.defaults: &defaults
+  stage: test
+.chatops-never:
+  rules:
+    - if: $CHATOPS_JOB
+      when: never
+build:
+  <<: *defaults
+  rules:
+    - !reference [.chatops-never, rules]
+    - if: $CI_COMMIT_BRANCH
+  script: make
+downstream:
+  trigger: group/other
+"#;
+        let ci = CiFile::parse(yaml).unwrap();
+        let build = ci.job("build").unwrap();
+        assert_eq!(build.stage, "test");
+        let rules = build.rules.as_ref().unwrap();
+        assert_eq!(rules.len(), 2, "the referenced rule is spliced in");
+        assert_eq!(rules[0].condition.as_deref(), Some("$CHATOPS_JOB"));
+        assert_eq!(rules[0].when, Some(When::Never));
+        assert!(ci.job("downstream").unwrap().script.is_empty());
+        // A chat pipeline: build stays out by its first rule, the trigger job joins.
+        let v = ci.job_verdicts(&chat("x")).unwrap();
+        let by_name = |n: &str| v.iter().find(|(j, _)| j.name == n).unwrap().1.clone();
+        assert_eq!(by_name("build").planned, None);
+        assert_eq!(by_name("build").rule, Some(0));
+        assert!(by_name("downstream").planned.is_some());
+
+        // Older GitLab's merged_yaml: Ruby symbol keys.
+        let merged = "---\n:stages:\n- test\n:job:\n  :script: echo 1\n  :rules:\n  - :if: $CI_COMMIT_BRANCH\n    :exists:\n    - '**/*.py'\n";
+        let ci = CiFile::parse_merged(merged).unwrap();
+        let job = ci.job("job").unwrap();
+        assert_eq!(job.script, ["echo 1"]);
+        // `exists:` is unknown in merged YAML: the job is planned as joining.
+        assert_eq!(names(&ci.plan(&chat("x")).unwrap()), ["job"]);
+        assert_eq!(
+            CiFile::parse(&ci.merged_yaml).unwrap().plan(&chat("x")),
+            Err(PlanError::NoJobs),
+            "with no files at all, exists: never matches"
+        );
+    }
+
+    #[test]
+    fn workflow_verdicts_name_the_deciding_rule() {
+        let yaml = r#"
+workflow:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "api"
+      when: never
+    - if: $CI_PIPELINE_SOURCE == "push"
+job:
+  script: x
+"#;
+        let ci = CiFile::parse(yaml).unwrap();
+        assert_eq!(
+            ci.workflow_verdict(&chat("job")).unwrap(),
+            WorkflowVerdict::Dropped { rule: Some(0) }
+        );
+        let mut push = chat("job");
+        push.source = "push".into();
+        assert_eq!(
+            ci.workflow_verdict(&push).unwrap(),
+            WorkflowVerdict::Runs { rule: 1 }
+        );
+        let mut web = chat("job");
+        web.source = "web".into();
+        assert_eq!(
+            ci.workflow_verdict(&web).unwrap(),
+            WorkflowVerdict::Dropped { rule: None }
+        );
+        assert_eq!(ci.plan(&chat("job")), Err(PlanError::FilteredByWorkflow));
     }
 
     async fn run(
