@@ -440,21 +440,15 @@ async fn check_webhook(
         h.url.trim_end_matches('/') == url.trim().trim_end_matches('/')
     };
     match hooks.iter().find(same) {
-        Some(h) if h.pipeline_events && h.job_events => report.fine.push(format!(
-            "webhook {} -> {} (pipeline and job events)",
-            h.id, h.url
-        )),
+        Some(h) if h.pipeline_events => report
+            .fine
+            .push(format!("webhook {} -> {} (pipeline events)", h.id, h.url)),
         Some(h) => report.findings.push(Finding {
             kind: FindingKind::Webhook,
             text: format!(
-                "Webhook {} -> {} lacks {}: replies would come only through the 5-minute sweep.",
-                h.id,
-                h.url,
-                match (h.pipeline_events, h.job_events) {
-                    (false, false) => "pipeline and job events",
-                    (false, true) => "pipeline events",
-                    _ => "job events",
-                }
+                "Webhook {} -> {} lacks pipeline events: replies would come only through the \
+                 sweep, minutes late.",
+                h.id, h.url,
             ),
             fix: format!("Run {setup} (it updates the hook)."),
             yaml: None,

@@ -158,6 +158,7 @@ impl Local {
                 team_id: chatops_core::ids::TeamId::new(team),
                 chat_user_id: chatops_core::ids::ChatUserId::new(user),
                 gitlab_username: gitlab.to_owned(),
+                gitlab_user_id: None,
                 linked_at: self.clock.now(),
             })
             .await

@@ -573,7 +573,7 @@ async fn webhook_is_checked_when_its_url_is_given() {
         .unwrap();
     let r = check(&client, &p, &opts).await.unwrap();
     assert!(r.ready(), "{r}");
-    assert!(r.to_string().contains("pipeline and job events"), "{r}");
+    assert!(r.to_string().contains("(pipeline events)"), "{r}");
     assert!(!r.to_string().contains("secret-token"));
 }
 

@@ -902,3 +902,101 @@ async fn unknown_job_is_reported_instead_of_left_open() {
     assert_eq!(report.replied, 1, "{report:?}");
     assert!(posted_text(&h).contains("no longer exists on GitLab"));
 }
+
+/// Item 6: the sweep cannot be starved. 24 runs wait for a manual job nobody plays, GitLab
+/// answers each look slowly, and one run's webhook was lost. Within a bounded time budget per
+/// sweep, the most overdue runs come first, each waiting run is pushed back hours, and the
+/// lost-webhook run gets its reply by the next sweep.
+#[tokio::test]
+async fn the_sweep_is_bounded_and_fair() {
+    let h = harness(Opts::default()).await;
+    let st = h.gl.state();
+    st.set_ci_jobs(PROJECT, vec![StandinCiJob::chat("wait").manual()]);
+    let client = GitLabClient::new(&h.gl.url(), Secret::new(h.gl.token())).unwrap();
+    for i in 0..24 {
+        let request = support::run_request(
+            &support::unique_name("waiting"),
+            "wait",
+            "",
+            &h.slack.response_url("T1"),
+            T0,
+        );
+        let vars = vec![("CHATOPS_JOB".to_string(), "wait".to_string())];
+        let p = client
+            .create_pipeline(ProjectId(PROJECT), "main", &vars)
+            .await
+            .unwrap();
+        let jobs = client
+            .pipeline_jobs(ProjectId(PROJECT), p.id)
+            .await
+            .unwrap();
+        let mut run = RunRecord::claimed(request, T0, 60);
+        run.status = RunStatus::WaitingManual;
+        run.project_id = Some(ProjectId(PROJECT));
+        run.pipeline_id = Some(p.id);
+        run.job_id = Some(jobs[0].id);
+        // Due before the lost-webhook run: they would be looked at first, forever.
+        run.due_at = T0 + 100 + i;
+        h.store.save_run(&run).await.unwrap();
+    }
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("echo swept", "swept")])),
+    );
+    // Every look at a job takes 0.5 s.
+    st.fail_next(
+        Fault::Delay(Duration::from_millis(500)),
+        100,
+        Some("/jobs/"),
+    );
+    h.clock.advance(400);
+    let budget = Duration::from_secs(5);
+    let first =
+        h.c.sweep_until(h.clock.now(), std::time::Instant::now() + budget)
+            .await;
+    assert!(first.left > 0, "bounded: {first:?}");
+    assert_eq!(first.replied, 0, "{first:?}");
+    // The next sweeps go on where the last stopped: the waiting runs looked at are pushed
+    // back hours, so the lost-webhook run comes up.
+    let mut sweeps = 1;
+    while h.slack.transcript().is_empty() {
+        assert!(sweeps < 6, "starved after {sweeps} sweeps");
+        h.clock.advance(60);
+        h.c.sweep_until(h.clock.now(), std::time::Instant::now() + budget)
+            .await;
+        sweeps += 1;
+    }
+    assert!(posted_text(&h).contains("swept"));
+    let waiting = h.store.due_runs(h.clock.now() + 3600, 100).await.unwrap();
+    assert!(
+        waiting
+            .iter()
+            .all(|r| r.request.job != "wait" || r.checks == 0),
+        "a waiting run looked at is not due again within an hour"
+    );
+}
+
+/// Item 7: a log that cannot be downloaded within the sweep's time still ends in an answer:
+/// the job's result and its link.
+#[tokio::test]
+async fn a_log_too_slow_to_read_still_gets_an_answer_with_the_link() {
+    let h = harness(Opts::default()).await;
+    h.finish(
+        Status::Success,
+        succeeded(runner_log(&[("echo big", "big")])),
+    );
+    h.gl.state()
+        .fail_next(Fault::Delay(Duration::from_secs(6)), 2, Some("/trace"));
+    h.clock.advance(301);
+    let report =
+        h.c.sweep_until(
+            h.clock.now(),
+            std::time::Instant::now() + Duration::from_secs(4),
+        )
+        .await;
+    assert_eq!(report.replied, 1, "{report:?}");
+    let text = posted_text(&h);
+    assert!(text.contains("could not be read in time"), "{text}");
+    assert!(text.contains("/-/jobs/"), "{text}");
+    assert_eq!(h.stored().await.status, RunStatus::Replied);
+}

@@ -69,6 +69,7 @@ async fn harness() -> Harness {
             team_id: TeamId::new("T1"),
             chat_user_id: ChatUserId::new("U1"),
             gitlab_username: "alice".into(),
+            gitlab_user_id: None,
             linked_at: 1,
         })
         .await
@@ -800,6 +801,7 @@ async fn sample_sqs_event_dispatches() {
             team_id: request.team_id.clone(),
             chat_user_id: request.user_id.clone(),
             gitlab_username: "steve".into(),
+            gitlab_user_id: None,
             linked_at: 1,
         })
         .await
@@ -857,6 +859,7 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
             team_id: good.team_id.clone(),
             chat_user_id: good.user_id.clone(),
             gitlab_username: "steve".into(),
+            gitlab_user_id: None,
             linked_at: 1,
         })
         .await

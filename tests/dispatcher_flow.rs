@@ -82,6 +82,7 @@ async fn link(store: &MemoryStore) {
             team_id: TeamId::new("T1"),
             chat_user_id: ChatUserId::new("U1"),
             gitlab_username: "alice".into(),
+            gitlab_user_id: None,
             linked_at: 1,
         })
         .await

@@ -81,6 +81,7 @@ async fn world() -> World {
             team_id: TeamId::new("T1"),
             chat_user_id: ChatUserId::new("U1"),
             gitlab_username: "alice".into(),
+            gitlab_user_id: None,
             linked_at: 1,
         })
         .await
@@ -351,4 +352,45 @@ async fn an_unconfirmed_send_is_acknowledged_truthfully_and_runs_once() {
     }
     let pipelines = w.gitlab.state().pipelines();
     assert_eq!(pipelines.len(), 1, "{} copies, one pipeline", got.len());
+}
+
+/// A job that ends at once: our tiny runner.
+struct EndsAtOnce;
+
+#[async_trait::async_trait]
+impl chatops_sim::gitlab::JobExecutor for EndsAtOnce {
+    async fn run(&self, _job: chatops_sim::gitlab::ExecJob) -> chatops_sim::gitlab::ExecOutcome {
+        let trace = "section_start:1767225602:step_script\r\x1b[0K\x1b[0K\x1b[36;1mExecuting \
+             \"step_script\" stage of the job script\x1b[0;m\n\x1b[32;1m$ echo fast\x1b[0;m\n\
+             fast\nsection_end:1767225603:step_script\r\x1b[0K\x1b[32;1mJob succeeded\x1b[0;m\n";
+        chatops_sim::gitlab::ExecOutcome {
+            status: chatops_core::gitlab::Status::Success,
+            trace: trace.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// Item 8: the job ends before the dispatcher has saved its run (its webhook would find the
+/// run still dispatching). The dispatcher finishes the run itself right after saving: the
+/// reply comes at once, not after the sweep.
+#[tokio::test]
+async fn a_job_that_ends_before_the_run_is_saved_is_answered_at_once() {
+    let w = world().await;
+    let gl = w.gitlab.state();
+    gl.set_executor(Arc::new(EndsAtOnce));
+    // GitLab is a little slow listing the pipeline's jobs: by then the job has ended.
+    gl.fail_next(Fault::Delay(Duration::from_millis(400)), 1, Some("/jobs"));
+    let req = w.request("req-fast");
+    w.dispatcher
+        .handle_message(&serde_json::to_string(&req).unwrap(), 1)
+        .await
+        .unwrap();
+    let texts = w.texts();
+    assert_eq!(texts.len(), 2, "{texts:#?}");
+    assert!(texts[0].contains("started"), "{texts:#?}");
+    assert!(texts[1].contains("deploy succeeded"), "{texts:#?}");
+    let reply = serde_json::to_string(&w.slack.transcript()[1]).unwrap();
+    assert!(reply.contains("fast"), "the job's output: {reply}");
+    let run = w.direct.get_run(&req.request_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Replied);
 }

@@ -800,10 +800,13 @@ async fn faults_on_every_dependency_still_one_true_answer_each() {
         gl.requests().iter().filter(|r| r.status >= 400).count() >= 25,
         "the GitLab faults were not all hit"
     );
-    assert_eq!(
-        ledger(&h, &[]).by_channel,
-        2,
-        "command 0's follow-up and reply"
+    // Command 0's follow-up went to the channel (its response_url answered 500). Its reply
+    // met the second 500 and then the channel's 429, so it was given back and the sweep
+    // posted it: through the channel or, the faults spent, its response_url.
+    let by_channel = ledger(&h, &[]).by_channel;
+    assert!(
+        (1..=2).contains(&by_channel),
+        "command 0's follow-up (and maybe reply) by the channel: {by_channel}"
     );
 }
 

@@ -239,6 +239,7 @@ async fn users_link_unlink_list() {
         team_id: TeamId::new(team),
         chat_user_id: ChatUserId::new(user),
         gitlab_username: gl.into(),
+        gitlab_user_id: None,
         linked_at: 1_000,
     };
     st.link_user(&link("T2", "U9", "zed")).await.unwrap();

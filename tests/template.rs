@@ -683,6 +683,7 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
             team_id: TeamId::new("T1"),
             chat_user_id: ChatUserId::new("U1"),
             gitlab_username: "alice".into(),
+            gitlab_user_id: None,
             linked_at: now,
         })
         .await

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
-use chatops_core::ids::{ChatUserId, PipelineId, RequestId, TeamId};
+use chatops_core::ids::{ChatUserId, GitLabUserId, PipelineId, RequestId, TeamId};
 use chatops_core::run::{RunRecord, RunRequest, RunStatus, UserLink};
 use chatops_core::store::{DispatchClaim, ReplyClaim, RunStore, StoreError};
 use std::collections::HashMap;
@@ -161,6 +161,7 @@ fn link_from_item(item: &Item) -> Result<UserLink, StoreError> {
         team_id: TeamId(field("team_id")?),
         chat_user_id: ChatUserId(field("chat_user_id")?),
         gitlab_username: field("gitlab_username")?,
+        gitlab_user_id: get_n(item, "gitlab_user_id").map(GitLabUserId),
         linked_at: get_n(item, "linked_at").unwrap_or(0),
     })
 }
@@ -683,7 +684,8 @@ impl RunStore for DynamoStore {
     }
 
     async fn link_user(&self, link: &UserLink) -> Result<(), StoreError> {
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(user_key(&link.team_id.0, &link.chat_user_id.0)))
@@ -691,10 +693,11 @@ impl RunStore for DynamoStore {
             .item("chat_user_id", s(link.chat_user_id.0.clone()))
             .item("gitlab_username", s(link.gitlab_username.clone()))
             .item("linked_at", n(link.linked_at))
-            .item("expires_at", n(link.linked_at + USER_LINK_TTL_SECS))
-            .send()
-            .await
-            .map_err(unavailable)?;
+            .item("expires_at", n(link.linked_at + USER_LINK_TTL_SECS));
+        if let Some(id) = link.gitlab_user_id {
+            put = put.item("gitlab_user_id", n(id.0));
+        }
+        put.send().await.map_err(unavailable)?;
         Ok(())
     }
 

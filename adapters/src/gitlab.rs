@@ -57,7 +57,16 @@ pub struct GitLabClient {
     api: String,
     token: Secret,
     policy: RetryPolicy,
+    /// Projects looked up recently (per warm container): a project's id, path, URL and
+    /// default branch change rarely, and every run needs them.
+    projects: std::sync::Mutex<std::collections::HashMap<String, (Project, Instant)>>,
+    /// The jobs of a project's default branch, likewise (`ci/lint` is the slowest call).
+    ci: std::sync::Mutex<std::collections::HashMap<(u64, String), (CiConfig, Instant)>>,
 }
+
+/// How long a looked-up project, or a branch's CI jobs, are reused in one container. A job
+/// newly marked `except: [chat]` is seen within this long.
+pub const PROJECT_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// Whether repeating a request after an ambiguous failure is safe.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -94,6 +103,8 @@ impl GitLabClient {
             api,
             token,
             policy,
+            projects: Default::default(),
+            ci: Default::default(),
         })
     }
 
@@ -419,8 +430,21 @@ struct MergedLint {
 #[async_trait::async_trait]
 impl GitLab for GitLabClient {
     async fn project(&self, project: &ProjectRef) -> Result<Project, GitLabError> {
-        self.get_json(&format!("/projects/{}", project.url_segment()), &[])
-            .await
+        let key = project.url_segment();
+        let cached = self
+            .projects
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+            .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL);
+        if let Some((p, _)) = cached {
+            return Ok(p);
+        }
+        let p: Project = self.get_json(&format!("/projects/{key}"), &[]).await?;
+        if let Ok(mut c) = self.projects.lock() {
+            c.insert(key, (p.clone(), Instant::now()));
+        }
+        Ok(p)
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>, GitLabError> {
@@ -439,8 +463,9 @@ impl GitLab for GitLabClient {
     ) -> Result<Option<AccessLevel>, GitLabError> {
         let path = format!("{}/members/all/{}", Self::project_path(project), user.0);
         match self.get_json::<Member>(&path, &[]).await {
-            // An invited member who has not accepted yet has no access.
-            Ok(m) if m.state.as_deref() == Some("awaiting") => Ok(None),
+            // An invited member who has not accepted yet, or a blocked, banned or deactivated
+            // user, has no access: only an active member counts.
+            Ok(m) if m.state.as_deref().is_some_and(|s| s != "active") => Ok(None),
             Ok(m) => Ok(Some(m.access_level)),
             Err(GitLabError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -448,28 +473,22 @@ impl GitLab for GitLabClient {
     }
 
     async fn ci_jobs(&self, project: ProjectId, git_ref: &str) -> Result<CiConfig, GitLabError> {
-        let path = format!("{}/ci/lint", Self::project_path(project));
-        let r: LintResult = self
-            .get_json(
-                &path,
-                &[
-                    ("content_ref", git_ref.to_owned()),
-                    ("include_jobs", "true".into()),
-                ],
-            )
-            .await?;
-        if !r.valid {
-            return Ok(CiConfig::Invalid(r.errors));
+        let key = (project.0, git_ref.to_owned());
+        let cached = self
+            .ci
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+            .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL);
+        if let Some((ci, _)) = cached {
+            return Ok(ci);
         }
-        Ok(CiConfig::Valid(
-            r.jobs
-                .unwrap_or_default()
-                .into_iter()
-                .map(CiJob::from)
-                .collect(),
-        ))
+        let ci = self.ci_jobs_uncached(project, git_ref).await?;
+        if let Ok(mut c) = self.ci.lock() {
+            c.insert(key, (ci.clone(), Instant::now()));
+        }
+        Ok(ci)
     }
-
     async fn create_pipeline(
         &self,
         project: ProjectId,
@@ -609,8 +628,10 @@ impl GitLab for GitLabClient {
         let body = serde_json::json!({
             "url": url,
             "token": token,
+            // Pipeline events carry the pipeline's variables (the run's id) and its jobs'
+            // states: all completion needs. Job events would be invocations that do nothing.
             "pipeline_events": true,
-            "job_events": true,
+            "job_events": false,
             "push_events": false,
             "enable_ssl_verification": true,
         });
@@ -673,6 +694,35 @@ impl GitLab for GitLabClient {
             errors: r.errors,
             merged_yaml: r.merged_yaml.filter(|y| !y.trim().is_empty()),
         })
+    }
+}
+
+impl GitLabClient {
+    async fn ci_jobs_uncached(
+        &self,
+        project: ProjectId,
+        git_ref: &str,
+    ) -> Result<CiConfig, GitLabError> {
+        let path = format!("{}/ci/lint", Self::project_path(project));
+        let r: LintResult = self
+            .get_json(
+                &path,
+                &[
+                    ("content_ref", git_ref.to_owned()),
+                    ("include_jobs", "true".into()),
+                ],
+            )
+            .await?;
+        if !r.valid {
+            return Ok(CiConfig::Invalid(r.errors));
+        }
+        Ok(CiConfig::Valid(
+            r.jobs
+                .unwrap_or_default()
+                .into_iter()
+                .map(CiJob::from)
+                .collect(),
+        ))
     }
 }
 

@@ -12,6 +12,9 @@ use std::time::Duration;
 pub const SEND_OPERATION_TIMEOUT: Duration = Duration::from_millis(2000);
 pub const SEND_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(700);
+/// Attempts of one send (the first included), within `SEND_OPERATION_TIMEOUT`.
+pub const SEND_ATTEMPTS: u32 = 3;
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Sends run requests to an SQS queue.
 pub struct SqsQueue {
@@ -34,8 +37,10 @@ impl SqsQueue {
             .operation_attempt_timeout(SEND_ATTEMPT_TIMEOUT)
             .operation_timeout(SEND_OPERATION_TIMEOUT)
             .build();
+        // Retries are ours (`send`): the SDK's would hide whether any attempt got through.
         let conf = aws_sdk_sqs::config::Builder::from(sdk)
             .timeout_config(timeouts)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
         Self::new(aws_sdk_sqs::Client::from_conf(conf), queue_url)
     }
@@ -59,7 +64,41 @@ impl RunQueue for SqsQueue {
                 .message_group_id(request.request_id.as_str())
                 .message_deduplication_id(request.request_id.as_str());
         }
-        send.send().await.map(|_| ()).map_err(classify)
+        // Attempts until one succeeds, a 4xx refusal, or the budget is spent. The outcome is
+        // "unconfirmed" as soon as any attempt may have queued the message (a timeout after
+        // sending, a 5xx), and "unavailable" only when no attempt can have. Sending twice is
+        // harmless: the dispatcher claims each request id once.
+        let started = std::time::Instant::now();
+        let mut unconfirmed: Option<QueueError> = None;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let e = match send.clone().send().await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let client_error = e
+                .raw_response()
+                .is_some_and(|r| r.status().is_client_error());
+            let last = client_error
+                || attempt >= SEND_ATTEMPTS
+                || started.elapsed() + SEND_ATTEMPT_TIMEOUT > SEND_OPERATION_TIMEOUT;
+            let err = match classify(e) {
+                u @ QueueError::Unconfirmed(_) => {
+                    unconfirmed = Some(u);
+                    None
+                }
+                other => Some(other),
+            };
+            if last {
+                return Err(match (unconfirmed, err) {
+                    (Some(u), _) => u,
+                    (None, Some(e)) => e,
+                    (None, None) => QueueError::Unconfirmed("no answer".into()),
+                });
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 }
 

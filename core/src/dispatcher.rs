@@ -537,29 +537,32 @@ impl Dispatcher {
                 return Ok(p);
             }
         }
+        // The job must exist and not be `except: [chat]` before anything is created (an
+        // `except: [chat]` job would join an API pipeline). The client keeps the answer for a
+        // minute per container, so a warm dispatcher does not ask on every run.
         at.within(self.check_job(&req, project, branch)).await?;
         if at.remaining() < CREATE_NEEDS {
             // Never start a create that the deadline could cut: its outcome would be unknown.
             return Err(Stop::Retry(RetryReason::Deadline));
         }
         let vars = pipeline_variables(&req);
-        let p = self
-            .gitlab
-            .create_pipeline(project.id, branch, &vars)
-            .await
-            .map_err(|e| match e {
-                GitLabError::Rejected(message)
-                    if crate::gitlab::refuses_pipeline_variables(&message) =>
-                {
-                    let project = project.path_with_namespace.clone();
-                    let why = Unscheduled::PipelineVariablesForbidden { project, message };
-                    Stop::Refuse(unscheduled(&req, why))
-                }
-                GitLabError::Rejected(message) => {
-                    Stop::Refuse(unscheduled(&req, Unscheduled::PipelineRejected { message }))
-                }
-                other => gitlab_stop(&req, other),
-            })?;
+        let p = match self.gitlab.create_pipeline(project.id, branch, &vars).await {
+            Ok(p) => p,
+            Err(GitLabError::Rejected(message))
+                if crate::gitlab::refuses_pipeline_variables(&message) =>
+            {
+                let project = project.path_with_namespace.clone();
+                let why = Unscheduled::PipelineVariablesForbidden { project, message };
+                return Err(Stop::Refuse(unscheduled(&req, why)));
+            }
+            Err(GitLabError::Rejected(message)) => {
+                return Err(Stop::Refuse(unscheduled(
+                    &req,
+                    Unscheduled::PipelineRejected { message },
+                )));
+            }
+            Err(other) => return Err(gitlab_stop(&req, other)),
+        };
         // Not saved here: a retry finds this pipeline by its CHATOPS_REQUEST_ID, so the
         // run is written once, when the dispatch is done.
         rec.pipeline_id = Some(p.id);
@@ -633,26 +636,34 @@ impl Dispatcher {
         link: &UserLink,
         project: &Project,
     ) -> Result<(), Stop> {
-        let user = self
-            .gitlab
-            .user_by_username(&link.gitlab_username)
-            .await
-            .map_err(|e| gitlab_stop(req, e))?;
-        let Some(user) = user else {
-            return Err(Stop::Refuse(Notice::LinkedUserMissing {
-                username: link.gitlab_username.clone(),
-                team: req.team_id.to_string(),
-                user: req.user_id.to_string(),
-            }));
+        // The id is kept in the link when it was checked on GitLab: then one call (the
+        // membership, whose state also says blocked/banned) instead of two.
+        let user_id = match link.gitlab_user_id {
+            Some(id) => id,
+            None => {
+                let user = self
+                    .gitlab
+                    .user_by_username(&link.gitlab_username)
+                    .await
+                    .map_err(|e| gitlab_stop(req, e))?;
+                let Some(user) = user else {
+                    return Err(Stop::Refuse(Notice::LinkedUserMissing {
+                        username: link.gitlab_username.clone(),
+                        team: req.team_id.to_string(),
+                        user: req.user_id.to_string(),
+                    }));
+                };
+                if user.state == "blocked" || user.state == "banned" {
+                    return Err(Stop::Refuse(Notice::AccessDenied {
+                        project_url: project.web_url.clone(),
+                    }));
+                }
+                user.id
+            }
         };
-        if user.state == "blocked" || user.state == "banned" {
-            return Err(Stop::Refuse(Notice::AccessDenied {
-                project_url: project.web_url.clone(),
-            }));
-        }
         let level = self
             .gitlab
-            .member_access(project.id, user.id)
+            .member_access(project.id, user_id)
             .await
             .map_err(|e| gitlab_stop(req, e))?;
         match level {

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 /// How long one invocation holds the right to deliver a run's reply.
 pub const REPLY_LEASE_SECS: u64 = 120;
 /// When a run whose finish was put off (slow log, failed post) is looked at again.
-pub const RETRY_SOON_SECS: u64 = 30;
+pub const RETRY_SOON_SECS: u64 = 10;
 /// The first sweep check of a running job whose webhook never came, doubling per check…
 pub const FIRST_CHECK_SECS: u64 = 300;
 /// …up to this.

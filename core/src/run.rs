@@ -1,7 +1,9 @@
 //! The run: what a slash command asks for (`RunRequest`, the versioned message on the queue)
 //! and what we remember about it (`RunRecord`, the row in the runs table).
 
-use crate::ids::{ChannelId, ChatUserId, JobId, PipelineId, ProjectId, RequestId, TeamId};
+use crate::ids::{
+    ChannelId, ChatUserId, GitLabUserId, JobId, PipelineId, ProjectId, RequestId, TeamId,
+};
 use serde::{Deserialize, Serialize};
 
 /// The current version of the queued message. A dispatcher refuses versions it does not know
@@ -157,5 +159,9 @@ pub struct UserLink {
     pub team_id: TeamId,
     pub chat_user_id: ChatUserId,
     pub gitlab_username: String,
+    /// The GitLab user's id, when the link was checked on GitLab: the dispatcher then asks
+    /// for the membership directly instead of looking the username up on every run.
+    #[serde(default)]
+    pub gitlab_user_id: Option<GitLabUserId>,
     pub linked_at: u64,
 }

@@ -51,18 +51,19 @@ pub async fn link(
     if username.is_empty() {
         return Err(UsersError::EmptyUsername);
     }
-    let (canonical, checked) = match gitlab {
+    let (canonical, id, checked) = match gitlab {
         Some(gl) => match gl.user_by_username(username).await? {
-            Some(u) => (u.username, true),
+            Some(u) => (u.username, Some(u.id), true),
             None => return Ok(Linked::NoSuchUser(username.to_owned())),
         },
-        None => (username.to_owned(), false),
+        None => (username.to_owned(), None, false),
     };
     store
         .link_user(&UserLink {
             team_id,
             chat_user_id,
             gitlab_username: canonical.clone(),
+            gitlab_user_id: id,
             linked_at: now,
         })
         .await?;
