@@ -240,6 +240,17 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// An `UpdateItem` on the run's item.
+    fn update_run(
+        &self,
+        id: &RequestId,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_key(id)))
+    }
+
     async fn get_item(&self, pk: String) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
@@ -495,21 +506,14 @@ impl RunStore for DynamoStore {
         checks: u32,
     ) -> Result<(), StoreError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_key(id)))
+            .update_run(id)
             .update_expression("SET due_at = :due, checks = :checks")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(replied_at)")
             .expression_attribute_values(":due", n(due_at))
             .expression_attribute_values(":checks", n(u64::from(checks)))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res).map(|_| ())
     }
 
     async fn begin_reply(
@@ -587,10 +591,7 @@ impl RunStore for DynamoStore {
 
     async fn finish_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_key(id)))
+            .update_run(id)
             .update_expression(
                 "SET replied_at = :now, #status = :replied, updated_at = :now \
                  REMOVE #open, reply_lease_until",
@@ -602,29 +603,18 @@ impl RunStore for DynamoStore {
             .expression_attribute_values(":replied", s(status_str(RunStatus::Replied)))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        Ok(applied(res)?.is_some())
     }
 
     async fn release_reply(&self, id: &RequestId, due_at: u64) -> Result<(), StoreError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_key(id)))
+            .update_run(id)
             .update_expression("SET due_at = :due REMOVE reply_lease_until")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(replied_at)")
             .expression_attribute_values(":due", n(due_at))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res).map(|_| ())
     }
 
     async fn mark_early_hook(
@@ -633,10 +623,7 @@ impl RunStore for DynamoStore {
         now: u64,
     ) -> Result<Option<RunRecord>, StoreError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_key(id)))
+            .update_run(id)
             .update_expression("SET early_hook_at = :now")
             .condition_expression("#status = :dispatching")
             .expression_attribute_names("#status", "status")
@@ -645,11 +632,10 @@ impl RunStore for DynamoStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(out) => out.attributes.map(|item| run_from_item(&item)).transpose(),
-            Err(e) if is_condition_failed(&e) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res)?
+            .and_then(|out| out.attributes)
+            .map(|item| run_from_item(&item))
+            .transpose()
     }
 
     async fn take_response_url_use(
@@ -658,10 +644,7 @@ impl RunStore for DynamoStore {
         max: u32,
     ) -> Result<Option<u32>, StoreError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_key(id)))
+            .update_run(id)
             .update_expression("ADD response_url_uses :one")
             .condition_expression(
                 "attribute_exists(pk) AND (attribute_not_exists(response_url_uses) OR response_url_uses < :max)",
@@ -757,5 +740,22 @@ fn old_item(e: aws_sdk_dynamodb::operation::update_item::UpdateItemError) -> Opt
     match e {
         aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,
         _ => None,
+    }
+}
+
+/// A conditional update's outcome: `Some` when applied, `None` when its condition did not hold.
+fn applied<O>(
+    res: Result<
+        O,
+        SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            aws_sdk_dynamodb::config::http::HttpResponse,
+        >,
+    >,
+) -> Result<Option<O>, StoreError> {
+    match res {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if is_condition_failed(&e) => Ok(None),
+        Err(e) => Err(unavailable(e)),
     }
 }
