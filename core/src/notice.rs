@@ -314,42 +314,7 @@ impl Unscheduled {
                 pipeline_url,
                 ours,
                 foreign,
-            } => {
-                let mut names = foreign.clone();
-                names.sort_unstable();
-                names.dedup();
-                let mut r = Rich::new()
-                    .text("The pipeline ")
-                    .link(pipeline_url, "(cancelled)")
-                    .text(" was cancelled: a chat pipeline must hold only the job ")
-                    .code(job)
-                    .text(".");
-                if *ours == 0 {
-                    r = r
-                        .br()
-                        .text("The job ")
-                        .code(job)
-                        .text(" did not join it: give it ")
-                        .code(CONTRACT_RULE)
-                        .text(" (an ")
-                        .code("only: [chat]")
-                        .text(" job never runs in a pipeline started through the API).");
-                }
-                if !names.is_empty() {
-                    r = r
-                        .br()
-                        .text("These jobs joined it too: ")
-                        .code_list(names, ", ")
-                        .text(". Keep them out of chat pipelines with a first rule ")
-                        .code("- if: '$CHATOPS_JOB'")
-                        .text(" + ")
-                        .code("when: never")
-                        .text(" (or ")
-                        .code("except: variables: [$CHATOPS_JOB]")
-                        .text(").");
-                }
-                r.br().then(check_hint())
-            }
+            } => foreign_jobs(job, pipeline_url, *ours, foreign),
             Unscheduled::TokenRefused { detail } => Rich::new().text(format!(
                 "GitLab refused the ChatOps token ({detail}). Ask an administrator to check it."
             )),
@@ -370,6 +335,44 @@ fn check_hint() -> Rich {
         .text("An administrator can run ")
         .code("chatops gitlab check")
         .text(" to see every change the CI configuration needs.")
+}
+
+/// The pipeline held other jobs (or not ours): it was cancelled; say which and how to fix.
+fn foreign_jobs(job: &str, pipeline_url: &str, ours: usize, foreign: &[String]) -> Rich {
+    let mut names = foreign.to_vec();
+    names.sort_unstable();
+    names.dedup();
+    let mut r = Rich::new()
+        .text("The pipeline ")
+        .link(pipeline_url, "(cancelled)")
+        .text(" was cancelled: a chat pipeline must hold only the job ")
+        .code(job)
+        .text(".");
+    if ours == 0 {
+        r = r
+            .br()
+            .text("The job ")
+            .code(job)
+            .text(" did not join it: give it ")
+            .code(CONTRACT_RULE)
+            .text(" (an ")
+            .code("only: [chat]")
+            .text(" job never runs in a pipeline started through the API).");
+    }
+    if !names.is_empty() {
+        r = r
+            .br()
+            .text("These jobs joined it too: ")
+            .code_list(names, ", ")
+            .text(". Keep them out of chat pipelines with a first rule ")
+            .code("- if: '$CHATOPS_JOB'")
+            .text(" + ")
+            .code("when: never")
+            .text(" (or ")
+            .code("except: variables: [$CHATOPS_JOB]")
+            .text(").");
+    }
+    r.br().then(check_hint())
 }
 
 /// GitLab's own refusal text for a job it cannot schedule (`Presenters::Run#failed_to_schedule`).
