@@ -6,8 +6,8 @@ CARGO ?= cargo
 PYTHON ?= python3
 PORT ?= 3000
 
-.PHONY: demo local test check fmt fmt-check clippy bench bench-coldstart build deploy lint tools \
-        test-tools lambda-tools sam-tools lint-tools fuzz
+.PHONY: demo local test check fmt fmt-check clippy bench bench-calls bench-coldstart build deploy lint \
+        tools test-tools lambda-tools sam-tools lint-tools fuzz
 
 ## The product, offline: stand-ins for GitLab and Slack, the example jobs, a transcript.
 demo:
@@ -42,6 +42,15 @@ clippy:
 
 bench:
 	$(CARGO) bench --bench reply --bench ingress
+
+## Calls per run (README "Calls per run"): one run of each kind (success, failure, manual,
+## missing job, refused) through the real handlers, wired as the Lambdas wire them, against
+## the GitLab and Slack stand-ins and moto; prints the requests per run by system (GitLab,
+## DynamoDB reads/writes, SQS, Slack) and the invocations per function, with the success
+## run's requests per operation. Fails when a successful run exceeds its budget
+## (tests/calls.rs BUDGET). A debug test: no release build.
+bench-calls: test-tools
+	$(NEXTEST) run --test calls --no-capture
 
 ## Fuzz the parsers with cargo-fuzz (libFuzzer), each target for FUZZ_SECONDS from its seeds
 ## in tests/fuzz/seeds/<target> (real payloads; tests/fuzz/README.md): reply (job logs),
