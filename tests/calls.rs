@@ -32,7 +32,7 @@ mod support;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use bytes::Bytes;
 use chatops_adapters::dynamo::DynamoStore;
 use chatops_adapters::lambda::dispatch_batch;
@@ -280,7 +280,8 @@ struct HookLog {
 // The world.
 
 struct World {
-    gitlab: GitLabStandin,
+    /// Kept running for the run's lifetime.
+    _gitlab: GitLabStandin,
     slack: SlackStandIn,
     /// GitLab's requests, and the proxies between the product and moto and in front of
     /// the Slack stand-in.
@@ -501,7 +502,7 @@ async fn world() -> World {
 
     World {
         slack_proxy_url: slack_proxy.url().to_owned(),
-        gitlab,
+        _gitlab: gitlab,
         slack,
         counters,
         direct,
@@ -947,15 +948,29 @@ fn table(reports: &[RunReport]) -> String {
         "calls per run, from the signed slash command until the run is at rest \
          (GitLab and Slack stand-ins, SQS and DynamoDB on moto):"
     );
+    let header = |cells: [&str; 7]| {
+        format!(
+            "  {:<12} {:>6} {:>10} {:>5} {:>6} {:>13}   {}",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
+        )
+    };
     let _ = writeln!(
         out,
-        "  {:<12} {:>6} {:>10} {:>5} {:>6} {:>13}   {}",
-        "kind", "GitLab", "DynamoDB", "SQS", "Slack", "invocations", "by function"
+        "{}",
+        header([
+            "kind",
+            "GitLab",
+            "DynamoDB",
+            "SQS",
+            "Slack",
+            "invocations",
+            "by function"
+        ])
     );
     let _ = writeln!(
         out,
-        "  {:<12} {:>6} {:>10} {:>5} {:>6} {:>13}   {}",
-        "", "", "reads/wr.", "", "", "total/I/O", "total/I/O"
+        "{}",
+        header(["", "", "reads/wr.", "", "", "total/I/O", "total/I/O"])
     );
     for r in reports {
         let _ = writeln!(
