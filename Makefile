@@ -6,8 +6,8 @@ CARGO ?= cargo
 PYTHON ?= python3
 PORT ?= 3000
 
-.PHONY: demo local test check fmt fmt-check clippy bench bench-coldstart build deploy lint tools \
-        test-tools lambda-tools sam-tools lint-tools fuzz
+.PHONY: demo local test check fmt fmt-check clippy bench bench-calls bench-coldstart build deploy lint \
+        tools test-tools lambda-tools sam-tools lint-tools fuzz
 
 ## The product, offline: stand-ins for GitLab and Slack, the example jobs, a transcript.
 demo:
@@ -43,6 +43,15 @@ clippy:
 bench:
 	$(CARGO) bench --bench reply --bench ingress
 
+## Calls per run (README "Calls per run"): one run of each kind (success, failure, manual,
+## missing job, refused) through the real handlers, wired as the Lambdas wire them, against
+## the GitLab and Slack stand-ins and moto; prints the requests per run by system (GitLab,
+## DynamoDB reads/writes, SQS, Slack) and the invocations per function, with the success
+## run's requests per operation. Fails when a successful run exceeds its budget
+## (tests/calls.rs BUDGET). A debug test: no release build.
+bench-calls: test-tools
+	$(NEXTEST) run --test calls --no-capture
+
 ## Fuzz the parsers with cargo-fuzz (libFuzzer), each target for FUZZ_SECONDS from its seeds
 ## in tests/fuzz/seeds/<target> (real payloads; tests/fuzz/README.md): reply (job logs),
 ## slack_form (signature check + slash-command form), mattermost_form, webhook (GitLab hooks),
@@ -71,10 +80,16 @@ fuzz:
 	  if [ -n "$$failed" ]; then echo "fuzz: FAILED:$$failed (reproducers under tests/fuzz/artifacts/)" >&2; exit 1; fi; \
 	  echo "fuzz: $(FUZZ_TARGET): no crash in $(FUZZ_SECONDS) s each"
 
-## Only the ingress cold start: release `ingress` vs the `ingress-floor` binary, side by side
-## under a local Lambda Runtime API with SQS on moto (prints both medians and the ratio).
+## Cold starts of the three functions, each against its floor, from one run
+## (tests/benches/coldstart.rs): release `ingress` vs `ingress-floor` (only sends to SQS),
+## `dispatcher` vs `dispatcher-floor` (1 GitLab GET + 1 DynamoDB PutItem), `completion` vs
+## `completion-floor` (1 DynamoDB GetItem + 1 log GET + 1 Slack POST), process start -> first
+## response under a local Lambda Runtime API, AWS on moto, GitLab and Slack on their stand-ins;
+## interleaved, prints each pair's medians and the three ratios. CHATOPS_COLDSTART_RUNS=N
+## starts per binary (default 40). `cargo bench --bench ingress -- cold_start` still measures
+## the ingress alone (with criterion's statistics).
 bench-coldstart: test-tools
-	$(CARGO) bench --bench ingress -- cold_start
+	$(CARGO) bench --bench coldstart
 
 ## Tools the tests need, installed from the package registries when missing, into the
 ## project: moto in the target/tools/moto virtualenv, cargo-nextest under target/tools/cargo
