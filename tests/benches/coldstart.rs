@@ -224,6 +224,7 @@ impl Bench {
                     team_id: TeamId::new(TEAM),
                     chat_user_id: ChatUserId::new(USER),
                     gitlab_username: "alice".into(),
+                    gitlab_user_id: Some(chatops_core::ids::GitLabUserId(7)),
                     linked_at: 1,
                 })
                 .await
