@@ -385,16 +385,16 @@ pub fn slack(report: &JobReport, can_upload: bool) -> OutgoingMessage {
                 let (t, tn) = tail(text, SLACK_HEAD_TAIL_MAX, slack_cost);
                 let omitted = lines.saturating_sub(hn + tn);
                 blocks.push(section(slack_code(&h)));
-                let mut note = format!("… {omitted} lines not shown …");
+                // The log link is always true. The file is uploaded after the message, with
+                // its own comment, and only shows where the app may post files (a channel it
+                // was not invited to refuses it): the message never claims it.
+                let note = format!("… {omitted} lines not shown … Full output in the log: {link}");
                 if can_upload {
-                    note.push_str(" The full output is attached as a file.");
                     file = Some(FileAttachment {
                         filename: report.file_name(),
                         title: format!("Output of {} (job #{})", report.job_name, report.job_id),
                         content: text.clone(),
                     });
-                } else {
-                    note.push_str(&format!(" Full output in the log: {link}"));
                 }
                 blocks.push(context(note));
                 blocks.push(section(slack_code(&t)));
