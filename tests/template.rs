@@ -731,3 +731,31 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
         .unwrap();
     assert_eq!(g.pipelines().len(), 1);
 }
+
+/// A message parked in the dead-letter queue is never silent: the dispatcher tells the person
+/// on the last receive, and the DLQ alarm fires on the first parked message (any visible
+/// message, missing data is fine) and notifies the alarm topic.
+#[test]
+fn the_dead_letter_alarm_fires_on_the_first_parked_message() {
+    let t = template();
+    let alarm = resource(&t, "DeadLetterQueueAlarm");
+    let p = &alarm["Properties"];
+    assert_eq!(p["Namespace"], "AWS/SQS");
+    assert_eq!(p["MetricName"], "ApproximateNumberOfMessagesVisible");
+    let mut queue = BTreeSet::new();
+    references(&p["Dimensions"][0]["Value"], &mut queue);
+    assert!(queue.contains("RunDeadLetterQueue"), "{queue:?}");
+    assert_eq!(p["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(p["Threshold"].as_f64(), Some(0.0), "one message is enough");
+    assert_eq!(p["EvaluationPeriods"].as_u64(), Some(1));
+    assert_eq!(p["TreatMissingData"], "notBreaching");
+    let mut actions = BTreeSet::new();
+    references(&p["AlarmActions"], &mut actions);
+    assert!(actions.contains("AlarmTopic"), "{actions:?}");
+    // And the queue sends there only after the dispatcher's last attempt.
+    let q = resource(&t, "RunQueue");
+    assert_eq!(
+        q["Properties"]["RedrivePolicy"]["maxReceiveCount"].as_u64(),
+        Some(u64::from(chatops_core::dispatcher::MAX_ATTEMPTS))
+    );
+}
