@@ -405,7 +405,10 @@ async fn huge_output_is_shortened_and_uploaded_as_a_file() {
     );
     assert!(!text.contains("row 2500 <ok>"), "middle not inline");
     assert!(text.contains("Full output in the log"), "{text}");
-    assert!(!text.contains("attached"), "the message never claims the file: {text}");
+    assert!(
+        !text.contains("attached"),
+        "the message never claims the file: {text}"
+    );
     assert_eq!(t[1].via, Via::FileUpload);
     assert_eq!(t[1].channel.as_deref(), Some("C1"));
     let file = t[1].file.as_ref().unwrap();

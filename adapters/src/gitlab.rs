@@ -278,10 +278,14 @@ fn describe(e: &reqwest::Error) -> String {
 
 async fn read_json<T: DeserializeOwned>(resp: Response) -> Result<T, GitLabError> {
     let url = resp.url().path().to_owned();
-    let bytes = resp
-        .bytes()
+    let bytes = crate::http::read_capped(resp, crate::http::MAX_GITLAB_JSON)
         .await
-        .map_err(|e| GitLabError::Retryable(describe(&e)))?;
+        .map_err(|e| match e {
+            crate::http::ReadError::TooLarge(_) => {
+                GitLabError::Protocol(format!("answer from {url} too large: {e}"))
+            }
+            crate::http::ReadError::Body(e) => GitLabError::Retryable(describe(&e)),
+        })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| GitLabError::Protocol(format!("unreadable answer from {url}: {e}")))
 }
@@ -323,7 +327,10 @@ pub fn gitlab_message(body: &[u8]) -> Option<String> {
 
 async fn error_message(resp: Response) -> String {
     let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
+    // An error body is only ever shortened into a message: 64 KiB is plenty.
+    let body = crate::http::read_capped(resp, 64 * 1024)
+        .await
+        .unwrap_or_default();
     gitlab_message(&body).unwrap_or_else(|| status.to_string())
 }
 

@@ -4,12 +4,14 @@
 //! - `gitlab`: GitLab's REST API (reqwest + rustls; rate limits, retries, pagination);
 //! - `slack`, `mattermost`: posting replies (`response_url`, Web API / REST API);
 //! - `dynamo`, `sqs`, `aws`: the runs table, the run queue, SSM secrets and SDK config;
+//! - `http`: reading answers with a size limit;
 //! - `lambda`: Function URL, SQS batch and EventBridge event shapes;
 //! - `services`: the one place that builds the services for a backend (AWS, embedded).
 
 pub mod aws;
 pub mod dynamo;
 pub mod gitlab;
+pub mod http;
 pub mod lambda;
 pub mod mattermost;
 pub mod services;

@@ -63,7 +63,9 @@ impl MattermostApi {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        let text = resp.text().await.unwrap_or_default();
+        let text = crate::http::read_capped_text(resp, crate::http::MAX_CHAT_JSON)
+            .await
+            .unwrap_or_default();
         match status.as_u16() {
             200..=299 => Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
             429 => Err(ChatError::RateLimited(reset)),

@@ -98,8 +98,7 @@ async fn web_api_result(method: &str, resp: reqwest::Response) -> Result<Value, 
         return Err(ChatError::RateLimited(retry_after(&resp)));
     }
     let wait = retry_after(&resp);
-    let text = resp
-        .text()
+    let text = crate::http::read_capped_text(resp, crate::http::MAX_CHAT_JSON)
         .await
         .map_err(|e| ChatError::Retryable(format!("{method}: {e}")))?;
     if status.is_server_error() {
@@ -146,7 +145,9 @@ impl ChatApi for SlackApi {
         if status.as_u16() == 429 {
             return Err(ChatError::RateLimited(retry_after(&resp)));
         }
-        let body = resp.text().await.unwrap_or_default();
+        let body = crate::http::read_capped_text(resp, crate::http::MAX_CHAT_JSON)
+            .await
+            .unwrap_or_default();
         let code = serde_json::from_str::<Value>(&body)
             .ok()
             .and_then(|v| {
