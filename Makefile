@@ -86,8 +86,7 @@ fuzz:
 ## `completion-floor` (1 DynamoDB GetItem + 1 log GET + 1 Slack POST), process start -> first
 ## response under a local Lambda Runtime API, AWS on moto, GitLab and Slack on their stand-ins;
 ## interleaved, prints each pair's medians and the three ratios. CHATOPS_COLDSTART_RUNS=N
-## starts per binary (default 40). `cargo bench --bench ingress -- cold_start` still measures
-## the ingress alone (with criterion's statistics).
+## starts per binary (default 40).
 bench-coldstart: test-tools
 	$(CARGO) bench --bench coldstart
 
