@@ -64,30 +64,10 @@ async fn harness() -> Harness {
     let table = support::unique_name("dispatch-runs");
     DynamoStore::create_table(&ddb, &table).await.unwrap();
     let store = Arc::new(DynamoStore::new(ddb, table.clone()));
-    store
-        .link_user(&UserLink {
-            team_id: TeamId::new("T1"),
-            chat_user_id: ChatUserId::new("U1"),
-            gitlab_username: "alice".into(),
-            gitlab_user_id: None,
-            linked_at: 1,
-        })
-        .await
-        .unwrap();
+    store.link_user(&support::alice_link()).await.unwrap();
 
-    let config = DispatcherConfig {
-        gitlab_url: gitlab.url(),
-        gitlab_token: Secret::new(gitlab.token()),
-        project: ProjectRef::new("group/proj"),
-        channel_projects: HashMap::new(),
-        runs_table: table,
-        chat: ChatSettings {
-            slack_bot_token: Some(Secret::new(BOT)),
-            slack_api_url: slack.api_url(),
-            ..ChatSettings::default()
-        },
-        first_check_secs: 300,
-    };
+    let config =
+        support::dispatcher_config(gitlab.url(), &gitlab.token(), table, slack.api_url(), BOT);
     let client =
         GitLabClient::with_policy(&gitlab.url(), Secret::new(gitlab.token()), fast_policy())
             .unwrap();

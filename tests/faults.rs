@@ -14,13 +14,11 @@ use chatops_adapters::slack::SlackApi;
 use chatops_adapters::sqs::SqsQueue;
 use chatops_core::clock::{Clock, SystemClock};
 use chatops_core::config::{Env, NoSecrets};
-use chatops_core::delivery::{ChatSettings, Deliverer};
-use chatops_core::dispatcher::{
-    DispatchError, Dispatcher, DispatcherConfig, MAX_ATTEMPTS, REQUEST_ID_VARIABLE,
-};
-use chatops_core::ids::{ChannelId, ChatUserId, ProjectRef, RequestId, TeamId};
+use chatops_core::delivery::Deliverer;
+use chatops_core::dispatcher::{DispatchError, Dispatcher, MAX_ATTEMPTS, REQUEST_ID_VARIABLE};
+use chatops_core::ids::{ChannelId, ChatUserId, RequestId, TeamId};
 use chatops_core::ingress::{Ingress, IngressConfig};
-use chatops_core::run::{Platform, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
+use chatops_core::run::{Platform, RunRequest, RunStatus, RUN_REQUEST_VERSION};
 use chatops_core::secret::Secret;
 use chatops_core::slack::verify::sign;
 use chatops_core::store::RunStore;
@@ -28,7 +26,6 @@ use chatops_sim::faults::{FaultProxy, Rule};
 use chatops_sim::gitlab::{Fault, GitLabStandin, StandinCiJob};
 use chatops_sim::slack::SlackStandIn;
 use chatops_sim::RecordingChat;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,32 +73,12 @@ async fn world() -> World {
         .await
         .unwrap();
     let direct = DynamoStore::new(aws_sdk_dynamodb::Client::new(&moto_sdk), table.clone());
-    direct
-        .link_user(&UserLink {
-            team_id: TeamId::new("T1"),
-            chat_user_id: ChatUserId::new("U1"),
-            gitlab_username: "alice".into(),
-            gitlab_user_id: None,
-            linked_at: 1,
-        })
-        .await
-        .unwrap();
+    direct.link_user(&support::alice_link()).await.unwrap();
     // The product's own wiring of the store: the AWS client timeouts under test.
     let store: Arc<dyn RunStore> = Arc::new(services::store(&sdk, &table));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = DispatcherConfig {
-        gitlab_url: gitlab.url(),
-        gitlab_token: Secret::new(gitlab.token()),
-        project: ProjectRef::new("group/proj"),
-        channel_projects: HashMap::new(),
-        runs_table: table,
-        chat: ChatSettings {
-            slack_bot_token: Some(Secret::new(BOT)),
-            slack_api_url: slack.api_url(),
-            ..ChatSettings::default()
-        },
-        first_check_secs: 300,
-    };
+    let config =
+        support::dispatcher_config(gitlab.url(), &gitlab.token(), table, slack.api_url(), BOT);
     let dispatcher = Dispatcher {
         gitlab: Arc::new(
             GitLabClient::with_policy(&gitlab.url(), Secret::new(gitlab.token()), quick_gitlab())

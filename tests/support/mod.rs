@@ -167,3 +167,39 @@ pub fn run_request(
         received_at,
     }
 }
+
+/// The chat user most tests run as: `T1/U1`, linked to the GitLab user `alice`.
+pub fn alice_link() -> chatops_core::run::UserLink {
+    chatops_core::run::UserLink {
+        team_id: chatops_core::ids::TeamId::new("T1"),
+        chat_user_id: chatops_core::ids::ChatUserId::new("U1"),
+        gitlab_username: "alice".into(),
+        gitlab_user_id: None,
+        linked_at: 1,
+    }
+}
+
+/// A dispatcher configuration for `group/proj` on a GitLab stand-in, replies through a
+/// Slack stand-in with a bot token.
+pub fn dispatcher_config(
+    gitlab_url: String,
+    gitlab_token: &str,
+    runs_table: String,
+    slack_api_url: String,
+    bot_token: &str,
+) -> chatops_core::dispatcher::DispatcherConfig {
+    use chatops_core::secret::Secret;
+    chatops_core::dispatcher::DispatcherConfig {
+        gitlab_url,
+        gitlab_token: Secret::new(gitlab_token),
+        project: chatops_core::ids::ProjectRef::new("group/proj"),
+        channel_projects: Default::default(),
+        runs_table,
+        chat: chatops_core::delivery::ChatSettings {
+            slack_bot_token: Some(Secret::new(bot_token)),
+            slack_api_url,
+            ..Default::default()
+        },
+        first_check_secs: 300,
+    }
+}
