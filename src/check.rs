@@ -505,6 +505,7 @@ impl Evaluation<'_> {
             input: String::new(),
             response_url: String::new(),
             received_at: 0,
+            public_base: None,
         };
         let vars = chatops_core::dispatcher::pipeline_variables(&req);
         let mut ctx = PipelineContext::api(&self.project.path_with_namespace, self.branch, &vars);

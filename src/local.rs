@@ -111,7 +111,7 @@ impl Local {
             Backend::Embedded
         };
         let services = Services::new(&backend, &sdk);
-        let ingress = services.ingress(IngressConfig::from_env(&env, &secrets).await?);
+        let ingress = services.ingress(IngressConfig::from_env(&env, &secrets).await?)?;
         let dispatcher = services.dispatcher(DispatcherConfig::from_env(&env, &secrets).await?)?;
         let completion = services.completion(CompletionConfig::from_env(&env, &secrets).await?)?;
         let sweep_every = Duration::from_secs(env.parse_or("SWEEP_EVERY_SECS", 60u64)?.max(1));
@@ -160,6 +160,8 @@ impl Local {
                 gitlab_username: gitlab.to_owned(),
                 gitlab_user_id: None,
                 linked_at: self.clock.now(),
+                platform: None,
+                grant: None,
             })
             .await
             .map_err(|e| LocalError::Setup(format!("linking {team}/{user}: {e}")))

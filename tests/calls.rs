@@ -379,6 +379,8 @@ async fn world() -> World {
                 gitlab_username: name.into(),
                 gitlab_user_id: Some(chatops_core::ids::GitLabUserId(id)),
                 linked_at: 1,
+                platform: None,
+                grant: None,
             })
             .await
             .expect("link");
@@ -408,7 +410,8 @@ async fn world() -> World {
             .await
             .expect("ingress config"),
         &sdk,
-    );
+    )
+    .expect("ingress services");
     let dispatcher_env = Env::from_pairs([
         ("GITLAB_URL", gitlab.url()),
         ("GITLAB_TOKEN", gitlab.token()),

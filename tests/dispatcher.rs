@@ -73,6 +73,7 @@ async fn harness() -> Harness {
             .unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dispatcher = Dispatcher {
+        identity: None,
         gitlab: Arc::new(client),
         store: store.clone(),
         deliverer: Deliverer {
@@ -112,6 +113,7 @@ impl Harness {
             input: input.into(),
             response_url: self.slack.response_url("T1"),
             received_at: SystemClock.now(),
+            public_base: None,
         }
     }
 
@@ -783,15 +785,19 @@ async fn sample_sqs_event_dispatches() {
             gitlab_username: "steve".into(),
             gitlab_user_id: None,
             linked_at: 1,
+            platform: None,
+            grant: None,
         })
         .await
         .unwrap();
     let chat = Arc::new(RecordingChat::default());
     let clock: Arc<dyn Clock> = Arc::new(chatops_sim::ManualClock::at(request.received_at + 2));
     let d = Dispatcher {
+        identity: None,
         config: DispatcherConfig {
             gitlab_url: "https://gitlab.example.com".into(),
             gitlab_token: Secret::new("t"),
+            oauth: None,
             project: ProjectRef::new("group/proj"),
             channel_projects: HashMap::new(),
             runs_table: "unused".into(),
@@ -841,15 +847,19 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
             gitlab_username: "steve".into(),
             gitlab_user_id: None,
             linked_at: 1,
+            platform: None,
+            grant: None,
         })
         .await
         .unwrap();
     let chat = Arc::new(RecordingChat::default());
     let clock: Arc<dyn Clock> = Arc::new(chatops_sim::ManualClock::at(good.received_at + 60));
     let d = Dispatcher {
+        identity: None,
         config: DispatcherConfig {
             gitlab_url: "https://gitlab.example.com".into(),
             gitlab_token: Secret::new("t"),
+            oauth: None,
             project: ProjectRef::new("42"),
             channel_projects: HashMap::new(),
             runs_table: "unused".into(),

@@ -20,6 +20,7 @@ fn config() -> DispatcherConfig {
     DispatcherConfig {
         gitlab_url: "https://gitlab.example.com".into(),
         gitlab_token: Secret::new("t"),
+        oauth: None,
         project: ProjectRef::new("group/proj"),
         channel_projects: HashMap::new(),
         runs_table: "runs".into(),
@@ -44,6 +45,7 @@ fn request() -> RunRequest {
         input: "production".into(),
         response_url: "https://hooks.slack.com/commands/1".into(),
         received_at: 1_000,
+        public_base: None,
     }
 }
 
@@ -62,6 +64,7 @@ fn setup() -> (
     let chat = Arc::new(RecordingChat::default());
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(1_010));
     let d = Dispatcher {
+        identity: None,
         config: config(),
         gitlab: gl.clone(),
         store: store.clone(),
@@ -84,6 +87,8 @@ async fn link(store: &MemoryStore) {
             gitlab_username: "alice".into(),
             gitlab_user_id: None,
             linked_at: 1,
+            platform: None,
+            grant: None,
         })
         .await
         .unwrap();

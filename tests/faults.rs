@@ -80,6 +80,7 @@ async fn world() -> World {
     let config =
         support::dispatcher_config(gitlab.url(), &gitlab.token(), table, slack.api_url(), BOT);
     let dispatcher = Dispatcher {
+        identity: None,
         gitlab: Arc::new(
             GitLabClient::with_policy(&gitlab.url(), Secret::new(gitlab.token()), quick_gitlab())
                 .unwrap(),
@@ -121,6 +122,7 @@ impl World {
             input: "production".into(),
             response_url: self.slack.response_url("T1"),
             received_at: SystemClock.now(),
+            public_base: None,
         }
     }
 

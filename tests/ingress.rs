@@ -372,6 +372,7 @@ async fn signed_slack_run_is_queued_with_every_field() {
         input: "production\n  region=eu-west-1 & <more>".into(),
         response_url: "https://hooks.slack.com/commands/T0001/5678/abcDEF".into(),
         received_at: NOW,
+        public_base: None,
     };
     assert_eq!(r, &want);
 

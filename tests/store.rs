@@ -241,6 +241,8 @@ async fn users_link_unlink_list() {
         gitlab_username: gl.into(),
         gitlab_user_id: None,
         linked_at: 1_000,
+        platform: None,
+        grant: None,
     };
     st.link_user(&link("T2", "U9", "zed")).await.unwrap();
     st.link_user(&link("T1", "U1", "alice")).await.unwrap();

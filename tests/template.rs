@@ -685,6 +685,8 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
             gitlab_username: "alice".into(),
             gitlab_user_id: None,
             linked_at: now,
+            platform: None,
+            grant: None,
         })
         .await
         .unwrap();

@@ -2,7 +2,13 @@
 //!
 //! Schema (the template defines exactly this; `create_table` builds it for tests):
 //! - key `pk` (S, HASH only): `run#<request_id>`, `user#<team_id>#<chat_user_id>`,
-//!   `delivery#<key>`; TTL attribute `expires_at` (N) on every item.
+//!   `link#<state>` (a connect link not used yet), `delivery#<key>`; TTL attribute
+//!   `expires_at` (N) on every item.
+//! - user links: `team_id`, `chat_user_id`, `gitlab_username`, `gitlab_user_id`,
+//!   `linked_at`, `platform`, and for OAuth links the sealed tokens `grant_sealed` (S,
+//!   base64 of ciphertext: never plaintext), `grant_expires_at`, `grant_version` (the
+//!   refresh protocol's conditional writes), `grant_broken` (BOOL), `grant_lock_until`.
+//! - connect links: `pending` (the `PendingLink` as JSON).
 //! - runs: `record` (the `RunRecord` as JSON) plus the attributes conditions and indexes use:
 //!   `status` (S), `lease_until` (N), `replied_at` (N, once claimed), `response_url_uses` (N),
 //!   `updated_at` (N), `expires_at` (N), `pipeline_key` (S, the pipeline id, once one exists),
@@ -22,7 +28,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use chatops_core::ids::{ChatUserId, GitLabUserId, PipelineId, RequestId, TeamId};
-use chatops_core::run::{RunRecord, RunRequest, RunStatus, UserLink};
+use chatops_core::run::{Grant, PendingLink, Platform, RunRecord, RunRequest, RunStatus, UserLink};
 use chatops_core::store::{DispatchClaim, ReplyClaim, RunStore, StoreError};
 use std::collections::HashMap;
 
@@ -163,7 +169,28 @@ fn link_from_item(item: &Item) -> Result<UserLink, StoreError> {
         gitlab_username: field("gitlab_username")?,
         gitlab_user_id: get_n(item, "gitlab_user_id").map(GitLabUserId),
         linked_at: get_n(item, "linked_at").unwrap_or(0),
+        platform: get_s(item, "platform").and_then(|p| {
+            serde_json::from_value::<Platform>(serde_json::Value::String(p.to_owned())).ok()
+        }),
+        grant: match get_s(item, "grant_sealed") {
+            None => None,
+            Some(sealed) => Some(Grant {
+                sealed: sealed.to_owned(),
+                expires_at: get_n(item, "grant_expires_at").unwrap_or(0),
+                version: get_n(item, "grant_version").unwrap_or(0),
+                broken: item
+                    .get("grant_broken")
+                    .and_then(|v| v.as_bool().ok())
+                    .copied()
+                    .unwrap_or(false),
+                refresh_lock_until: get_n(item, "grant_lock_until").unwrap_or(0),
+            }),
+        },
     })
+}
+
+fn pending_key(state: &str) -> String {
+    format!("link#{state}")
 }
 
 impl DynamoStore {
@@ -680,6 +707,17 @@ impl RunStore for DynamoStore {
         if let Some(id) = link.gitlab_user_id {
             put = put.item("gitlab_user_id", n(id.0));
         }
+        if let Some(p) = link.platform {
+            put = put.item("platform", s(p.as_str()));
+        }
+        if let Some(g) = &link.grant {
+            put = put
+                .item("grant_sealed", s(g.sealed.clone()))
+                .item("grant_expires_at", n(g.expires_at))
+                .item("grant_version", n(g.version))
+                .item("grant_broken", AttributeValue::Bool(g.broken))
+                .item("grant_lock_until", n(g.refresh_lock_until));
+        }
         put.send().await.map_err(unavailable)?;
         Ok(())
     }
@@ -732,6 +770,102 @@ impl RunStore for DynamoStore {
         }
         out.sort_by(|a, b| (&a.team_id, &a.chat_user_id).cmp(&(&b.team_id, &b.chat_user_id)));
         Ok(out)
+    }
+
+    async fn update_grant(
+        &self,
+        team_id: &str,
+        chat_user_id: &str,
+        expected_version: u64,
+        grant: &Grant,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(user_key(team_id, chat_user_id)))
+            .update_expression(
+                "SET grant_sealed = :s, grant_expires_at = :e, grant_version = :nv, \
+                 grant_broken = :b, grant_lock_until = :l",
+            )
+            .condition_expression("grant_version = :v")
+            .expression_attribute_values(":s", s(grant.sealed.clone()))
+            .expression_attribute_values(":e", n(grant.expires_at))
+            .expression_attribute_values(":nv", n(grant.version))
+            .expression_attribute_values(":b", AttributeValue::Bool(grant.broken))
+            .expression_attribute_values(":l", n(grant.refresh_lock_until))
+            .expression_attribute_values(":v", n(expected_version))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn lock_grant(
+        &self,
+        team_id: &str,
+        chat_user_id: &str,
+        version: u64,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(user_key(team_id, chat_user_id)))
+            .update_expression("SET grant_lock_until = :until")
+            .condition_expression(
+                "grant_version = :v AND (attribute_not_exists(grant_lock_until) OR grant_lock_until <= :now)",
+            )
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn put_pending_link(&self, pending: &PendingLink) -> Result<(), StoreError> {
+        let json = serde_json::to_string(pending)
+            .map_err(|e| StoreError::Corrupt(format!("connect link: {e}")))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(pending_key(&pending.state)))
+            .item("pending", s(json))
+            .item("expires_at", n(pending.expires_at))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pending_key(state)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = out.attributes.filter(|a| !a.is_empty()) else {
+            return Ok(None);
+        };
+        let json = get_s(&item, "pending")
+            .ok_or_else(|| StoreError::Corrupt("connect link without pending".into()))?;
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("connect link: {e}")))
     }
 }
 

@@ -1,4 +1,6 @@
-//! The real GitLab adapter: REST API v4 over HTTPS (reqwest + rustls), `PRIVATE-TOKEN` auth.
+//! The real GitLab adapter: REST API v4 over HTTPS (reqwest + rustls): `PRIVATE-TOKEN` auth
+//! for the deployment's own (read-only) token, `Authorization: Bearer` for a person's OAuth
+//! token (`GitLabAs::as_person`: the same client, caches kept apart per token).
 //!
 //! Failure policy, per call:
 //! - 429: wait as `Retry-After` (seconds) or `RateLimit-Reset` (unix time) says, if that fits
@@ -8,7 +10,7 @@
 //!   Requests that create something (`POST …/pipeline`, `POST …/hooks`) are not repeated after
 //!   an ambiguous failure (5xx or timeout once the request was sent): a second pipeline is
 //!   worse than a later retry from the queue.
-//! - 404 → `NotFound`, 401/403 → `Unauthorized`, 400/409/422 and other 4xx → `Rejected`, each
+//! - 404 → `NotFound`, 401 → `Unauthorized`, 403 → `Forbidden`, 400/409/422 and other 4xx → `Rejected`, each
 //!   with GitLab's own message (`{"message": …}` string or field map, or `{"error": …}`).
 //! - Lists follow pagination (`X-Next-Page`, else the `Link: rel="next"` URL), 100 per page.
 
@@ -51,17 +53,47 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How a request authenticates.
+#[derive(Clone)]
+enum Auth {
+    /// A personal, project or group access token (`PRIVATE-TOKEN`).
+    PrivateToken(Secret),
+    /// A person's OAuth access token (`Authorization: Bearer`).
+    Bearer(Secret),
+}
+
+type ProjectCache = std::collections::HashMap<(u64, String), (Project, Instant)>;
+type CiCache = std::collections::HashMap<(u64, u64, String), (CiConfig, Instant)>;
+
 /// GitLab REST API v4 client.
 pub struct GitLabClient {
     http: reqwest::Client,
     api: String,
-    token: Secret,
+    auth: Auth,
+    /// Keys this token's cache entries: what one person may see is never answered to another.
+    token_key: u64,
+    hasher: std::hash::RandomState,
     policy: RetryPolicy,
     /// Projects looked up recently (per warm container): a project's id, path, URL and
     /// default branch change rarely, and every run needs them.
-    projects: std::sync::Mutex<std::collections::HashMap<String, (Project, Instant)>>,
+    projects: std::sync::Arc<std::sync::Mutex<ProjectCache>>,
     /// The jobs of a project's default branch, likewise (`ci/lint` is the slowest call).
-    ci: std::sync::Mutex<std::collections::HashMap<(u64, String), (CiConfig, Instant)>>,
+    ci: std::sync::Arc<std::sync::Mutex<CiCache>>,
+}
+
+impl chatops_core::gitlab::GitLabAs for GitLabClient {
+    fn as_person(&self, access_token: &Secret) -> std::sync::Arc<dyn GitLab> {
+        std::sync::Arc::new(GitLabClient {
+            http: self.http.clone(),
+            api: self.api.clone(),
+            token_key: std::hash::BuildHasher::hash_one(&self.hasher, access_token.expose()),
+            auth: Auth::Bearer(access_token.clone()),
+            hasher: self.hasher.clone(),
+            policy: self.policy.clone(),
+            projects: self.projects.clone(),
+            ci: self.ci.clone(),
+        })
+    }
 }
 
 /// How long a looked-up project, or a branch's CI jobs, are reused in one container. A job
@@ -98,10 +130,13 @@ impl GitLabClient {
         } else {
             format!("{base}/api/v4")
         };
+        let hasher = std::hash::RandomState::new();
         Ok(Self {
             http,
             api,
-            token,
+            token_key: std::hash::BuildHasher::hash_one(&hasher, token.expose()),
+            auth: Auth::PrivateToken(token),
+            hasher,
             policy,
             projects: Default::default(),
             ci: Default::default(),
@@ -127,11 +162,12 @@ impl GitLabClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let mut req = self
-                .http
-                .request(method.clone(), url)
-                .header("PRIVATE-TOKEN", self.token.expose())
-                .query(query);
+            let req = self.http.request(method.clone(), url);
+            let mut req = match &self.auth {
+                Auth::PrivateToken(t) => req.header("PRIVATE-TOKEN", t.expose()),
+                Auth::Bearer(t) => req.bearer_auth(t.expose()),
+            }
+            .query(query);
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -339,7 +375,8 @@ async fn map_client_error(resp: Response) -> GitLabError {
     let msg = error_message(resp).await;
     match status {
         StatusCode::NOT_FOUND => GitLabError::NotFound(msg),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => GitLabError::Unauthorized(msg),
+        StatusCode::UNAUTHORIZED => GitLabError::Unauthorized(msg),
+        StatusCode::FORBIDDEN => GitLabError::Forbidden(msg),
         StatusCode::REQUEST_TIMEOUT => GitLabError::Retryable(msg),
         _ => GitLabError::Rejected(msg),
     }
@@ -437,7 +474,7 @@ struct MergedLint {
 #[async_trait::async_trait]
 impl GitLab for GitLabClient {
     async fn project(&self, project: &ProjectRef) -> Result<Project, GitLabError> {
-        let key = project.url_segment();
+        let key = (self.token_key, project.url_segment());
         let cached = self
             .projects
             .lock()
@@ -447,11 +484,15 @@ impl GitLab for GitLabClient {
         if let Some((p, _)) = cached {
             return Ok(p);
         }
-        let p: Project = self.get_json(&format!("/projects/{key}"), &[]).await?;
+        let p: Project = self.get_json(&format!("/projects/{}", key.1), &[]).await?;
         if let Ok(mut c) = self.projects.lock() {
             c.insert(key, (p.clone(), Instant::now()));
         }
         Ok(p)
+    }
+
+    async fn current_user(&self) -> Result<User, GitLabError> {
+        self.get_json("/user", &[]).await
     }
 
     async fn user_by_username(&self, username: &str) -> Result<Option<User>, GitLabError> {
@@ -480,7 +521,7 @@ impl GitLab for GitLabClient {
     }
 
     async fn ci_jobs(&self, project: ProjectId, git_ref: &str) -> Result<CiConfig, GitLabError> {
-        let key = (project.0, git_ref.to_owned());
+        let key = (self.token_key, project.0, git_ref.to_owned());
         let cached = self
             .ci
             .lock()

@@ -1,7 +1,9 @@
 //! chatops-adapters: the product's ports implemented against the real world, and the glue
 //! the three Lambdas need. Depends on `chatops-core` only (never on `chatops-sim`).
 //!
-//! - `gitlab`: GitLab's REST API (reqwest + rustls; rate limits, retries, pagination);
+//! - `gitlab`: GitLab's REST API (reqwest + rustls; rate limits, retries, pagination), as
+//!   the deployment's read token or as a person (`GitLabAs`); `oauth`: GitLab's OAuth
+//!   token and revoke endpoints; `seal`: tokens at rest (KMS, or a local AES-GCM key);
 //! - `slack`, `mattermost`: posting replies (`response_url`, Web API / REST API);
 //! - `dynamo`, `sqs`, `aws`: the runs table, the run queue, SSM secrets and SDK config;
 //! - `http`: reading answers with a size limit;
@@ -14,6 +16,8 @@ pub mod gitlab;
 pub mod http;
 pub mod lambda;
 pub mod mattermost;
+pub mod oauth;
+pub mod seal;
 pub mod services;
 pub mod slack;
 pub mod sqs;

@@ -7,12 +7,19 @@
 //!
 //! GitLab is always the REST client and chat always Slack's and Mattermost's HTTP APIs; their
 //! base URLs come from the configuration, which is how tests point them at the stand-ins.
+//! With a GitLab OAuth application configured, the ingress and the dispatcher also get the
+//! `Identity` (people's tokens, sealed with KMS on AWS or a local key in local mode).
 
 use crate::dynamo::DynamoStore;
 use crate::gitlab::GitLabClient;
 use crate::mattermost::MattermostApi;
 use crate::slack::SlackApi;
+use crate::oauth::GitLabOAuth;
+use crate::seal::{KmsSealer, LocalSealer};
 use crate::sqs::SqsQueue;
+use chatops_core::identity::Identity;
+use chatops_core::oauth::{OAuthError, OAuthSettings, TokenKey};
+use chatops_core::seal::Sealer;
 use chatops_core::clock::{Clock, SystemClock};
 use chatops_core::completion::{Completion, CompletionConfig};
 use chatops_core::delivery::{ChatSettings, Deliverer};
@@ -50,12 +57,18 @@ pub struct Services {
     pub store: Arc<dyn RunStore>,
     pub inbox: Inbox,
     pub clock: Arc<dyn Clock>,
+    /// For the AWS clients built on demand (KMS when people's tokens are sealed with it).
+    sdk: aws_config::SdkConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServicesError {
     #[error("GITLAB_URL is not usable")]
     GitLabUrl(#[source] GitLabError),
+    #[error("the GitLab OAuth client could not be built")]
+    OAuth(#[source] OAuthError),
+    #[error("TOKEN_KEY is not usable")]
+    TokenKey(#[source] chatops_core::config::ConfigError),
 }
 
 impl Services {
@@ -69,6 +82,7 @@ impl Services {
                     queue_url: queue_url.clone(),
                 },
                 clock: Arc::new(SystemClock),
+                sdk: sdk.clone(),
             },
             Backend::Embedded => {
                 let q = Arc::new(MemoryQueue::new());
@@ -77,28 +91,74 @@ impl Services {
                     store: Arc::new(MemoryStore::new()),
                     inbox: Inbox::Embedded(q),
                     clock: Arc::new(SystemClock),
+                    sdk: sdk.clone(),
                 }
             }
         }
     }
 
     /// A store with no queue in front of it (the dispatcher's and completion's view).
-    fn over_store(store: Arc<dyn RunStore>) -> Self {
+    fn over_store(store: Arc<dyn RunStore>, sdk: &aws_config::SdkConfig) -> Self {
         let q = Arc::new(MemoryQueue::new());
         Self {
             queue: q.clone(),
             store,
             inbox: Inbox::Embedded(q),
             clock: Arc::new(SystemClock),
+            sdk: sdk.clone(),
         }
     }
 
-    pub fn ingress(&self, config: IngressConfig) -> Ingress {
-        Ingress::new(config, self.queue.clone(), self.clock.clone())
+    pub fn ingress(&self, config: IngressConfig) -> Result<Ingress, ServicesError> {
+        let identity = config
+            .oauth
+            .as_ref()
+            .map(|o| self.identity(o))
+            .transpose()?;
+        let mut ingress = Ingress::new(config, self.queue.clone(), self.clock.clone())
+            .with_store(self.store.clone());
+        if let Some(identity) = identity {
+            ingress = ingress.with_identity(identity);
+        }
+        Ok(ingress)
+    }
+
+    /// People's GitLab identities: GitLab's OAuth endpoints, the REST client as a person,
+    /// and the sealer the settings name.
+    pub fn identity(&self, settings: &OAuthSettings) -> Result<Arc<Identity>, ServicesError> {
+        let sealer: Arc<dyn Sealer> = match &settings.token_key {
+            TokenKey::Kms(key_id) => Arc::new(KmsSealer::new(crate::aws::kms(&self.sdk), key_id)),
+            TokenKey::Local(key) => Arc::new(
+                LocalSealer::from_base64_key(key.expose()).map_err(ServicesError::TokenKey)?,
+            ),
+        };
+        let oauth = GitLabOAuth::new(
+            &settings.gitlab_url,
+            &settings.client_id,
+            settings.client_secret.clone(),
+        )
+        .map_err(ServicesError::OAuth)?;
+        // No deployed token: this client only ever acts with a person's token.
+        let gitlab_as = GitLabClient::new(&settings.gitlab_url, Secret::default())
+            .map_err(ServicesError::GitLabUrl)?;
+        Ok(Arc::new(Identity {
+            settings: settings.clone(),
+            store: self.store.clone(),
+            sealer,
+            oauth: Arc::new(oauth),
+            gitlab_as: Arc::new(gitlab_as),
+            clock: self.clock.clone(),
+        }))
     }
 
     pub fn dispatcher(&self, config: DispatcherConfig) -> Result<Dispatcher, ServicesError> {
+        let identity = config
+            .oauth
+            .as_ref()
+            .map(|o| self.identity(o))
+            .transpose()?;
         Ok(Dispatcher {
+            identity,
             gitlab: gitlab(&config.gitlab_url, config.gitlab_token.clone())?,
             deliverer: self.deliverer(&config.chat),
             config,
@@ -135,11 +195,23 @@ impl Services {
     }
 }
 
-/// The ingress Lambda's wiring: the SQS queue only (its cold start is measured against a
-/// function that only sends to SQS).
-pub fn aws_ingress(config: IngressConfig, sdk: &aws_config::SdkConfig) -> Ingress {
-    let queue = Arc::new(SqsQueue::from_sdk_config(sdk, config.run_queue_url.clone()));
-    Ingress::new(config, queue, Arc::new(SystemClock))
+/// The ingress Lambda's wiring: the SQS queue (its cold start is measured against a function
+/// that only sends to SQS), and, when `RUNS_TABLE` is set, the links in DynamoDB and people's
+/// identities (OAuth). Clients are built without I/O: nothing is called before a request.
+pub fn aws_ingress(
+    config: IngressConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Ingress, ServicesError> {
+    let queue: Arc<dyn RunQueue> =
+        Arc::new(SqsQueue::from_sdk_config(sdk, config.run_queue_url.clone()));
+    match config.runs_table.clone() {
+        None => Ok(Ingress::new(config, queue, Arc::new(SystemClock))),
+        Some(table) => {
+            let mut services = Services::over_store(Arc::new(store(sdk, &table)), sdk);
+            services.queue = queue;
+            services.ingress(config)
+        }
+    }
 }
 
 /// The dispatcher Lambda's wiring: DynamoDB, GitLab, chat.
@@ -147,7 +219,7 @@ pub fn aws_dispatcher(
     config: DispatcherConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Result<Dispatcher, ServicesError> {
-    Services::over_store(Arc::new(store(sdk, &config.runs_table))).dispatcher(config)
+    Services::over_store(Arc::new(store(sdk, &config.runs_table)), sdk).dispatcher(config)
 }
 
 /// The completion Lambda's wiring: DynamoDB, GitLab, chat.
@@ -155,7 +227,7 @@ pub fn aws_completion(
     config: CompletionConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Result<Completion, ServicesError> {
-    Services::over_store(Arc::new(store(sdk, &config.runs_table))).completion(config)
+    Services::over_store(Arc::new(store(sdk, &config.runs_table)), sdk).completion(config)
 }
 
 /// The runs table in DynamoDB.

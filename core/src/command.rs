@@ -1,7 +1,8 @@
 //! The command grammar, as GitLab's slash commands read it: `run <job> [args]` where the job
 //! is the first run of non-space characters and the arguments are everything after the
 //! following whitespace, verbatim (newlines kept; they become `CHAT_INPUT`). `help` or no
-//! text asks for the usage; anything else is not a valid command.
+//! text asks for the usage; `link`, `unlink` and `whoami` manage the person's GitLab
+//! account; anything else is not a valid command.
 
 /// What the text of a slash command asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +12,12 @@ pub enum Command {
         input: String,
     },
     Help,
+    /// Connect your GitLab account (OAuth).
+    Link,
+    /// Remove your link and revoke its tokens.
+    Unlink,
+    /// Which GitLab user you are linked to.
+    WhoAmI,
     /// Not a command we know; holds the text as typed (for the answer).
     Invalid(String),
 }
@@ -18,8 +25,12 @@ pub enum Command {
 /// Parse the `text` field of a slash command.
 pub fn parse(text: &str) -> Command {
     let trimmed = text.trim();
-    if trimmed.is_empty() || trimmed == "help" {
-        return Command::Help;
+    match trimmed {
+        "" | "help" => return Command::Help,
+        "link" | "connect" => return Command::Link,
+        "unlink" | "disconnect" => return Command::Unlink,
+        "whoami" => return Command::WhoAmI,
+        _ => {}
     }
     let Some(rest) = trimmed.strip_prefix("run") else {
         return Command::Invalid(trimmed.to_owned());
@@ -101,6 +112,13 @@ mod tests {
             ("", Command::Help),
             ("   \n ", Command::Help),
             ("help", Command::Help),
+            ("link", Command::Link),
+            (" connect ", Command::Link),
+            ("unlink", Command::Unlink),
+            ("disconnect", Command::Unlink),
+            ("whoami", Command::WhoAmI),
+            ("whoami now", Command::Invalid("whoami now".into())),
+            ("linked", Command::Invalid("linked".into())),
             (" help ", Command::Help),
             ("run deploy", run("deploy", "")),
             ("run  deploy ", run("deploy", "")),

@@ -4,8 +4,11 @@
 //! Flow per message: parse (a malformed body or unknown version is acknowledged and logged:
 //! retrying will not fix it) → claim the request in the runs table (a conditional write with
 //! a lease, so redeliveries and concurrent invocations never create a second pipeline, and a
-//! crash mid-way is taken over once the lease runs out) → the chat user's GitLab link →
-//! Developer access on the project (`members/all/:user_id`) → the job on the default branch
+//! crash mid-way is taken over once the lease runs out) → the chat user's GitLab link → who
+//! acts in GitLab: with OAuth, the person's own token (refreshed when due; not connected →
+//! an ephemeral connect link, and the command runs once they connected), so GitLab's
+//! protected branches, variables and approvals apply to them; in bot mode, the one token
+//! after a Developer check (`members/all/:user_id`) → the job on the default branch
 //! (`ci/lint?include_jobs=true`) → `POST /pipeline` with the contract's variables → the
 //! pipeline must hold exactly that job (else it is cancelled and the user told which jobs
 //! joined) → the run is recorded and the user told who started what, with the link.
@@ -20,6 +23,8 @@ use crate::config::{ConfigError, Env, SecretSource};
 use crate::delivery::{ChatSettings, Deliverer, DeliveryError};
 use crate::finish::{FinishSettings, Finisher};
 use crate::gitlab::{AccessLevel, CiConfig, GitLab, GitLabError, Job, Pipeline, Project, Status};
+use crate::identity::{ChatPerson, CredentialError, Identity, IdentityError};
+use crate::oauth::OAuthSettings;
 use crate::ids::{ChannelId, ProjectRef, RequestId};
 use crate::notice::{Notice, Person, Unscheduled};
 use crate::report::chain;
@@ -55,7 +60,11 @@ const FIND_SLACK_SECS: u64 = 300;
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     pub gitlab_url: String,
+    /// Bot mode's token (acts for everyone). Empty with OAuth: every GitLab call of a run is
+    /// made with the person's own token, and no deployed secret can create pipelines.
     pub gitlab_token: Secret,
+    /// The GitLab OAuth application (`GITLAB_OAUTH_CLIENT_ID`); `None` is bot mode.
+    pub oauth: Option<OAuthSettings>,
     /// `GITLAB_PROJECT`: the project runs go to (id or `group/project`).
     pub project: ProjectRef,
     /// `CHANNEL_PROJECTS`: `C123=group/proj,C456=42` sends a channel's runs elsewhere.
@@ -75,6 +84,12 @@ impl DispatcherConfig {
         "GITLAB_URL",
         "GITLAB_TOKEN",
         "GITLAB_TOKEN_PARAM",
+        "GITLAB_OAUTH_CLIENT_ID",
+        "GITLAB_OAUTH_CLIENT_SECRET",
+        "GITLAB_OAUTH_CLIENT_SECRET_PARAM",
+        "PUBLIC_BASE_URL",
+        "TOKEN_KEY_ID",
+        "TOKEN_KEY",
         "GITLAB_PROJECT",
         "CHANNEL_PROJECTS",
         "RUNS_TABLE",
@@ -88,9 +103,23 @@ impl DispatcherConfig {
 
     pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
         env.log_config_version();
+        let gitlab_url = env.or("GITLAB_URL", crate::gitlab::DEFAULT_GITLAB_URL);
+        let oauth = OAuthSettings::from_env(env, secrets, &gitlab_url).await?;
+        let gitlab_token = match &oauth {
+            Some(_) => env.secret("GITLAB_TOKEN", secrets).await?.unwrap_or_default(),
+            None => {
+                tracing::warn!(
+                    "bot mode: GITLAB_OAUTH_CLIENT_ID is not set, so every pipeline is created \
+                     with GITLAB_TOKEN and GitLab's protections apply to its user, not to the \
+                     person who asked (see the README, \"Bot mode\")"
+                );
+                env.required_secret("GITLAB_TOKEN", secrets).await?
+            }
+        };
         Ok(Self {
-            gitlab_url: env.or("GITLAB_URL", crate::gitlab::DEFAULT_GITLAB_URL),
-            gitlab_token: env.required_secret("GITLAB_TOKEN", secrets).await?,
+            gitlab_url,
+            gitlab_token,
+            oauth,
             project: ProjectRef::new(env.required("GITLAB_PROJECT")?.trim()),
             channel_projects: parse_channel_projects(env.get("CHANNEL_PROJECTS").unwrap_or(""))?,
             runs_table: env.required("RUNS_TABLE")?,
@@ -153,6 +182,8 @@ pub enum RetryReason {
     Undelivered(#[from] DeliveryError),
     #[error("the invocation's deadline is near; the message goes back to the queue")]
     Deadline,
+    #[error("the person's GitLab identity is not available")]
+    Identity(#[from] IdentityError),
 }
 
 /// Why a message can never be processed.
@@ -214,6 +245,8 @@ enum Stop {
     Refuse(Notice),
     /// GitLab or the store is unavailable.
     Retry(RetryReason),
+    /// GitLab no longer accepts the person's token: they are sent a connect link.
+    Reconnect,
 }
 
 impl From<StoreError> for Stop {
@@ -224,7 +257,10 @@ impl From<StoreError> for Stop {
 
 pub struct Dispatcher {
     pub config: DispatcherConfig,
+    /// Bot mode's GitLab (the one token). With OAuth, runs use `identity` instead.
     pub gitlab: Arc<dyn GitLab>,
+    /// People's own GitLab identities (OAuth); `None` in bot mode.
+    pub identity: Option<Arc<Identity>>,
     pub store: Arc<dyn RunStore>,
     pub deliverer: Deliverer,
     pub clock: Arc<dyn Clock>,
@@ -307,8 +343,13 @@ impl Dispatcher {
             receive_count,
             deadline,
         };
-        match self.dispatch(&mut rec, &attempt).await {
+        let outcome = match self.dispatch(&mut rec, &attempt).await {
+            Err(Stop::Reconnect) => Err(self.connect(&rec.request, true).await),
+            other => other,
+        };
+        match outcome {
             Ok(()) => Ok(()),
+            Err(Stop::Reconnect) => unreachable_reconnect(),
             Err(Stop::Refuse(notice)) => self.refuse(rec, &notice).await,
             Err(Stop::Retry(reason)) if receive_count >= MAX_ATTEMPTS => {
                 let why = chain(&reason);
@@ -393,21 +434,27 @@ impl Dispatcher {
         let req = rec.request.clone();
         let link = self.linked_user(&req).await?;
         rec.gitlab_user = Some(link.gitlab_username.clone());
-        let project = at.within(self.project(&req)).await?;
+        let gl = self.acting_as(&req, &link, at).await?;
+        let gl = gl.as_ref();
+        let project = at.within(self.project(gl, &req)).await?;
         rec.project_id = Some(project.id);
         rec.project_path = Some(project.path_with_namespace.clone());
         rec.project_web_url = Some(project.web_url.clone());
-        at.within(self.check_access(&req, &link, &project)).await?;
+        if self.identity.is_none() {
+            // Bot mode: the one token could do more than the person may; check their role.
+            // With their own token, GitLab itself decides.
+            at.within(self.check_access(gl, &req, &link, &project)).await?;
+        }
         let Some(branch) = project.default_branch.clone().filter(|b| !b.is_empty()) else {
             return Err(Stop::Refuse(unscheduled(
                 &req,
                 Unscheduled::NoDefaultBranch,
             )));
         };
-        let pipeline = self.pipeline(rec, &project, &branch, at).await?;
+        let pipeline = self.pipeline(gl, rec, &project, &branch, at).await?;
         rec.pipeline_url = Some(pipeline.web_url.clone());
         let job = at
-            .within(self.only_our_job(&req, &project, &pipeline))
+            .within(self.only_our_job(gl, &req, &project, &pipeline))
             .await?;
         rec.job_id = Some(job.id);
         rec.job_url = Some(job.web_url.clone());
@@ -430,7 +477,7 @@ impl Dispatcher {
         if job.status.is_final() || stored.early_hook_at.is_some() {
             // The job ended before the run was saved: its webhook found the run still
             // dispatching (and marked it), so it is finished here rather than by the sweep.
-            self.finish_now(&stored, at).await;
+            self.finish_now(gl, &stored, at).await;
         }
         tracing::info!(
             request_id = %req.request_id,
@@ -442,13 +489,13 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn finish_now(&self, run: &RunRecord, at: &Attempt) {
+    async fn finish_now(&self, gl: &dyn GitLab, run: &RunRecord, at: &Attempt) {
         let settings = FinishSettings {
             can_upload: self.config.chat.slack_bot_token.is_some(),
             ..FinishSettings::default()
         };
         let finisher = Finisher {
-            gitlab: self.gitlab.as_ref(),
+            gitlab: gl,
             store: self.store.as_ref(),
             deliverer: &self.deliverer,
             clock: self.clock.as_ref(),
@@ -465,29 +512,90 @@ impl Dispatcher {
     }
 
     async fn linked_user(&self, req: &RunRequest) -> Result<UserLink, Stop> {
-        self.store
+        match self
+            .store
             .get_user(req.team_id.as_str(), req.user_id.as_str())
             .await?
-            .ok_or_else(|| {
-                Stop::Refuse(Notice::Unlinked {
-                    job: req.job.clone(),
-                    team: req.team_id.to_string(),
-                    user: req.user_id.to_string(),
-                })
-            })
+        {
+            Some(link) => Ok(link),
+            None if self.identity.is_some() => Err(self.connect(req, false).await),
+            None => Err(Stop::Refuse(Notice::Unlinked {
+                job: req.job.clone(),
+                team: req.team_id.to_string(),
+                user: req.user_id.to_string(),
+            })),
+        }
     }
 
-    async fn project(&self, req: &RunRequest) -> Result<Project, Stop> {
+    /// Who acts in GitLab for this run: the person (OAuth), else the bot token.
+    async fn acting_as(
+        &self,
+        req: &RunRequest,
+        link: &UserLink,
+        at: &Attempt,
+    ) -> Result<Arc<dyn GitLab>, Stop> {
+        let Some(identity) = &self.identity else {
+            return Ok(self.gitlab.clone());
+        };
+        let deadline = at.deadline.checked_sub(FINISH_MARGIN).unwrap_or(at.deadline);
+        match identity.gitlab_for(&ChatPerson::of(req), link, deadline).await {
+            Ok(gl) => Ok(gl),
+            Err(CredentialError::Reconnect(why)) => {
+                tracing::info!(request_id = %req.request_id, why, "the person must connect GitLab");
+                Err(self.connect(req, link.grant.is_some()).await)
+            }
+            Err(CredentialError::Unavailable(e)) => Err(Stop::Retry(e.into())),
+        }
+    }
+
+    /// The person gets a connect link (ephemeral); their command runs once they connected.
+    async fn connect(&self, req: &RunRequest, again: bool) -> Stop {
+        let Some(identity) = &self.identity else {
+            return Stop::Refuse(unscheduled(
+                req,
+                Unscheduled::TokenRefused {
+                    detail: "401".into(),
+                },
+            ));
+        };
+        let Some(redirect) = identity.settings.redirect_uri(req.public_base.as_deref()) else {
+            tracing::error!(request_id = %req.request_id, "no callback URL: set PUBLIC_BASE_URL");
+            return Stop::Refuse(Notice::ConnectUnavailable);
+        };
+        match identity
+            .connect_link(&ChatPerson::of(req), &redirect, Some(req.clone()))
+            .await
+        {
+            Ok(url) => Stop::Refuse(Notice::Connect {
+                url,
+                job: Some(req.job.clone()),
+                again,
+            }),
+            Err(e) => Stop::Retry(e.into()),
+        }
+    }
+
+    async fn project(&self, gl: &dyn GitLab, req: &RunRequest) -> Result<Project, Stop> {
         let project_ref = self.config.project_for(&req.channel_id);
-        self.gitlab.project(project_ref).await.map_err(|e| match e {
-            GitLabError::NotFound(_) | GitLabError::Unauthorized(_) => Stop::Refuse(unscheduled(
+        let personal = self.identity.is_some();
+        gl.project(project_ref).await.map_err(|e| match e {
+            GitLabError::NotFound(_) | GitLabError::Forbidden(_) => Stop::Refuse(unscheduled(
                 req,
                 Unscheduled::ProjectNotFound {
                     project: project_ref.to_string(),
                     detail: e.to_string(),
+                    personal,
                 },
             )),
-            other => gitlab_stop(req, other),
+            GitLabError::Unauthorized(_) if !personal => Stop::Refuse(unscheduled(
+                req,
+                Unscheduled::ProjectNotFound {
+                    project: project_ref.to_string(),
+                    detail: e.to_string(),
+                    personal,
+                },
+            )),
+            other => self.gitlab_stop(req, other),
         })
     }
 
@@ -495,6 +603,7 @@ impl Dispatcher {
     /// recorded at once so a crash from here on resumes instead of creating another.
     async fn pipeline(
         &self,
+        gl: &dyn GitLab,
         rec: &mut RunRecord,
         project: &Project,
         branch: &str,
@@ -504,10 +613,9 @@ impl Dispatcher {
         if let Some(id) = rec.pipeline_id {
             return at
                 .within(async {
-                    self.gitlab
-                        .pipeline(project.id, id)
+                    gl.pipeline(project.id, id)
                         .await
-                        .map_err(|e| gitlab_stop(&req, e))
+                        .map_err(|e| self.gitlab_stop(&req, e))
                 })
                 .await;
         }
@@ -516,8 +624,7 @@ impl Dispatcher {
             // answer) before recording it: look for our request id before creating again.
             let found = at
                 .within(async {
-                    self.gitlab
-                        .find_pipeline(
+                    gl.find_pipeline(
                             project.id,
                             branch,
                             req.received_at.saturating_sub(FIND_SLACK_SECS),
@@ -525,7 +632,7 @@ impl Dispatcher {
                             req.request_id.as_str(),
                         )
                         .await
-                        .map_err(|e| gitlab_stop(&req, e))
+                        .map_err(|e| self.gitlab_stop(&req, e))
                 })
                 .await?;
             if let Some(p) = found {
@@ -540,19 +647,33 @@ impl Dispatcher {
         // The job must exist and not be `except: [chat]` before anything is created (an
         // `except: [chat]` job would join an API pipeline). The client keeps the answer for a
         // minute per container, so a warm dispatcher does not ask on every run.
-        at.within(self.check_job(&req, project, branch)).await?;
+        at.within(self.check_job(gl, &req, project, branch)).await?;
         if at.remaining() < CREATE_NEEDS {
             // Never start a create that the deadline could cut: its outcome would be unknown.
             return Err(Stop::Retry(RetryReason::Deadline));
         }
         let vars = pipeline_variables(&req);
-        let p = match self.gitlab.create_pipeline(project.id, branch, &vars).await {
+        let personal = self.identity.is_some();
+        let p = match gl.create_pipeline(project.id, branch, &vars).await {
             Ok(p) => p,
             Err(GitLabError::Rejected(message))
                 if crate::gitlab::refuses_pipeline_variables(&message) =>
             {
                 let project = project.path_with_namespace.clone();
-                let why = Unscheduled::PipelineVariablesForbidden { project, message };
+                let why = Unscheduled::PipelineVariablesForbidden {
+                    project,
+                    message,
+                    personal,
+                };
+                return Err(Stop::Refuse(unscheduled(&req, why)));
+            }
+            Err(GitLabError::Rejected(message))
+                if crate::gitlab::refuses_protected_ref(&message) =>
+            {
+                let why = Unscheduled::ProtectedBranch {
+                    branch: branch.to_owned(),
+                    message,
+                };
                 return Err(Stop::Refuse(unscheduled(&req, why)));
             }
             Err(GitLabError::Rejected(message)) => {
@@ -561,7 +682,7 @@ impl Dispatcher {
                     Unscheduled::PipelineRejected { message },
                 )));
             }
-            Err(other) => return Err(gitlab_stop(&req, other)),
+            Err(other) => return Err(self.gitlab_stop(&req, other)),
         };
         // Not saved here: a retry finds this pipeline by its CHATOPS_REQUEST_ID, so the
         // run is written once, when the dispatch is done.
@@ -575,24 +696,23 @@ impl Dispatcher {
     /// person told which jobs joined.
     async fn only_our_job(
         &self,
+        gl: &dyn GitLab,
         req: &RunRequest,
         project: &Project,
         pipeline: &Pipeline,
     ) -> Result<Job, Stop> {
-        let jobs = self
-            .gitlab
+        let jobs = gl
             .pipeline_jobs(project.id, pipeline.id)
             .await
-            .map_err(|e| gitlab_stop(req, e))?;
+            .map_err(|e| self.gitlab_stop(req, e))?;
         let (mut ours, foreign): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| j.name == req.job);
         if ours.len() == 1 && foreign.is_empty() {
             return Ok(ours.remove(0));
         }
-        self.gitlab
-            .cancel_pipeline(project.id, pipeline.id)
+        gl.cancel_pipeline(project.id, pipeline.id)
             .await
-            .map_err(|e| gitlab_stop(req, e))?;
+            .map_err(|e| self.gitlab_stop(req, e))?;
         Err(Stop::Refuse(unscheduled(
             req,
             Unscheduled::ForeignJobs {
@@ -632,6 +752,7 @@ impl Dispatcher {
 
     async fn check_access(
         &self,
+        gl: &dyn GitLab,
         req: &RunRequest,
         link: &UserLink,
         project: &Project,
@@ -641,11 +762,10 @@ impl Dispatcher {
         let user_id = match link.gitlab_user_id {
             Some(id) => id,
             None => {
-                let user = self
-                    .gitlab
+                let user = gl
                     .user_by_username(&link.gitlab_username)
                     .await
-                    .map_err(|e| gitlab_stop(req, e))?;
+                    .map_err(|e| self.gitlab_stop(req, e))?;
                 let Some(user) = user else {
                     return Err(Stop::Refuse(Notice::LinkedUserMissing {
                         username: link.gitlab_username.clone(),
@@ -661,11 +781,10 @@ impl Dispatcher {
                 user.id
             }
         };
-        let level = self
-            .gitlab
+        let level = gl
             .member_access(project.id, user_id)
             .await
-            .map_err(|e| gitlab_stop(req, e))?;
+            .map_err(|e| self.gitlab_stop(req, e))?;
         match level {
             Some(l) if l >= AccessLevel::DEVELOPER => Ok(()),
             _ => Err(Stop::Refuse(Notice::AccessDenied {
@@ -676,12 +795,12 @@ impl Dispatcher {
 
     async fn check_job(
         &self,
+        gl: &dyn GitLab,
         req: &RunRequest,
         project: &Project,
         branch: &str,
     ) -> Result<(), Stop> {
-        let config = self
-            .gitlab
+        let config = gl
             .ci_jobs(project.id, branch)
             .await
             .map_err(|e| match e {
@@ -692,7 +811,7 @@ impl Dispatcher {
                         detail,
                     },
                 )),
-                other => gitlab_stop(req, other),
+                other => self.gitlab_stop(req, other),
             })?;
         let why = match config {
             CiConfig::Invalid(errors) => Unscheduled::CiInvalid {
@@ -722,16 +841,31 @@ fn parse_request(body: &str) -> Result<RunRequest, DispatchError> {
     serde_json::from_value(v).map_err(|e| DispatchError::Permanent(BadMessage::Malformed(e)))
 }
 
-fn gitlab_stop(req: &RunRequest, e: GitLabError) -> Stop {
-    match e {
-        e @ (GitLabError::Retryable(_) | GitLabError::Protocol(_)) => Stop::Retry(e.into()),
-        GitLabError::Unauthorized(detail) => {
-            Stop::Refuse(unscheduled(req, Unscheduled::TokenRefused { detail }))
-        }
-        GitLabError::NotFound(message) | GitLabError::Rejected(message) => {
-            Stop::Refuse(unscheduled(req, Unscheduled::GitLabAnswered { message }))
+impl Dispatcher {
+    /// GitLab's answer as a stop: unavailable → retry; with the person's token, 401 → they
+    /// reconnect and 403 → GitLab's own refusal; with the bot token, 401/403 → the token.
+    fn gitlab_stop(&self, req: &RunRequest, e: GitLabError) -> Stop {
+        let personal = self.identity.is_some();
+        match e {
+            e @ (GitLabError::Retryable(_) | GitLabError::Protocol(_)) => Stop::Retry(e.into()),
+            GitLabError::Unauthorized(_) if personal => Stop::Reconnect,
+            GitLabError::Forbidden(message) if personal => {
+                Stop::Refuse(unscheduled(req, Unscheduled::GitLabDenied { message }))
+            }
+            GitLabError::Unauthorized(detail) | GitLabError::Forbidden(detail) => {
+                Stop::Refuse(unscheduled(req, Unscheduled::TokenRefused { detail }))
+            }
+            GitLabError::NotFound(message) | GitLabError::Rejected(message) => {
+                Stop::Refuse(unscheduled(req, Unscheduled::GitLabAnswered { message }))
+            }
         }
     }
+}
+
+/// `dispatch` never returns `Reconnect` past `handle_attempt`'s first match.
+fn unreachable_reconnect() -> Result<(), DispatchError> {
+    tracing::error!("a reconnect stop escaped; acknowledged");
+    Ok(())
 }
 
 fn unscheduled(req: &RunRequest, why: Unscheduled) -> Notice {

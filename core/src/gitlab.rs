@@ -18,9 +18,12 @@ pub enum GitLabError {
     /// 404 on the resource asked for.
     #[error("not found on GitLab: {0}")]
     NotFound(String),
-    /// 401/403: our token is wrong or lacks a scope.
-    #[error("GitLab refused our token: {0}")]
+    /// 401: the token is wrong, expired or revoked.
+    #[error("GitLab refused the token: {0}")]
     Unauthorized(String),
+    /// 403: the token is valid but its user (or its scope) may not do this.
+    #[error("GitLab denied access: {0}")]
+    Forbidden(String),
     /// 400/422 and the like: the request is wrong and retrying will not help. The message
     /// is GitLab's own, for the user.
     #[error("GitLab rejected the request: {0}")]
@@ -43,6 +46,16 @@ pub fn refuses_pipeline_variables(message: &str) -> bool {
     message
         .to_ascii_lowercase()
         .contains("insufficient permissions to set pipeline variables")
+}
+
+/// Whether GitLab's refusal of a new pipeline is about the ref being protected against the
+/// caller (`Gitlab::Ci::Pipeline::Chain::Validate::Abilities`: "You do not have sufficient
+/// permission to run a pipeline on '<ref>'…"; older versions: "Insufficient permissions for
+/// protected ref").
+pub fn refuses_protected_ref(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("sufficient permission to run a pipeline on")
+        || m.contains("insufficient permissions for protected ref")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,8 +272,16 @@ pub struct MergedCi {
 /// A job log as it arrives: raw bytes in chunks.
 pub type TraceStream = BoxStream<'static, Result<Bytes, GitLabError>>;
 
+/// GitLab as one person: the same API with their own OAuth access token
+/// (`Authorization: Bearer`), so GitLab applies that person's permissions.
+pub trait GitLabAs: Send + Sync {
+    fn as_person(&self, access_token: &crate::secret::Secret) -> std::sync::Arc<dyn GitLab>;
+}
+
 #[async_trait::async_trait]
 pub trait GitLab: Send + Sync {
+    /// `GET /user`: whom the token belongs to.
+    async fn current_user(&self) -> Result<User, GitLabError>;
     /// `GET /projects/:id`
     async fn project(&self, project: &ProjectRef) -> Result<Project, GitLabError>;
     /// `GET /users?username=…` (None when no such user).

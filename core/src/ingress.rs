@@ -4,17 +4,24 @@
 //! within Slack's 3 seconds. The queue send completes before the answer: Lambda may freeze
 //! the function as soon as it has answered.
 //!
+//! It is also where people manage their GitLab account: `link` (a connect link), `whoami`,
+//! `unlink` (tokens revoked), and the OAuth callback (`GET /oauth/gitlab/callback`) that
+//! stores the link and queues the command the person had typed before connecting.
+//!
 //! Every refusal is decided in one place (`Refusal`) and mapped to HTTP once.
 
 use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::command::{self, Command};
 use crate::config::{ConfigError, Env, SecretSource};
+use crate::identity::{self, ChatPerson, Connected, Identity, Unlinked};
 use crate::ids::{ChannelId, ChatUserId, RequestId, TeamId};
 use crate::mattermost::incoming::{self, IncomingError};
 use crate::notice::Notice;
 use crate::queue::RunQueue;
+use crate::oauth::{OAuthSettings, CALLBACK_PATH};
 use crate::run::{Platform, RunRequest, RUN_REQUEST_VERSION};
+use crate::store::RunStore;
 use crate::secret::Secret;
 use crate::slack::slash::{self, SlashRequest};
 use crate::slack::verify;
@@ -41,6 +48,11 @@ pub struct IngressConfig {
     /// another host (`https://hooks.slack.com` would otherwise admit `…slack.com.evil.io`).
     pub allowed_response_url_prefixes: Vec<String>,
     pub mattermost_url: Option<String>,
+    /// `RUNS_TABLE`: where links live (`whoami`, `unlink`, connect links); without it those
+    /// commands answer that they are not available.
+    pub runs_table: Option<String>,
+    /// The GitLab OAuth application (`GITLAB_OAUTH_CLIENT_ID`); `None` is bot mode.
+    pub oauth: Option<OAuthSettings>,
 }
 
 impl IngressConfig {
@@ -53,6 +65,15 @@ impl IngressConfig {
         "RUN_QUEUE_URL",
         "ALLOWED_RESPONSE_URL_PREFIXES",
         "MATTERMOST_URL",
+        "RUNS_TABLE",
+        "GITLAB_URL",
+        "GITLAB_OAUTH_CLIENT_ID",
+        "GITLAB_OAUTH_CLIENT_SECRET",
+        "GITLAB_OAUTH_CLIENT_SECRET_PARAM",
+        "PUBLIC_BASE_URL",
+        "TOKEN_KEY_ID",
+        "TOKEN_KEY",
+        "TOKEN_KEY_PARAM",
     ];
 
     pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
@@ -98,12 +119,27 @@ impl IngressConfig {
                  are refused unless ALLOWED_RESPONSE_URL_PREFIXES admits them"
             );
         }
+        let gitlab_url = env.or("GITLAB_URL", crate::gitlab::DEFAULT_GITLAB_URL);
+        let oauth = OAuthSettings::from_env(env, secrets, &gitlab_url).await?;
+        let runs_table = env
+            .get("RUNS_TABLE")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        if oauth.is_some() && runs_table.is_none() {
+            return Err(ConfigError::Missing(
+                "RUNS_TABLE (GITLAB_OAUTH_CLIENT_ID is set: connect links and links are stored there)"
+                    .into(),
+            ));
+        }
         Ok(Self {
             slack_signing_secret,
             mattermost_token,
             run_queue_url,
             allowed_response_url_prefixes: allowed,
             mattermost_url,
+            runs_table,
+            oauth,
         })
     }
 
@@ -144,7 +180,8 @@ fn normalize_prefix(p: &str) -> Result<String, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Refusal {
     NotFound,
-    MethodNotAllowed,
+    /// The method the path takes.
+    MethodNotAllowed(&'static str),
     TooLarge,
     /// Bad or missing credentials: 401 with no detail.
     Unauthorized,
@@ -156,10 +193,10 @@ impl Refusal {
     fn into_response(self) -> HttpResponse {
         match self {
             Refusal::NotFound => web::text(404, "not found"),
-            Refusal::MethodNotAllowed => {
+            Refusal::MethodNotAllowed(allow) => {
                 let mut r = web::text(405, "method not allowed");
                 r.headers_mut()
-                    .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
                 r
             }
             Refusal::TooLarge => web::text(413, "request body too large"),
@@ -185,6 +222,26 @@ struct Incoming {
     text: String,
     response_url: String,
     request_id: RequestId,
+    /// `https://<host>` the request came to (for OAuth callbacks).
+    public_base: Option<String>,
+}
+
+/// The base URL a request was addressed to: `x-forwarded-proto` (the Function URL sets it,
+/// else https) and the `Host` header, when it is a plain host name.
+fn public_base(req: &HttpRequest) -> Option<String> {
+    let host = web::header(req, http::header::HOST.as_str())?.trim();
+    let plain = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
+    if !plain {
+        return None;
+    }
+    let scheme = match web::header(req, "x-forwarded-proto") {
+        Some("http") => "http",
+        _ => "https",
+    };
+    Some(format!("{scheme}://{host}"))
 }
 
 /// A request id that is the same for the same request: from the platform's per-invocation
@@ -203,6 +260,10 @@ pub struct Ingress {
     config: IngressConfig,
     queue: Arc<dyn RunQueue>,
     clock: Arc<dyn Clock>,
+    /// Links (`whoami`, `unlink` in bot mode).
+    store: Option<Arc<dyn RunStore>>,
+    /// People's GitLab identities (OAuth); `None` in bot mode.
+    identity: Option<Arc<Identity>>,
 }
 
 impl Ingress {
@@ -211,7 +272,21 @@ impl Ingress {
             config,
             queue,
             clock,
+            store: None,
+            identity: None,
         }
+    }
+
+    /// Links are read from `store` (`whoami`, `unlink`).
+    pub fn with_store(mut self, store: Arc<dyn RunStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// People connect their GitLab accounts through `identity` (OAuth mode).
+    pub fn with_identity(mut self, identity: Arc<Identity>) -> Self {
+        self.identity = Some(identity);
+        self
     }
 
     pub fn config(&self) -> &IngressConfig {
@@ -230,13 +305,22 @@ impl Ingress {
     }
 
     async fn route(&self, req: &HttpRequest) -> Result<HttpResponse, Refusal> {
+        if req.uri().path() == CALLBACK_PATH {
+            let identity = self.identity.as_ref().ok_or(Refusal::NotFound)?;
+            if req.method() != http::Method::GET {
+                return Err(Refusal::MethodNotAllowed("GET"));
+            }
+            return Ok(self
+                .callback(identity, req.uri().query().unwrap_or(""))
+                .await);
+        }
         let platform = match req.uri().path() {
             SLACK_PATH if self.config.slack_signing_secret.is_some() => Platform::Slack,
             MATTERMOST_PATH if self.config.mattermost_token.is_some() => Platform::Mattermost,
             _ => return Err(Refusal::NotFound),
         };
         if req.method() != http::Method::POST {
-            return Err(Refusal::MethodNotAllowed);
+            return Err(Refusal::MethodNotAllowed("POST"));
         }
         if req.body().len() > MAX_BODY_BYTES {
             return Err(Refusal::TooLarge);
@@ -286,6 +370,7 @@ impl Ingress {
             text: c.text,
             response_url: c.response_url,
             request_id,
+            public_base: public_base(req),
         }))
     }
 
@@ -324,6 +409,7 @@ impl Ingress {
             text: c.text,
             response_url: c.response_url,
             request_id,
+            public_base: public_base(req),
         })
     }
 
@@ -352,6 +438,9 @@ impl Ingress {
                     .render(c.platform),
                 ))
             }
+            Command::Link => return answer(&self.link(&c).await),
+            Command::Unlink => return answer(&self.unlink(&c).await),
+            Command::WhoAmI => return answer(&self.whoami(&c).await),
             Command::Run { job, input } => (job, input),
         };
         let request = RunRequest {
@@ -369,6 +458,7 @@ impl Ingress {
             input,
             response_url: c.response_url,
             received_at: self.clock.now(),
+            public_base: c.public_base,
         };
         match self.queue.send(&request).await {
             Ok(()) => {
@@ -398,6 +488,148 @@ impl Ingress {
                 ))
             }
         }
+    }
+}
+
+impl Ingress {
+    fn person(c: &Incoming) -> ChatPerson {
+        ChatPerson {
+            platform: c.platform,
+            team_id: TeamId::new(c.team_id.clone()),
+            user_id: ChatUserId::new(c.user_id.clone()),
+        }
+    }
+
+    /// `link`: a connect link (OAuth), or how an administrator links people (bot mode).
+    async fn link(&self, c: &Incoming) -> OutgoingMessage {
+        let notice = match &self.identity {
+            None => Notice::LinkByAdmin {
+                team: c.team_id.clone(),
+                user: c.user_id.clone(),
+            },
+            Some(identity) => match identity.settings.redirect_uri(c.public_base.as_deref()) {
+                None => Notice::ConnectUnavailable,
+                Some(redirect) => {
+                    match identity.connect_link(&Self::person(c), &redirect, None).await {
+                        Ok(url) => Notice::Connect {
+                            url,
+                            job: None,
+                            again: false,
+                        },
+                        Err(e) => {
+                            tracing::error!(error = %crate::report::chain(&e), "could not make a connect link");
+                            Notice::IdentityUnavailable
+                        }
+                    }
+                }
+            },
+        };
+        OutgoingMessage::ephemeral(notice.render(c.platform))
+    }
+
+    /// `whoami`: the person's link.
+    async fn whoami(&self, c: &Incoming) -> OutgoingMessage {
+        let notice = match &self.store {
+            None => Notice::IdentityUnavailable,
+            Some(store) => match store.get_user(&c.team_id, &c.user_id).await {
+                Ok(Some(link)) => Notice::LinkedAs {
+                    username: link.gitlab_username,
+                    personal: link.grant.is_some(),
+                    broken: link.grant.is_some_and(|g| g.broken),
+                },
+                Ok(None) => Notice::NotConnected {
+                    slash: c.command.clone(),
+                },
+                Err(e) => {
+                    tracing::error!(error = %crate::report::chain(&e), "could not read a link");
+                    Notice::IdentityUnavailable
+                }
+            },
+        };
+        OutgoingMessage::ephemeral(notice.render(c.platform))
+    }
+
+    /// `unlink`: the link removed, and its tokens revoked at GitLab.
+    async fn unlink(&self, c: &Incoming) -> OutgoingMessage {
+        let notice = match (&self.identity, &self.store) {
+            (Some(identity), _) => match identity.unlink(&Self::person(c)).await {
+                Ok(Unlinked::NotLinked) => Notice::NotConnected {
+                    slash: c.command.clone(),
+                },
+                Ok(Unlinked::Removed { username, revoked }) => Notice::Disconnected {
+                    username,
+                    personal: true,
+                    revoked,
+                },
+                Err(e) => {
+                    tracing::error!(error = %crate::report::chain(&e), "could not unlink");
+                    Notice::IdentityUnavailable
+                }
+            },
+            (None, Some(store)) => match store.get_user(&c.team_id, &c.user_id).await {
+                Ok(Some(link)) => match store.unlink_user(&c.team_id, &c.user_id).await {
+                    Ok(_) => Notice::Disconnected {
+                        username: link.gitlab_username,
+                        personal: false,
+                        revoked: false,
+                    },
+                    Err(_) => Notice::IdentityUnavailable,
+                },
+                Ok(None) => Notice::NotConnected {
+                    slash: c.command.clone(),
+                },
+                Err(_) => Notice::IdentityUnavailable,
+            },
+            (None, None) => Notice::IdentityUnavailable,
+        };
+        OutgoingMessage::ephemeral(notice.render(c.platform))
+    }
+
+    /// GitLab's redirect after the person authorized (or denied) ChatOps: a page for the
+    /// browser tab; the command they had typed is queued again.
+    async fn callback(&self, identity: &Identity, query: &str) -> HttpResponse {
+        let (person, username, pending) = match identity.complete(query).await {
+            Ok(Connected::Linked {
+                person,
+                username,
+                pending,
+            }) => (person, username, pending),
+            Err(refusal) => {
+                tracing::info!(?refusal, "OAuth callback refused");
+                let (status, sentence) = refusal.page();
+                return web::response(
+                    status,
+                    "text/html; charset=utf-8",
+                    identity::html_page("ChatOps: not connected", &sentence),
+                );
+            }
+        };
+        let mut sentence = format!("Connected as @{username}. You can close this tab.");
+        if let Some(original) = pending {
+            let mut request = *original;
+            request.request_id = identity::resumed_request_id(&request.request_id);
+            match self.queue.send(&request).await {
+                Ok(()) => {
+                    tracing::info!(request_id = %request.request_id, team = %person.team_id, user = %person.user_id, job = %request.job, "command queued after connecting");
+                    sentence.push_str(&format!(
+                        " Your command ({}) is starting in chat.",
+                        request.job
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(request_id = %request.request_id, error = %e, "could not queue the command after connecting");
+                    sentence.push_str(&format!(
+                        " Your command ({}) could not be started: please type it again in chat.",
+                        request.job
+                    ));
+                }
+            }
+        }
+        web::response(
+            200,
+            "text/html; charset=utf-8",
+            identity::html_page("ChatOps: connected", &sentence),
+        )
     }
 }
 
@@ -555,7 +787,8 @@ mod tests {
 
     #[test]
     fn env_lists_every_variable() {
-        assert_eq!(ENV.len(), 8);
+        assert_eq!(ENV.len(), 17);
+        assert!(ENV.contains(&"GITLAB_OAUTH_CLIENT_ID"));
         assert!(ENV.contains(&"ALLOWED_RESPONSE_URL_PREFIXES"));
     }
 }

@@ -28,7 +28,9 @@ pub mod command;
 
 pub mod chat;
 pub mod gitlab;
+pub mod oauth;
 pub mod queue;
+pub mod seal;
 pub mod store;
 
 pub mod markup;
@@ -44,5 +46,6 @@ pub mod completion;
 pub mod delivery;
 pub mod dispatcher;
 pub mod finish;
+pub mod identity;
 pub mod ingress;
 pub mod users;

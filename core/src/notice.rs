@@ -32,6 +32,8 @@ pub enum Unscheduled {
     ProjectNotFound {
         project: String,
         detail: String,
+        /// Looked up with the person's own token (OAuth) rather than the bot's.
+        personal: bool,
     },
     NoDefaultBranch,
     NoCiConfig {
@@ -53,6 +55,17 @@ pub enum Unscheduled {
     /// variables" is above the token's role (or "No one allowed").
     PipelineVariablesForbidden {
         project: String,
+        message: String,
+        /// The pipeline was created with the person's own token (their role counts).
+        personal: bool,
+    },
+    /// The default branch is protected against the person (GitLab's own message).
+    ProtectedBranch {
+        branch: String,
+        message: String,
+    },
+    /// GitLab denied the person (403), with its message.
+    GitLabDenied {
         message: String,
     },
     ForeignJobs {
@@ -126,6 +139,32 @@ pub enum Notice {
     JobGone { job: String, detail: String },
     /// The command could not be scheduled, and why.
     Unscheduled { job: String, why: Unscheduled },
+    /// Connect (or reconnect) your GitLab account; `job` runs once connected.
+    Connect {
+        url: String,
+        job: Option<String>,
+        again: bool,
+    },
+    /// Connecting is configured but no callback URL is known (`PUBLIC_BASE_URL`).
+    ConnectUnavailable,
+    /// `link` in bot mode: an administrator links people.
+    LinkByAdmin { team: String, user: String },
+    /// `whoami`: linked to this GitLab user; `personal` when through OAuth (runs as them).
+    LinkedAs {
+        username: String,
+        personal: bool,
+        broken: bool,
+    },
+    /// `whoami` or `unlink` with no link.
+    NotConnected { slash: String },
+    /// `unlink` removed the link; `revoked` when GitLab confirmed the tokens are revoked.
+    Disconnected {
+        username: String,
+        personal: bool,
+        revoked: bool,
+    },
+    /// The connection could not be looked up or changed right now.
+    IdentityUnavailable,
 }
 
 impl Notice {
@@ -237,6 +276,88 @@ impl Notice {
                 ))
             }
             Notice::Unscheduled { job, why } => could_not_schedule(job).br().then(why.rich(job)),
+            Notice::Connect { url, job, again } => {
+                let mut r = if *again {
+                    Rich::new().text(
+                        "GitLab no longer accepts your connection (it was revoked or has \
+                         expired). ",
+                    )
+                } else {
+                    Rich::new()
+                };
+                r = r
+                    .link(url, "Connect your GitLab account")
+                    .text(" so that ChatOps acts in GitLab as you, with your own permissions.");
+                if let Some(job) = job {
+                    r = r
+                        .text(" Once you are connected, ")
+                        .code(job)
+                        .text(" starts by itself.");
+                }
+                r.text(" The link is only for you and works once, within 10 minutes.")
+            }
+            Notice::ConnectUnavailable => Rich::new().text(
+                "Connecting GitLab accounts is not available: the ChatOps deployment does not \
+                 know its public address. Ask an administrator to set PUBLIC_BASE_URL.",
+            ),
+            Notice::LinkByAdmin { team, user } => Rich::new()
+                .text(
+                    "This ChatOps runs without a GitLab OAuth application, so accounts are \
+                     linked by an administrator. Ask one to run:",
+                )
+                .br()
+                .code(format!(
+                    "chatops users link {team}/{user} <your GitLab username>"
+                )),
+            Notice::LinkedAs {
+                username,
+                personal,
+                broken,
+            } => {
+                let r = Rich::new()
+                    .text("You are linked to the GitLab user ")
+                    .code(format!("@{username}"))
+                    .text(".");
+                match (personal, broken) {
+                    (true, false) => r.text(
+                        " Commands you run here act in GitLab as you, with your permissions.",
+                    ),
+                    (true, true) => r.text(
+                        " GitLab no longer accepts the connection: run the command again to \
+                         get a link that reconnects it.",
+                    ),
+                    (false, _) => r.text(
+                        " An administrator made this link; commands run with the ChatOps bot's \
+                         GitLab token.",
+                    ),
+                }
+            }
+            Notice::NotConnected { slash } => Rich::new()
+                .text("You have not connected a GitLab account. ")
+                .code(format!("{} link", slash_or_default(slash)))
+                .text(" connects it."),
+            Notice::Disconnected {
+                username,
+                personal,
+                revoked,
+            } => {
+                let r = Rich::new()
+                    .text("Your chat account is no longer linked to ")
+                    .code(format!("@{username}"))
+                    .text(".");
+                match (personal, revoked) {
+                    (true, true) => r.text(" GitLab revoked the tokens ChatOps held for you."),
+                    (true, false) => r.text(
+                        " GitLab did not confirm revoking the tokens ChatOps held for you: \
+                         revoke ChatOps under Preferences > Applications in GitLab to be sure.",
+                    ),
+                    (false, _) => r,
+                }
+            }
+            Notice::IdentityUnavailable => Rich::new().text(
+                "Your GitLab connection could not be looked up or changed right now; please \
+                 try again in a moment.",
+            ),
         }
     }
 }
@@ -244,13 +365,41 @@ impl Notice {
 impl Unscheduled {
     fn rich(&self, job: &str) -> Rich {
         match self {
-            Unscheduled::ProjectNotFound { project, detail } => Rich::new()
+            Unscheduled::ProjectNotFound {
+                project,
+                detail,
+                personal: false,
+            } => Rich::new()
                 .text("The GitLab project ")
                 .code(project)
                 .text(format!(
                     " was not found or the ChatOps token cannot see it ({detail}). Ask an \
                      administrator to check GITLAB_PROJECT and the token."
                 )),
+            Unscheduled::ProjectNotFound {
+                project,
+                detail,
+                personal: true,
+            } => Rich::new()
+                .text("The GitLab project ")
+                .code(project)
+                .text(format!(
+                    " was not found, or your GitLab account cannot see it ({detail}). Ask a \
+                     Maintainer of the project for access."
+                )),
+            Unscheduled::ProtectedBranch { branch, message } => Rich::new()
+                .text(format!("GitLab refused: {message}"))
+                .br()
+                .text("The branch ")
+                .code(branch)
+                .text(
+                    " is protected and your GitLab role may not run pipelines on it. A \
+                     Maintainer can give you the role, or run the job for you.",
+                ),
+            Unscheduled::GitLabDenied { message } => Rich::new().text(format!(
+                "GitLab denied your account this ({message}). Your role on the project decides \
+                 what you can run from chat; ask a Maintainer of the project for access."
+            )),
             Unscheduled::NoDefaultBranch => {
                 Rich::new().text("The project has no default branch (is the repository empty?).")
             }
@@ -288,16 +437,23 @@ impl Unscheduled {
                 .code("workflow: rules")
                 .text(" must let pipelines started through the API in. ")
                 .then(check_hint()),
-            Unscheduled::PipelineVariablesForbidden { project, message } => Rich::new()
+            Unscheduled::PipelineVariablesForbidden {
+                project,
+                message,
+                personal,
+            } => Rich::new()
                 .text(format!(
                     "GitLab refused the pipeline's variables ({message}): "
                 ))
                 .text("the project ")
                 .code(project)
-                .text(
+                .text(if *personal {
+                    " does not let your GitLab role pass pipeline variables, and every chat \
+                     pipeline carries "
+                } else {
                     " does not let the ChatOps token pass pipeline variables, and every chat \
-                       pipeline carries ",
-                )
+                     pipeline carries "
+                })
                 .code("CHATOPS_JOB")
                 .text(" and ")
                 .code("CHAT_INPUT")
@@ -305,7 +461,11 @@ impl Unscheduled {
                 .br()
                 .text("A Maintainer or Owner of the project can change ")
                 .bold("Settings > CI/CD > Variables > Minimum role to use pipeline variables")
-                .text(" to Developer (or at most the token's role), or run ")
+                .text(if *personal {
+                    " to Developer (or at most your role), or run "
+                } else {
+                    " to Developer (or at most the token's role), or run "
+                })
                 .code("chatops gitlab setup --fix-variables-role")
                 .text("; ")
                 .code(format!("chatops gitlab check --project {project}"))
@@ -406,9 +566,25 @@ fn usage(slash: &str) -> Rich {
         .code(format!("{slash} help"))
         .text(": this message.")
         .br()
+        .text("• ")
+        .code(format!("{slash} link"))
+        .text(", ")
+        .code(format!("{slash} whoami"))
+        .text(", ")
+        .code(format!("{slash} unlink"))
+        .text(": connect, show or remove your GitLab account.")
+        .br()
         .text("A job can be run from chat only if it opts in with ")
         .code(CONTRACT_RULE)
         .text("; you need Developer access or more.")
+}
+
+fn slash_or_default(slash: &str) -> &str {
+    if slash.trim().is_empty() {
+        "/chatops"
+    } else {
+        slash.trim()
+    }
 }
 
 /// The first line of the input, shortened, as inline code after the job's name.
@@ -529,8 +705,101 @@ mod tests {
                 u(Unscheduled::ProjectNotFound {
                     project: "g/p".into(),
                     detail: "404 Project Not Found".into(),
+                    personal: false,
                 }),
             ),
+            (
+                "project_not_found_personal",
+                u(Unscheduled::ProjectNotFound {
+                    project: "g/p".into(),
+                    detail: "404 Project Not Found".into(),
+                    personal: true,
+                }),
+            ),
+            (
+                "protected_branch",
+                u(Unscheduled::ProtectedBranch {
+                    branch: "main <!here>".into(),
+                    message: "You do not have sufficient permission to run a pipeline on 'main'. Please select a different branch or contact your administrator for assistance.".into(),
+                }),
+            ),
+            (
+                "gitlab_denied",
+                u(Unscheduled::GitLabDenied {
+                    message: "403 Forbidden".into(),
+                }),
+            ),
+            (
+                "connect",
+                Notice::Connect {
+                    url: "https://gitlab.example.com/oauth/authorize?client_id=a&state=b".into(),
+                    job: Some(job.clone()),
+                    again: false,
+                },
+            ),
+            (
+                "reconnect",
+                Notice::Connect {
+                    url: "https://gitlab.example.com/oauth/authorize?client_id=a&state=b".into(),
+                    job: None,
+                    again: true,
+                },
+            ),
+            ("connect_unavailable", Notice::ConnectUnavailable),
+            (
+                "link_by_admin",
+                Notice::LinkByAdmin {
+                    team: "T1".into(),
+                    user: "U1".into(),
+                },
+            ),
+            (
+                "linked_as",
+                Notice::LinkedAs {
+                    username: "alice <!channel>".into(),
+                    personal: true,
+                    broken: false,
+                },
+            ),
+            (
+                "linked_as_broken",
+                Notice::LinkedAs {
+                    username: "alice".into(),
+                    personal: true,
+                    broken: true,
+                },
+            ),
+            (
+                "linked_as_admin",
+                Notice::LinkedAs {
+                    username: "alice".into(),
+                    personal: false,
+                    broken: false,
+                },
+            ),
+            (
+                "not_connected",
+                Notice::NotConnected {
+                    slash: "/chatops".into(),
+                },
+            ),
+            (
+                "disconnected",
+                Notice::Disconnected {
+                    username: "alice".into(),
+                    personal: true,
+                    revoked: true,
+                },
+            ),
+            (
+                "disconnected_unconfirmed",
+                Notice::Disconnected {
+                    username: "alice".into(),
+                    personal: true,
+                    revoked: false,
+                },
+            ),
+            ("identity_unavailable", Notice::IdentityUnavailable),
             ("no_default_branch", u(Unscheduled::NoDefaultBranch)),
             (
                 "no_ci_config",
@@ -564,6 +833,15 @@ mod tests {
                 u(Unscheduled::PipelineVariablesForbidden {
                     project: "g/p <!channel>".into(),
                     message: "Insufficient permissions to set pipeline variables".into(),
+                    personal: false,
+                }),
+            ),
+            (
+                "pipeline_variables_forbidden_personal",
+                u(Unscheduled::PipelineVariablesForbidden {
+                    project: "g/p".into(),
+                    message: "Insufficient permissions to set pipeline variables".into(),
+                    personal: true,
                 }),
             ),
             (

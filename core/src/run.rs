@@ -47,6 +47,10 @@ pub struct RunRequest {
     pub response_url: String,
     /// Unix seconds when the ingress received the command (starts the 30-minute window).
     pub received_at: u64,
+    /// The base URL the ingress was reached at (`https://<function url host>`): where a
+    /// connect link's OAuth callback goes, unless `PUBLIC_BASE_URL` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_base: Option<String>,
 }
 
 /// Where a run stands.
@@ -153,7 +157,8 @@ impl RunRecord {
     }
 }
 
-/// A link from a chat user to a GitLab user, made by an admin with `chatops users link`.
+/// A link from a chat user to a GitLab user: made by the person through GitLab OAuth (with
+/// their own tokens, sealed), or by an admin with `chatops users link` (bot mode).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserLink {
     pub team_id: TeamId,
@@ -164,4 +169,45 @@ pub struct UserLink {
     #[serde(default)]
     pub gitlab_user_id: Option<GitLabUserId>,
     pub linked_at: u64,
+    /// The platform the person connected from (part of the tokens' seal context).
+    #[serde(default)]
+    pub platform: Option<Platform>,
+    /// The person's own GitLab tokens (OAuth links only).
+    #[serde(default)]
+    pub grant: Option<Grant>,
+}
+
+/// A person's GitLab OAuth tokens as stored: sealed (`seal::Sealer`, bound to platform, team
+/// and user), with what the refresh protocol needs in the clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// base64 of the sealed `oauth::Tokens` (access and refresh token together).
+    pub sealed: String,
+    /// Unix seconds when the access token expires.
+    pub expires_at: u64,
+    /// Bumped by every refresh: the conditional write that serialises refreshes.
+    pub version: u64,
+    /// GitLab refused the refresh token (revoked in GitLab): the person must reconnect.
+    #[serde(default)]
+    pub broken: bool,
+    /// Unix seconds: while in the future, one invocation is refreshing.
+    #[serde(default)]
+    pub refresh_lock_until: u64,
+}
+
+/// A connect link handed out and not used yet (`state` → who asked, the PKCE verifier, and
+/// the command to run once connected). Single use; expires with the link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLink {
+    pub state: String,
+    pub platform: Platform,
+    pub team_id: TeamId,
+    pub chat_user_id: ChatUserId,
+    /// The PKCE verifier (useless without the code GitLab sends only to the redirect URI).
+    pub verifier: String,
+    pub redirect_uri: String,
+    /// The command the person typed before connecting: queued again once connected.
+    #[serde(default)]
+    pub pending: Option<RunRequest>,
+    pub expires_at: u64,
 }

@@ -65,6 +65,8 @@ pub async fn link(
             gitlab_username: canonical.clone(),
             gitlab_user_id: id,
             linked_at: now,
+            platform: None,
+            grant: None,
         })
         .await?;
     Ok(Linked::Linked {

@@ -319,6 +319,15 @@ fn has_project(g: &State, id: ProjectId) -> Result<(), GitLabError> {
 
 #[async_trait::async_trait]
 impl GitLab for FakeGitLab {
+    /// The fake models one token: its user is the first user added (401 when there is none).
+    async fn current_user(&self) -> Result<User, GitLabError> {
+        let g = self.enter("current_user")?;
+        g.users
+            .first()
+            .cloned()
+            .ok_or_else(|| GitLabError::Unauthorized("401 Unauthorized".into()))
+    }
+
     async fn project(&self, project: &ProjectRef) -> Result<Project, GitLabError> {
         let g = self.enter("project")?;
         find_project(&g, project)

@@ -226,6 +226,8 @@ impl Bench {
                     gitlab_username: "alice".into(),
                     gitlab_user_id: Some(chatops_core::ids::GitLabUserId(7)),
                     linked_at: 1,
+                    platform: None,
+                    grant: None,
                 })
                 .await
                 .unwrap();
@@ -305,6 +307,7 @@ impl Bench {
             input: "production".into(),
             response_url: self.slack.response_url(TEAM),
             received_at: SystemClock.now(),
+            public_base: None,
         }
     }
 

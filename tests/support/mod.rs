@@ -165,6 +165,7 @@ pub fn run_request(
         input: input.into(),
         response_url: response_url.into(),
         received_at,
+        public_base: None,
     }
 }
 
@@ -176,6 +177,8 @@ pub fn alice_link() -> chatops_core::run::UserLink {
         gitlab_username: "alice".into(),
         gitlab_user_id: None,
         linked_at: 1,
+        platform: None,
+        grant: None,
     }
 }
 
@@ -192,6 +195,7 @@ pub fn dispatcher_config(
     chatops_core::dispatcher::DispatcherConfig {
         gitlab_url,
         gitlab_token: Secret::new(gitlab_token),
+        oauth: None,
         project: chatops_core::ids::ProjectRef::new("group/proj"),
         channel_projects: Default::default(),
         runs_table,

@@ -3,7 +3,7 @@
 
 use super::{DispatchClaim, ReplyClaim, RunStore, StoreError};
 use crate::ids::{PipelineId, RequestId};
-use crate::run::{RunRecord, RunRequest, RunStatus, UserLink};
+use crate::run::{Grant, PendingLink, RunRecord, RunRequest, RunStatus, UserLink};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -11,6 +11,7 @@ use std::sync::Mutex;
 struct Inner {
     runs: HashMap<String, RunRecord>,
     users: HashMap<(String, String), UserLink>,
+    pending: HashMap<String, PendingLink>,
 }
 
 #[derive(Default)]
@@ -240,5 +241,59 @@ impl RunStore for MemoryStore {
         let mut v: Vec<UserLink> = self.lock()?.users.values().cloned().collect();
         v.sort_by(|a, b| (&a.team_id, &a.chat_user_id).cmp(&(&b.team_id, &b.chat_user_id)));
         Ok(v)
+    }
+
+    async fn update_grant(
+        &self,
+        team_id: &str,
+        chat_user_id: &str,
+        expected_version: u64,
+        grant: &Grant,
+    ) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        match g
+            .users
+            .get_mut(&(team_id.to_owned(), chat_user_id.to_owned()))
+        {
+            Some(link) if link.grant.as_ref().map(|g| g.version) == Some(expected_version) => {
+                link.grant = Some(grant.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn lock_grant(
+        &self,
+        team_id: &str,
+        chat_user_id: &str,
+        version: u64,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let Some(grant) = g
+            .users
+            .get_mut(&(team_id.to_owned(), chat_user_id.to_owned()))
+            .and_then(|l| l.grant.as_mut())
+        else {
+            return Ok(false);
+        };
+        if grant.version != version || grant.refresh_lock_until > now {
+            return Ok(false);
+        }
+        grant.refresh_lock_until = until;
+        Ok(true)
+    }
+
+    async fn put_pending_link(&self, pending: &PendingLink) -> Result<(), StoreError> {
+        self.lock()?
+            .pending
+            .insert(pending.state.clone(), pending.clone());
+        Ok(())
+    }
+
+    async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError> {
+        Ok(self.lock()?.pending.remove(state))
     }
 }

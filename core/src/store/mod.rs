@@ -8,7 +8,7 @@
 pub mod memory;
 
 use crate::ids::{PipelineId, RequestId};
-use crate::run::{RunRecord, RunRequest, UserLink};
+use crate::run::{Grant, PendingLink, RunRecord, RunRequest, UserLink};
 
 pub use memory::MemoryStore;
 
@@ -118,4 +118,31 @@ pub trait RunStore: Send + Sync {
         chat_user_id: &str,
     ) -> Result<Option<UserLink>, StoreError>;
     async fn list_users(&self) -> Result<Vec<UserLink>, StoreError>;
+
+    /// Replace the link's tokens if its grant is still at `expected_version` (a refresh, or
+    /// marking it broken). False when another writer got there first (re-read it).
+    async fn update_grant(
+        &self,
+        team_id: &str,
+        chat_user_id: &str,
+        expected_version: u64,
+        grant: &Grant,
+    ) -> Result<bool, StoreError>;
+
+    /// Take the right to refresh the link's tokens until `until`: only while the grant is at
+    /// `version` and nobody else holds it. False when someone else is refreshing.
+    async fn lock_grant(
+        &self,
+        team_id: &str,
+        chat_user_id: &str,
+        version: u64,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Remember a connect link until it is used or expires.
+    async fn put_pending_link(&self, pending: &PendingLink) -> Result<(), StoreError>;
+
+    /// Take (and delete, atomically: single use) the connect link with this `state`.
+    async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError>;
 }

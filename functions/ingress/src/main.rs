@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
     let config = IngressConfig::from_env(&Env::from_process(), &SsmSecrets::new(sdk.clone()))
         .await
         .inspect_err(|e| tracing::error!(error = %e, "ingress configuration is invalid"))?;
-    let ingress = Arc::new(aws_ingress(config, &sdk));
+    let ingress = Arc::new(aws_ingress(config, &sdk)?);
 
     lambda_http::run(service_fn(move |req: Request| {
         let ingress = Arc::clone(&ingress);
