@@ -46,13 +46,20 @@ impl GitLabOAuth {
             .map_err(|e| OAuthError::Protocol(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
             http,
-            base: base_url.trim_end_matches('/').trim_end_matches("/api/v4").to_owned(),
+            base: base_url
+                .trim_end_matches('/')
+                .trim_end_matches("/api/v4")
+                .to_owned(),
             client_id: client_id.to_owned(),
             client_secret,
         })
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Result<reqwest::Response, OAuthError> {
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<reqwest::Response, OAuthError> {
         let mut body: Vec<(&str, &str)> = form.to_vec();
         body.push(("client_id", &self.client_id));
         body.push(("client_secret", self.client_secret.expose()));
@@ -77,8 +84,9 @@ impl GitLabOAuth {
             .await
             .map_err(|_| OAuthError::Unavailable("the answer could not be read".into()))?;
         if status.is_success() {
-            let t: TokenAnswer = serde_json::from_slice(&bytes)
-                .map_err(|_| OAuthError::Protocol("the token answer is not what GitLab sends".into()))?;
+            let t: TokenAnswer = serde_json::from_slice(&bytes).map_err(|_| {
+                OAuthError::Protocol("the token answer is not what GitLab sends".into())
+            })?;
             let issued = t.created_at.unwrap_or(now).min(now);
             return Ok(Tokens {
                 access_token: Secret::new(t.access_token),
@@ -148,7 +156,9 @@ impl OAuthClient for GitLabOAuth {
     }
 
     async fn revoke(&self, token: &Secret) -> Result<(), OAuthError> {
-        let resp = self.post("/oauth/revoke", &[("token", token.expose())]).await?;
+        let resp = self
+            .post("/oauth/revoke", &[("token", token.expose())])
+            .await?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -167,14 +177,27 @@ mod tests {
     #[test]
     fn errors_map_by_oauth_error_code() {
         let table: &[(u16, &str, fn(&OAuthError) -> bool)] = &[
-            (400, r#"{"error":"invalid_grant","error_description":"The provided authorization grant is invalid"}"#, |e| matches!(e, OAuthError::InvalidGrant(_))),
-            (401, r#"{"error":"invalid_client","error_description":"Client authentication failed"}"#, |e| matches!(e, OAuthError::InvalidClient(_))),
+            (
+                400,
+                r#"{"error":"invalid_grant","error_description":"The provided authorization grant is invalid"}"#,
+                |e| matches!(e, OAuthError::InvalidGrant(_)),
+            ),
+            (
+                401,
+                r#"{"error":"invalid_client","error_description":"Client authentication failed"}"#,
+                |e| matches!(e, OAuthError::InvalidClient(_)),
+            ),
             (503, "", |e| matches!(e, OAuthError::Unavailable(_))),
             (429, "{}", |e| matches!(e, OAuthError::Unavailable(_))),
-            (400, r#"{"error":"invalid_request"}"#, |e| matches!(e, OAuthError::Protocol(_))),
+            (400, r#"{"error":"invalid_request"}"#, |e| {
+                matches!(e, OAuthError::Protocol(_))
+            }),
         ];
         for (status, body, ok) in table {
-            let e = error_of(reqwest::StatusCode::from_u16(*status).unwrap(), body.as_bytes());
+            let e = error_of(
+                reqwest::StatusCode::from_u16(*status).unwrap(),
+                body.as_bytes(),
+            );
             assert!(ok(&e), "{status} {body}: {e:?}");
         }
     }

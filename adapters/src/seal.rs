@@ -157,7 +157,7 @@ impl Sealer for KmsSealer {
                     Failure::Denied | Failure::Key => key_problem(&self.key_id, &e),
                     Failure::Invalid => SealError::Invalid,
                     Failure::Unavailable => unavailable(e),
-                })
+                });
             }
         };
         let blob = out.ciphertext_blob.ok_or_else(|| {
@@ -202,7 +202,7 @@ impl Sealer for KmsSealer {
                     }
                     Failure::Key => key_problem(&self.key_id, &e),
                     Failure::Unavailable => unavailable(e),
-                })
+                });
             }
         };
         let plaintext = out.plaintext.ok_or_else(|| {
@@ -232,7 +232,8 @@ const TAG_LEN: usize = 16;
 
 impl LocalSealer {
     fn from_key_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| invalid_key("is not a usable AES-256 key"))?;
+        let key = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| invalid_key("is not a usable AES-256 key"))?;
         Ok(Self {
             key: LessSafeKey::new(key),
         })
@@ -273,8 +274,7 @@ impl LocalSealer {
             .fill(&mut bytes)
             .expect("the system random generator failed");
         let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-        let sealer =
-            Self::from_key_bytes(&bytes).expect("32 random bytes are an AES-256 key");
+        let sealer = Self::from_key_bytes(&bytes).expect("32 random bytes are an AES-256 key");
         (sealer, encoded)
     }
 }
@@ -394,7 +394,13 @@ mod tests {
             t[i] ^= 0x01;
             assert!(is_invalid(s.open(&t, &alice()).await), "byte {i}");
         }
-        for len in [0, 1, 1 + NONCE_LEN, 1 + NONCE_LEN + TAG_LEN - 1, sealed.len() - 1] {
+        for len in [
+            0,
+            1,
+            1 + NONCE_LEN,
+            1 + NONCE_LEN + TAG_LEN - 1,
+            sealed.len() - 1,
+        ] {
             assert!(
                 is_invalid(s.open(&sealed[..len], &alice()).await),
                 "truncated to {len}"
@@ -407,22 +413,14 @@ mod tests {
 
     #[tokio::test]
     async fn another_key_does_not_open_it() {
-        let sealed = sealer()
-            .seal(&Secret::new(TOKEN), &alice())
-            .await
-            .unwrap();
+        let sealed = sealer().seal(&Secret::new(TOKEN), &alice()).await.unwrap();
         assert!(is_invalid(sealer().open(&sealed, &alice()).await));
     }
 
     #[tokio::test]
     async fn the_sealed_bytes_do_not_contain_the_plaintext() {
-        let sealed = sealer()
-            .seal(&Secret::new(TOKEN), &alice())
-            .await
-            .unwrap();
-        assert!(!sealed
-            .windows(TOKEN.len())
-            .any(|w| w == TOKEN.as_bytes()));
+        let sealed = sealer().seal(&Secret::new(TOKEN), &alice()).await.unwrap();
+        assert!(!sealed.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()));
         // Nor any 8-byte piece of it.
         for piece in TOKEN.as_bytes().windows(8) {
             assert!(!sealed.windows(8).any(|w| w == piece));
@@ -462,7 +460,10 @@ mod tests {
             ("   ", "is empty"),
             ("not*base64-at-all", "is not standard base64"),
             // URL-safe alphabet is not the standard one.
-            ("-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_8=", "is not standard base64"),
+            (
+                "-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_-_8=",
+                "is not standard base64",
+            ),
             (short.as_str(), "decodes to 16 bytes"),
             (long.as_str(), "decodes to 33 bytes"),
         ];

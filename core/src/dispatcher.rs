@@ -24,9 +24,9 @@ use crate::delivery::{ChatSettings, Deliverer, DeliveryError};
 use crate::finish::{FinishSettings, Finisher};
 use crate::gitlab::{AccessLevel, CiConfig, GitLab, GitLabError, Job, Pipeline, Project, Status};
 use crate::identity::{ChatPerson, CredentialError, Identity, IdentityError};
-use crate::oauth::OAuthSettings;
 use crate::ids::{ChannelId, ProjectRef, RequestId};
 use crate::notice::{Notice, Person, Unscheduled};
+use crate::oauth::OAuthSettings;
 use crate::report::chain;
 use crate::run::{RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
 use crate::secret::Secret;
@@ -106,7 +106,10 @@ impl DispatcherConfig {
         let gitlab_url = env.or("GITLAB_URL", crate::gitlab::DEFAULT_GITLAB_URL);
         let oauth = OAuthSettings::from_env(env, secrets, &gitlab_url).await?;
         let gitlab_token = match &oauth {
-            Some(_) => env.secret("GITLAB_TOKEN", secrets).await?.unwrap_or_default(),
+            Some(_) => env
+                .secret("GITLAB_TOKEN", secrets)
+                .await?
+                .unwrap_or_default(),
             None => {
                 tracing::warn!(
                     "bot mode: GITLAB_OAUTH_CLIENT_ID is not set, so every pipeline is created \
@@ -443,7 +446,8 @@ impl Dispatcher {
         if self.identity.is_none() {
             // Bot mode: the one token could do more than the person may; check their role.
             // With their own token, GitLab itself decides.
-            at.within(self.check_access(gl, &req, &link, &project)).await?;
+            at.within(self.check_access(gl, &req, &link, &project))
+                .await?;
         }
         let Some(branch) = project.default_branch.clone().filter(|b| !b.is_empty()) else {
             return Err(Stop::Refuse(unscheduled(
@@ -537,8 +541,14 @@ impl Dispatcher {
         let Some(identity) = &self.identity else {
             return Ok(self.gitlab.clone());
         };
-        let deadline = at.deadline.checked_sub(FINISH_MARGIN).unwrap_or(at.deadline);
-        match identity.gitlab_for(&ChatPerson::of(req), link, deadline).await {
+        let deadline = at
+            .deadline
+            .checked_sub(FINISH_MARGIN)
+            .unwrap_or(at.deadline);
+        match identity
+            .gitlab_for(&ChatPerson::of(req), link, deadline)
+            .await
+        {
             Ok(gl) => Ok(gl),
             Err(CredentialError::Reconnect(why)) => {
                 tracing::info!(request_id = %req.request_id, why, "the person must connect GitLab");
@@ -625,14 +635,14 @@ impl Dispatcher {
             let found = at
                 .within(async {
                     gl.find_pipeline(
-                            project.id,
-                            branch,
-                            req.received_at.saturating_sub(FIND_SLACK_SECS),
-                            REQUEST_ID_VARIABLE,
-                            req.request_id.as_str(),
-                        )
-                        .await
-                        .map_err(|e| self.gitlab_stop(&req, e))
+                        project.id,
+                        branch,
+                        req.received_at.saturating_sub(FIND_SLACK_SECS),
+                        REQUEST_ID_VARIABLE,
+                        req.request_id.as_str(),
+                    )
+                    .await
+                    .map_err(|e| self.gitlab_stop(&req, e))
                 })
                 .await?;
             if let Some(p) = found {
@@ -800,19 +810,16 @@ impl Dispatcher {
         project: &Project,
         branch: &str,
     ) -> Result<(), Stop> {
-        let config = gl
-            .ci_jobs(project.id, branch)
-            .await
-            .map_err(|e| match e {
-                GitLabError::NotFound(detail) => Stop::Refuse(unscheduled(
-                    req,
-                    Unscheduled::NoCiConfig {
-                        branch: branch.to_owned(),
-                        detail,
-                    },
-                )),
-                other => self.gitlab_stop(req, other),
-            })?;
+        let config = gl.ci_jobs(project.id, branch).await.map_err(|e| match e {
+            GitLabError::NotFound(detail) => Stop::Refuse(unscheduled(
+                req,
+                Unscheduled::NoCiConfig {
+                    branch: branch.to_owned(),
+                    detail,
+                },
+            )),
+            other => self.gitlab_stop(req, other),
+        })?;
         let why = match config {
             CiConfig::Invalid(errors) => Unscheduled::CiInvalid {
                 branch: branch.to_owned(),

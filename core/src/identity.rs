@@ -108,7 +108,10 @@ pub enum CallbackRefusal {
     UnknownState,
     Expired,
     /// The person denied access in GitLab (or GitLab refused the request).
-    Denied { error: String, description: String },
+    Denied {
+        error: String,
+        description: String,
+    },
     /// GitLab refused the code (wrong verifier, reused, expired, other redirect URI).
     CodeRefused,
     /// Something on our side or GitLab's failed; the person can try again.
@@ -156,7 +159,10 @@ impl CallbackRefusal {
 pub enum Unlinked {
     NotLinked,
     /// Removed; `revoked` says whether GitLab confirmed the tokens are revoked.
-    Removed { username: String, revoked: bool },
+    Removed {
+        username: String,
+        revoked: bool,
+    },
 }
 
 /// A small HTML page for the browser tab of the callback; the text is escaped.
@@ -299,7 +305,11 @@ impl Identity {
         }
     }
 
-    async fn store_link(&self, person: &ChatPerson, tokens: &Tokens) -> Result<String, IdentityError> {
+    async fn store_link(
+        &self,
+        person: &ChatPerson,
+        tokens: &Tokens,
+    ) -> Result<String, IdentityError> {
         let user = self
             .gitlab_as
             .as_person(&tokens.access_token)
@@ -403,7 +413,9 @@ impl Identity {
             Ok(secret) => Tokens::from_secret(&secret, grant.expires_at)
                 .ok_or(CredentialError::Unavailable(IdentityError::Corrupt)),
             // Sealed for someone else or with a retired key: only connecting again helps.
-            Err(SealError::Invalid) => Err(CredentialError::Reconnect("the stored tokens do not open")),
+            Err(SealError::Invalid) => {
+                Err(CredentialError::Reconnect("the stored tokens do not open"))
+            }
             Err(e) => Err(CredentialError::Unavailable(e.into())),
         }
     }
@@ -432,7 +444,11 @@ impl Identity {
                     broken: false,
                     refresh_lock_until: 0,
                 };
-                match self.store.update_grant(team, user, grant.version, &next).await {
+                match self
+                    .store
+                    .update_grant(team, user, grant.version, &next)
+                    .await
+                {
                     Ok(true) => {
                         tracing::info!(team, user, "GitLab token refreshed");
                         Ok(tokens.access_token)
@@ -452,15 +468,24 @@ impl Identity {
                 }
             }
             Err(OAuthError::InvalidGrant(_)) => {
-                tracing::warn!(team, user, "GitLab refused the refresh token; the person must reconnect");
+                tracing::warn!(
+                    team,
+                    user,
+                    "GitLab refused the refresh token; the person must reconnect"
+                );
                 let broken = Grant {
                     version: grant.version + 1,
                     broken: true,
                     refresh_lock_until: 0,
                     ..grant.clone()
                 };
-                let _ = self.store.update_grant(team, user, grant.version, &broken).await;
-                Err(CredentialError::Reconnect("GitLab refused the refresh token"))
+                let _ = self
+                    .store
+                    .update_grant(team, user, grant.version, &broken)
+                    .await;
+                Err(CredentialError::Reconnect(
+                    "GitLab refused the refresh token",
+                ))
             }
             Err(e) => {
                 // Let the next attempt try at once rather than after the lock.
@@ -468,7 +493,10 @@ impl Identity {
                     refresh_lock_until: 0,
                     ..grant.clone()
                 };
-                let _ = self.store.update_grant(team, user, grant.version, &released).await;
+                let _ = self
+                    .store
+                    .update_grant(team, user, grant.version, &released)
+                    .await;
                 Err(CredentialError::Unavailable(e.into()))
             }
         }
@@ -484,7 +512,9 @@ impl Identity {
         self.store.unlink_user(team, user).await?;
         let mut revoked = false;
         if let Some(grant) = link.grant.as_ref().filter(|g| !g.broken) {
-            let bytes = STANDARD.decode(&grant.sealed).map_err(|_| IdentityError::Corrupt)?;
+            let bytes = STANDARD
+                .decode(&grant.sealed)
+                .map_err(|_| IdentityError::Corrupt)?;
             match self.sealer.open(&bytes, &who.seal_context()).await {
                 Ok(secret) => {
                     if let Some(t) = Tokens::from_secret(&secret, grant.expires_at) {
@@ -495,7 +525,9 @@ impl Identity {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(team, user, error = %e, "could not open the tokens to revoke them"),
+                Err(e) => {
+                    tracing::warn!(team, user, error = %e, "could not open the tokens to revoke them")
+                }
             }
         }
         Ok(Unlinked::Removed {

@@ -18,13 +18,13 @@ use crate::identity::{self, ChatPerson, Connected, Identity, Unlinked};
 use crate::ids::{ChannelId, ChatUserId, RequestId, TeamId};
 use crate::mattermost::incoming::{self, IncomingError};
 use crate::notice::Notice;
-use crate::queue::RunQueue;
 use crate::oauth::{OAuthSettings, CALLBACK_PATH};
+use crate::queue::RunQueue;
 use crate::run::{Platform, RunRequest, RUN_REQUEST_VERSION};
-use crate::store::RunStore;
 use crate::secret::Secret;
 use crate::slack::slash::{self, SlashRequest};
 use crate::slack::verify;
+use crate::store::RunStore;
 use crate::web::{self, HttpRequest, HttpResponse};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -510,7 +510,10 @@ impl Ingress {
             Some(identity) => match identity.settings.redirect_uri(c.public_base.as_deref()) {
                 None => Notice::ConnectUnavailable,
                 Some(redirect) => {
-                    match identity.connect_link(&Self::person(c), &redirect, None).await {
+                    match identity
+                        .connect_link(&Self::person(c), &redirect, None)
+                        .await
+                    {
                         Ok(url) => Notice::Connect {
                             url,
                             job: None,

@@ -86,7 +86,11 @@ impl OAuthSettings {
                 });
             }
         }
-        let token_key = match env.get("TOKEN_KEY_ID").map(str::trim).filter(|s| !s.is_empty()) {
+        let token_key = match env
+            .get("TOKEN_KEY_ID")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             Some(id) => TokenKey::Kms(id.to_owned()),
             None => match env.secret("TOKEN_KEY", secrets).await? {
                 Some(k) => TokenKey::Local(k),
@@ -223,7 +227,10 @@ pub trait OAuthClient: Send + Sync {
 /// What GitLab sent to the callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallbackQuery {
-    Code { code: String, state: String },
+    Code {
+        code: String,
+        state: String,
+    },
     /// The person denied access (or GitLab refused): `error`, `error_description`.
     Error {
         error: String,
@@ -274,7 +281,9 @@ mod tests {
         let b = random_token().unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
     }
 
     #[test]
@@ -306,7 +315,10 @@ mod tests {
             s.redirect_uri(Some("https://abc.lambda-url.aws")).unwrap(),
             "https://chatops.example.com/oauth/gitlab/callback"
         );
-        assert_eq!(s.redirect_uri(None).as_deref(), Some("https://chatops.example.com/oauth/gitlab/callback"));
+        assert_eq!(
+            s.redirect_uri(None).as_deref(),
+            Some("https://chatops.example.com/oauth/gitlab/callback")
+        );
     }
 
     #[test]
@@ -314,7 +326,10 @@ mod tests {
         let table: &[(&str, Option<CallbackQuery>)] = &[
             (
                 "code=abc&state=xyz",
-                Some(CallbackQuery::Code { code: "abc".into(), state: "xyz".into() }),
+                Some(CallbackQuery::Code {
+                    code: "abc".into(),
+                    state: "xyz".into(),
+                }),
             ),
             (
                 "error=access_denied&error_description=The+resource+owner+denied&state=xyz",
@@ -337,14 +352,18 @@ mod tests {
     #[test]
     fn tokens_round_trip_through_one_secret_and_never_print() {
         let t = Tokens {
-            access_token: Secret::new("acc"),
-            refresh_token: Secret::new("ref"),
+            access_token: Secret::new("glA-123"),
+            refresh_token: Secret::new("glR-456"),
             expires_at: 7,
         };
         let s = t.to_secret();
         let back = Tokens::from_secret(&s, 7).unwrap();
-        assert_eq!(back.access_token.expose(), "acc");
-        assert_eq!(back.refresh_token.expose(), "ref");
-        assert!(!format!("{t:?}").contains("acc"));
+        assert_eq!(back.access_token.expose(), "glA-123");
+        assert_eq!(back.refresh_token.expose(), "glR-456");
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("glA-123") && !shown.contains("glR-456"),
+            "{shown}"
+        );
     }
 }

@@ -124,14 +124,7 @@ mod tests {
         let mut want = Vec::new();
         want.extend_from_slice(&23u32.to_be_bytes());
         want.extend_from_slice(b"chatops-seal-context-v1");
-        for part in [
-            &b"platform"[..],
-            b"p",
-            b"team",
-            b"t",
-            b"user",
-            b"u",
-        ] {
+        for part in [&b"platform"[..], b"p", b"team", b"t", b"user", b"u"] {
             want.extend_from_slice(&(part.len() as u32).to_be_bytes());
             want.extend_from_slice(part);
         }
@@ -146,6 +139,9 @@ mod tests {
         );
         let e = SealError::Unavailable("throttled".into());
         assert_eq!(e.to_string(), "the key service is unavailable");
-        assert_eq!(crate::report::chain(&e), "the key service is unavailable: throttled");
+        assert_eq!(
+            crate::report::chain(&e),
+            "the key service is unavailable: throttled"
+        );
     }
 }
