@@ -44,6 +44,9 @@ const SECRET_REFS: &[&str] = &[
     "GITLAB_WEBHOOK_SECRET_PARAM",
     "SLACK_BOT_TOKEN_PARAM",
     "MATTERMOST_BOT_TOKEN_PARAM",
+    "GITLAB_OAUTH_CLIENT_SECRET_PARAM",
+    "TOKEN_KEY_PARAM",
+    "TOKEN_KEY_ID",
 ];
 
 /// Placeholders the functions' configs require but the embedded backends do not use.
@@ -190,9 +193,9 @@ impl Local {
         };
         let req: HttpRequest = http::Request::from_parts(parts, bytes);
         let resp = match req.uri().path() {
-            chatops_core::ingress::SLACK_PATH | chatops_core::ingress::MATTERMOST_PATH => {
-                self.ingress.handle(req).await
-            }
+            chatops_core::ingress::SLACK_PATH
+            | chatops_core::ingress::MATTERMOST_PATH
+            | chatops_core::oauth::CALLBACK_PATH => self.ingress.handle(req).await,
             p if p.trim_end_matches('/') == chatops_core::completion::WEBHOOK_PATH => {
                 self.completion.handle_webhook(req).await
             }
@@ -384,6 +387,13 @@ pub async fn run_cli(port: u16, aws_flag: bool) -> anyhow::Result<i32> {
     println!("  Slack slash command URL:      {url}/slack/commands");
     println!("  Mattermost slash command URL: {url}/mattermost/commands");
     println!("  GitLab webhook URL:           {url}/gitlab/webhook");
+    if env.get("GITLAB_OAUTH_CLIENT_ID").is_some() {
+        println!(
+            "  GitLab OAuth redirect URI:    {}{}",
+            env.get("PUBLIC_BASE_URL").unwrap_or(&url),
+            chatops_core::oauth::CALLBACK_PATH
+        );
+    }
     println!(
         "  dispatcher and sweep (every {}s) run in this process; Ctrl-C stops",
         local.sweep_every.as_secs()

@@ -226,8 +226,9 @@ struct Incoming {
     public_base: Option<String>,
 }
 
-/// The base URL a request was addressed to: `x-forwarded-proto` (the Function URL sets it,
-/// else https) and the `Host` header, when it is a plain host name.
+/// The base URL a request was addressed to: `x-forwarded-proto` (the Function URL sets it;
+/// without it https, or http on loopback for local mode) and the `Host` header, when it is a
+/// plain host name.
 fn public_base(req: &HttpRequest) -> Option<String> {
     let host = web::header(req, http::header::HOST.as_str())?.trim();
     let plain = !host.is_empty()
@@ -237,9 +238,15 @@ fn public_base(req: &HttpRequest) -> Option<String> {
     if !plain {
         return None;
     }
+    let loopback = ["localhost", "127.0.0.1"]
+        .iter()
+        .any(|h| host == *h || host.starts_with(&format!("{h}:")));
     let scheme = match web::header(req, "x-forwarded-proto") {
         Some("http") => "http",
-        _ => "https",
+        Some(_) => "https",
+        // Local mode on a laptop serves plain HTTP.
+        None if loopback => "http",
+        None => "https",
     };
     Some(format!("{scheme}://{host}"))
 }
@@ -786,6 +793,48 @@ mod tests {
         assert_ne!(a, request_id(&[b"slack", b"T1", b"123.457"]));
         assert_ne!(a, request_id(&[b"slack", b"T11", b"23.456"]));
         assert_ne!(a, request_id(&[b"mattermost", b"T1", b"123.456"]));
+    }
+
+    #[test]
+    fn public_base_comes_from_host_and_proto() {
+        let table: &[(Option<&str>, Option<&str>, Option<&str>)] = &[
+            (
+                Some("abc.lambda-url.eu-west-1.on.aws"),
+                Some("https"),
+                Some("https://abc.lambda-url.eu-west-1.on.aws"),
+            ),
+            (
+                Some("abc.lambda-url.eu-west-1.on.aws"),
+                None,
+                Some("https://abc.lambda-url.eu-west-1.on.aws"),
+            ),
+            (Some("127.0.0.1:8080"), None, Some("http://127.0.0.1:8080")),
+            (
+                Some("localhost:8080"),
+                Some("https"),
+                Some("https://localhost:8080"),
+            ),
+            (
+                Some("localhost.evil.io"),
+                None,
+                Some("https://localhost.evil.io"),
+            ),
+            (Some("evil.io/path?x"), None, None),
+            (Some("a b"), None, None),
+            (Some(""), None, None),
+            (None, None, None),
+        ];
+        for (host, proto, want) in table {
+            let mut b = http::Request::builder().uri("/slack/commands");
+            if let Some(h) = host {
+                b = b.header("host", *h);
+            }
+            if let Some(p) = proto {
+                b = b.header("x-forwarded-proto", *p);
+            }
+            let req = b.body(bytes::Bytes::new()).unwrap();
+            assert_eq!(public_base(&req).as_deref(), *want, "{host:?} {proto:?}");
+        }
     }
 
     #[test]
