@@ -4,23 +4,54 @@
 //! Start: `let gl = GitLabStandin::start().await;` (binds 127.0.0.1:0; stops when dropped).
 //! Point a `GitLabClient` at `gl.url()` with token `gl.token()`.
 //!
-//! Endpoints (under `/api/v4`, `PRIVATE-TOKEN` or `Authorization: Bearer` checked, 401
-//! `{"message":"401 Unauthorized"}` otherwise; `:id` is a numeric id or URL-encoded path):
-//! - `GET /projects/:id` (with `permissions` of the token's user, and the CI/CD settings
+//! Identities: every API request authenticates as one of
+//! - the bot: the token the stand-in started with (`STANDIN_TOKEN`, `gl.token()`), user
+//!   `chatops-bot` (id 1), its access level on every project set by `set_token_access`
+//!   (default 40, Maintainer);
+//! - a user (`add_user_with_access`, or `add_user` + `set_member`), by their personal token
+//!   (`StandinUser::personal_token`) or an OAuth access token (see below).
+//!
+//! A personal token is read from `PRIVATE-TOKEN`, `private_token=` or `Authorization: Bearer`;
+//! an OAuth access token only from `Authorization: Bearer` or `access_token=` (GitLab looks up
+//! `PRIVATE-TOKEN` as a personal token only). Refusals, as GitLab's API guard gives them: no
+//! token or an unknown one, 401 `{"message":"401 Unauthorized"}`; an expired or revoked OAuth
+//! token, 401 `{"error":"invalid_token","error_description":…}` with `WWW-Authenticate: Bearer
+//! realm="Protected by OAuth 2.0", error="invalid_token", error_description="…"`; a `read_api`
+//! token on a write, 403 `insufficient_scope`; a blocked user, 403 `{"message":"403 Forbidden -
+//! Your account has been blocked."}`. Every project is private: a non-member gets 404
+//! `{"message":"404 Project Not Found"}` for it and everything under it. Permissions follow
+//! the caller's access level on the project.
+//!
+//! Endpoints under `/api/v4` (`:id` is a numeric id or URL-encoded path):
+//! - `GET /user` (the caller: `id`, `username`, `name`, `state`, `avatar_url`, `web_url`, …)
+//! - `GET /projects/:id` (with `permissions` of the caller, and the CI/CD settings
 //!   `restrict_user_defined_variables` / `ci_pipeline_variables_minimum_override_role` when
-//!   the token is Maintainer or more), `PUT /projects/:id` (that role; GitLab's 403/400s),
+//!   the caller is Maintainer or more), `PUT /projects/:id` (that role; GitLab's 403/400s),
 //!   `GET /users?username=`, `GET /projects/:id/members/all/:user_id`
-//! - `GET /projects/:id/ci/lint?content_ref=&include_jobs=true` (`valid`, `errors`,
-//!   `warnings`, `merged_yaml`, `jobs` with `name`/`stage`/`when`/`only`/`except` as GitLab
-//!   reports them)
+//! - `GET /projects/:id/ci/lint?content_ref=&include_jobs=true` (Reporter+; `valid`,
+//!   `errors`, `warnings`, `merged_yaml`, `jobs` with `name`/`stage`/`when`/`only`/`except` as
+//!   GitLab reports them)
 //! - `POST /projects/:id/pipeline` (JSON `{ref, variables:[{key,value,variable_type}]}`;
-//!   400 `{"message":{"base":["Insufficient permissions to set pipeline variables"]}}` when
-//!   the project's minimum role for pipeline variables is above the token's),
-//!   `GET /projects/:id/pipelines/:pid`, `GET …/pipelines/:pid/jobs`, `GET …/bridges`,
-//!   `POST …/pipelines/:pid/cancel`, `GET /projects/:id/pipelines` (`source`, `ref`,
-//!   `updated_after`, `sort`), `GET …/pipelines/:pid/variables`
-//! - `GET /projects/:id/jobs/:job_id`, `GET …/jobs/:job_id/trace`, `POST …/jobs/:job_id/play`
-//! - `GET/POST /projects/:id/hooks`, `PUT /projects/:id/hooks/:hook_id`
+//!   403 `{"message":"403 Forbidden"}` below Developer; 400
+//!   `{"message":{"base":["Insufficient permissions to set pipeline variables"]}}` when the
+//!   project's minimum role for pipeline variables is above the caller's; 400 `{"message":
+//!   {"base":["You do not have sufficient permission to run a pipeline on '<ref>'. Please
+//!   select a different branch or contact your administrator for assistance."]}}` on a
+//!   protected branch (`protect_branch`) the caller may not push to),
+//!   `GET /projects/:id/pipelines/:pid` (with `user`, its creator), `GET …/pipelines/:pid/jobs`,
+//!   `GET …/bridges`, `POST …/pipelines/:pid/cancel` (Developer+, push access on a protected
+//!   ref), `GET /projects/:id/pipelines` (`source`, `ref`, `updated_after`, `sort`),
+//!   `GET …/pipelines/:pid/variables` (Developer+)
+//! - `GET /projects/:id/jobs/:job_id` (with `user`), `GET …/jobs/:job_id/trace`,
+//!   `POST …/jobs/:job_id/play` (Developer+, push access on a protected ref, 400 `Unplayable
+//!   Job` unless manual; runs as the caller)
+//! - `GET/POST /projects/:id/hooks`, `PUT /projects/:id/hooks/:hook_id` (Maintainer+)
+//!
+//! OAuth 2 (GitLab's Doorkeeper; `gitlab/oauth.rs`): `GET /oauth/authorize` (the user signed
+//! in with `sign_in_browser_as` approves at once, or denies after `deny_next_authorization`;
+//! PKCE `S256` required), `POST /oauth/token` (`authorization_code` with `code_verifier`,
+//! `refresh_token` with rotation), `POST /oauth/revoke`, and `GET /users/sign_in` (where an
+//! authorization goes when nobody is signed in).
 //!
 //! Lists paginate like GitLab (`page`, `per_page` default 20 max 100; headers `X-Page`,
 //! `X-Per-Page`, `X-Next-Page`, `X-Prev-Page`, `X-Total`, `X-Total-Pages`, `Link`). Every
@@ -36,12 +67,19 @@
 //! are set and, when a webhook is configured, Job and Pipeline hooks are delivered.
 //!
 //! Test handle (`gl.state()`, a cheap clone): `add_project`, `add_user`, `set_member`,
-//! `set_ci_jobs`/`set_ci_invalid`/`set_ci_yaml` (a real `.gitlab-ci.yml`, planned by the
-//! runner's rules evaluator), `set_variables_role`, `set_token_access`, `set_job_status`, `set_trace`, `finish_job`, `play_job`,
-//! `pipelines()`, `jobs_of()`, `requests()`, `created_variables()`, `fail_next(Fault, n)`,
-//! `set_webhook(url, token)`, `job_hook()`/`pipeline_hook()` + `deliver()` (or `send_job_hook`
-//! / `send_pipeline_hook`), `set_executor()`, `set_planner()` (a [`PipelinePlanner`] decides
-//! pipeline contents and `ci/lint` answers from a real `.gitlab-ci.yml`).
+//! `add_user_with_access`, `user`, `set_user_access`, `block_user`/`unblock_user`,
+//! `protect_branch`/`unprotect_branch`, `set_ci_jobs`/`set_ci_invalid`/`set_ci_yaml` (a real
+//! `.gitlab-ci.yml`, planned by the runner's rules evaluator), `set_variables_role`,
+//! `set_token_access`, `set_job_status`, `set_trace`, `finish_job`, `play_job`, `pipelines()`,
+//! `jobs_of()`, `pipeline_creator`/`job_player`/`pipeline_canceller`, `requests()` (each with
+//! the user it authenticated as), `created_variables()`, `fail_next(Fault, n)` (on `/oauth/*`
+//! too), `set_webhook(url, token)`, `job_hook()`/`pipeline_hook()` + `deliver()` (or
+//! `send_job_hook` / `send_pipeline_hook`), `set_executor()`, `set_planner()` (a
+//! [`PipelinePlanner`] decides pipeline contents and `ci/lint` answers from a real
+//! `.gitlab-ci.yml`); OAuth: `register_oauth_app`, `sign_in_browser_as`/`sign_out_browser`,
+//! `deny_next_authorization`, `set_code_lifetime_secs`, `set_access_token_lifetime_secs`,
+//! `revoke_all_tokens_of`, `oauth_tokens_issued`, `oauth_refresh_count`, `oauth_revocations`,
+//! `oauth_pending_codes`, `oauth_access_token_valid`.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -81,6 +119,35 @@ struct ActorInfo {
     id: u64,
     username: String,
     name: String,
+}
+
+/// Why the API refuses a request before it reaches an endpoint's own checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No token, or one nobody issued: 401 `{"message":"401 Unauthorized"}`.
+    Unauthorized,
+    /// A blocked user's valid token: 403 with `UserAccessDeniedReason`'s text.
+    Blocked,
+    /// OAuth access tokens: 401 `invalid_token` (see `oauth::invalid_token`).
+    TokenExpired,
+    TokenRevoked,
+    /// An OAuth token without the `api` scope on a write: 403 `insufficient_scope`.
+    InsufficientScope,
+    /// The project does not exist, or the caller is not a member (all projects are private).
+    ProjectNotFound,
+}
+
+impl Refusal {
+    fn response(self) -> Response {
+        match self {
+            Refusal::Unauthorized => message(401, "401 Unauthorized"),
+            Refusal::Blocked => message(403, "403 Forbidden - Your account has been blocked."),
+            Refusal::TokenExpired => oauth::invalid_token(oauth::TOKEN_EXPIRED),
+            Refusal::TokenRevoked => oauth::invalid_token(oauth::TOKEN_REVOKED),
+            Refusal::InsufficientScope => oauth::insufficient_scope(),
+            Refusal::ProjectNotFound => not_found("Project"),
+        }
+    }
 }
 
 /// The bot identity behind `STANDIN_TOKEN` (the user of webhooks and of its pipelines).
@@ -822,11 +889,11 @@ impl StandinHandle {
         }
     }
 
-    /// Protect `branch`: only `min_access_level` and above may push and merge (30 Developers
-    /// + Maintainers, 40 Maintainers, 0 No one). Creating a pipeline there, playing its jobs
-    /// or cancelling it then needs that level, as on GitLab. No branch is protected unless
-    /// told (GitLab protects the default branch of a new project; the stand-in does not, so
-    /// a Developer bot keeps working).
+    /// Protect `branch`: only `min_access_level` and above may push and merge (30: Developers
+    /// and Maintainers, 40: Maintainers, 0: no one). Creating a pipeline there, playing its
+    /// jobs or cancelling it then needs that level, as on GitLab. No branch is protected
+    /// unless told (GitLab protects the default branch of a new project; the stand-in does
+    /// not, so a Developer bot keeps working).
     pub fn protect_branch(&self, project: u64, branch: &str, min_access_level: u32) {
         self.lock()
             .protected
@@ -1316,13 +1383,13 @@ impl StandinHandle {
     /// token from `Authorization: Bearer` (or `access_token=`), else a personal access token
     /// from `PRIVATE-TOKEN` (or `private_token=`) or the Bearer header. An OAuth token in
     /// `PRIVATE-TOKEN` is looked up as a personal token, found nowhere, and refused, as on
-    /// GitLab (`Gitlab::Auth::AuthFinders#access_token`). `Err` is the answer to send.
+    /// GitLab (`Gitlab::Auth::AuthFinders#access_token`). `Err` says why not.
     fn authenticate(
         &self,
         method: &Method,
         query: &str,
         headers: &HeaderMap,
-    ) -> Result<Actor, Response> {
+    ) -> Result<Actor, Refusal> {
         let g = self.lock();
         let q = query_map(query);
         let header = |name: &str| {
@@ -1341,7 +1408,7 @@ impl StandinHandle {
         if let Some(t) = &bearer {
             match oauth::api_actor(&g, t, method) {
                 Some(Ok(a)) => actor = Some(a),
-                Some(Err(resp)) => return Err(resp),
+                Some(Err(refusal)) => return Err(refusal),
                 None => {}
             }
         }
@@ -1357,18 +1424,15 @@ impl StandinHandle {
                     Some(t) if t == g.token => Actor::Bot,
                     Some(t) => match g.users.iter().find(|u| u.personal_token == t) {
                         Some(u) => Actor::User(u.id),
-                        None => return Err(message(401, "401 Unauthorized")),
+                        None => return Err(Refusal::Unauthorized),
                     },
-                    None => return Err(message(401, "401 Unauthorized")),
+                    None => return Err(Refusal::Unauthorized),
                 }
             }
         };
         if let Actor::User(id) = actor {
             if g.user(id).is_some_and(|u| u.state == "blocked") {
-                return Err(message(
-                    403,
-                    "403 Forbidden - Your account has been blocked.",
-                ));
+                return Err(Refusal::Blocked);
             }
         }
         Ok(actor)
@@ -1390,7 +1454,7 @@ impl StandinHandle {
         };
         let actor = match self.authenticate(method, query, headers) {
             Ok(a) => a,
-            Err(resp) => return resp,
+            Err(refusal) => return refusal.response(),
         };
         let mut resp = self.api(actor, method, path, rest, query, headers, body);
         let who = self.lock().actor_info(actor);
@@ -1618,16 +1682,16 @@ impl StandinHandle {
         g: &'a State,
         id: &str,
         actor: Actor,
-    ) -> Result<(&'a StandinProject, u32), Response> {
+    ) -> Result<(&'a StandinProject, u32), Refusal> {
         let Some(p) = g
             .projects
             .iter()
             .find(|p| p.id.to_string() == id || p.path == id)
         else {
-            return Err(not_found("Project"));
+            return Err(Refusal::ProjectNotFound);
         };
         match g.access(actor, p.id) {
-            0 => Err(not_found("Project")),
+            0 => Err(Refusal::ProjectNotFound),
             access => Ok((p, access)),
         }
     }
@@ -1641,7 +1705,7 @@ impl StandinHandle {
         let g = self.lock();
         match Self::find_project(&g, id, actor) {
             Ok((p, access)) => f(&g, p, access),
-            Err(resp) => resp,
+            Err(refusal) => refusal.response(),
         }
     }
 
@@ -1655,7 +1719,7 @@ impl StandinHandle {
         let g = self.lock();
         let (p, access) = match Self::find_project(&g, id, actor) {
             Ok(found) => found,
-            Err(resp) => return resp,
+            Err(refusal) => return refusal.response(),
         };
         match g
             .pipelines
@@ -1677,7 +1741,7 @@ impl StandinHandle {
         let g = self.lock();
         let (p, access) = match Self::find_project(&g, id, actor) {
             Ok(found) => found,
-            Err(resp) => return resp,
+            Err(refusal) => return refusal.response(),
         };
         match g
             .jobs
@@ -1739,7 +1803,7 @@ impl StandinHandle {
             let mut g = self.lock();
             let (p, access) = match Self::find_project(&g, id, actor) {
                 Ok((p, access)) => (p.clone(), access),
-                Err(resp) => return resp,
+                Err(refusal) => return refusal.response(),
             };
             if access < 30 {
                 return message(403, "403 Forbidden");
@@ -1880,7 +1944,7 @@ impl StandinHandle {
         let mut g = self.lock();
         let (p, access) = match Self::find_project(&g, id, actor) {
             Ok((p, access)) => (p.clone(), access),
-            Err(resp) => return resp,
+            Err(refusal) => return refusal.response(),
         };
         let Some((pipe_id, git_ref)) = g
             .pipelines
@@ -1917,7 +1981,7 @@ impl StandinHandle {
         let pid = match Self::find_project(&g, id, actor) {
             Ok((_, access)) if access < 40 => return message(403, "403 Forbidden"),
             Ok((p, _)) => p.id,
-            Err(resp) => return resp,
+            Err(refusal) => return refusal.response(),
         };
         let url = req["url"].as_str().unwrap_or_default().to_owned();
         if url.is_empty() && existing.is_none() {
@@ -1997,7 +2061,7 @@ impl StandinHandle {
         let mut g = self.lock();
         let access = match Self::find_project(&g, id, actor) {
             Ok((_, access)) => access,
-            Err(resp) => return resp,
+            Err(refusal) => return refusal.response(),
         };
         let base = g.base_url.clone();
         let Some(p) = g

@@ -21,7 +21,7 @@
 //! client's `redirect_uri`, errors it never redirects (unknown client, a `redirect_uri` not
 //! exactly registered) render GitLab's error page (200, HTML).
 
-use super::{message, now, query_map, Actor, StandinHandle, State};
+use super::{message, now, query_map, Actor, Refusal, StandinHandle, State};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -668,20 +668,17 @@ pub(super) fn insufficient_scope() -> Response {
         .into_response()
 }
 
-/// Who an OAuth access token acts for, for the API's authentication (`Err` is the answer).
-pub(super) fn api_actor(
-    g: &State,
-    token: &str,
-    method: &Method,
-) -> Option<Result<Actor, Response>> {
+/// Who an OAuth access token acts for, for the API's authentication; `None` when it is no
+/// OAuth access token the stand-in issued.
+pub(super) fn api_actor(g: &State, token: &str, method: &Method) -> Option<Result<Actor, Refusal>> {
     match g.oauth.lookup(token) {
         OAuthLookup::Unknown => None,
-        OAuthLookup::Expired => Some(Err(invalid_token(TOKEN_EXPIRED))),
-        OAuthLookup::Revoked => Some(Err(invalid_token(TOKEN_REVOKED))),
+        OAuthLookup::Expired => Some(Err(Refusal::TokenExpired)),
+        OAuthLookup::Revoked => Some(Err(Refusal::TokenRevoked)),
         OAuthLookup::Valid { user, scopes } => Some(if scope_allows(&scopes, method) {
             Ok(Actor::User(user))
         } else {
-            Err(insufficient_scope())
+            Err(Refusal::InsufficientScope)
         }),
     }
 }
