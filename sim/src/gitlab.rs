@@ -4,23 +4,54 @@
 //! Start: `let gl = GitLabStandin::start().await;` (binds 127.0.0.1:0; stops when dropped).
 //! Point a `GitLabClient` at `gl.url()` with token `gl.token()`.
 //!
-//! Endpoints (under `/api/v4`, `PRIVATE-TOKEN` or `Authorization: Bearer` checked, 401
-//! `{"message":"401 Unauthorized"}` otherwise; `:id` is a numeric id or URL-encoded path):
-//! - `GET /projects/:id` (with `permissions` of the token's user, and the CI/CD settings
+//! Identities: every API request authenticates as one of
+//! - the bot: the token the stand-in started with (`STANDIN_TOKEN`, `gl.token()`), user
+//!   `chatops-bot` (id 1), its access level on every project set by `set_token_access`
+//!   (default 40, Maintainer);
+//! - a user (`add_user_with_access`, or `add_user` + `set_member`), by their personal token
+//!   (`StandinUser::personal_token`) or an OAuth access token (see below).
+//!
+//! A personal token is read from `PRIVATE-TOKEN`, `private_token=` or `Authorization: Bearer`;
+//! an OAuth access token only from `Authorization: Bearer` or `access_token=` (GitLab looks up
+//! `PRIVATE-TOKEN` as a personal token only). Refusals, as GitLab's API guard gives them: no
+//! token or an unknown one, 401 `{"message":"401 Unauthorized"}`; an expired or revoked OAuth
+//! token, 401 `{"error":"invalid_token","error_description":…}` with `WWW-Authenticate: Bearer
+//! realm="Protected by OAuth 2.0", error="invalid_token", error_description="…"`; a `read_api`
+//! token on a write, 403 `insufficient_scope`; a blocked user, 403 `{"message":"403 Forbidden -
+//! Your account has been blocked."}`. Every project is private: a non-member gets 404
+//! `{"message":"404 Project Not Found"}` for it and everything under it. Permissions follow
+//! the caller's access level on the project.
+//!
+//! Endpoints under `/api/v4` (`:id` is a numeric id or URL-encoded path):
+//! - `GET /user` (the caller: `id`, `username`, `name`, `state`, `avatar_url`, `web_url`, …)
+//! - `GET /projects/:id` (with `permissions` of the caller, and the CI/CD settings
 //!   `restrict_user_defined_variables` / `ci_pipeline_variables_minimum_override_role` when
-//!   the token is Maintainer or more), `PUT /projects/:id` (that role; GitLab's 403/400s),
+//!   the caller is Maintainer or more), `PUT /projects/:id` (that role; GitLab's 403/400s),
 //!   `GET /users?username=`, `GET /projects/:id/members/all/:user_id`
-//! - `GET /projects/:id/ci/lint?content_ref=&include_jobs=true` (`valid`, `errors`,
-//!   `warnings`, `merged_yaml`, `jobs` with `name`/`stage`/`when`/`only`/`except` as GitLab
-//!   reports them)
+//! - `GET /projects/:id/ci/lint?content_ref=&include_jobs=true` (Reporter+; `valid`,
+//!   `errors`, `warnings`, `merged_yaml`, `jobs` with `name`/`stage`/`when`/`only`/`except` as
+//!   GitLab reports them)
 //! - `POST /projects/:id/pipeline` (JSON `{ref, variables:[{key,value,variable_type}]}`;
-//!   400 `{"message":{"base":["Insufficient permissions to set pipeline variables"]}}` when
-//!   the project's minimum role for pipeline variables is above the token's),
-//!   `GET /projects/:id/pipelines/:pid`, `GET …/pipelines/:pid/jobs`, `GET …/bridges`,
-//!   `POST …/pipelines/:pid/cancel`, `GET /projects/:id/pipelines` (`source`, `ref`,
-//!   `updated_after`, `sort`), `GET …/pipelines/:pid/variables`
-//! - `GET /projects/:id/jobs/:job_id`, `GET …/jobs/:job_id/trace`, `POST …/jobs/:job_id/play`
-//! - `GET/POST /projects/:id/hooks`, `PUT /projects/:id/hooks/:hook_id`
+//!   403 `{"message":"403 Forbidden"}` below Developer; 400
+//!   `{"message":{"base":["Insufficient permissions to set pipeline variables"]}}` when the
+//!   project's minimum role for pipeline variables is above the caller's; 400 `{"message":
+//!   {"base":["You do not have sufficient permission to run a pipeline on '<ref>'. Please
+//!   select a different branch or contact your administrator for assistance."]}}` on a
+//!   protected branch (`protect_branch`) the caller may not push to),
+//!   `GET /projects/:id/pipelines/:pid` (with `user`, its creator), `GET …/pipelines/:pid/jobs`,
+//!   `GET …/bridges`, `POST …/pipelines/:pid/cancel` (Developer+, push access on a protected
+//!   ref), `GET /projects/:id/pipelines` (`source`, `ref`, `updated_after`, `sort`),
+//!   `GET …/pipelines/:pid/variables` (Developer+)
+//! - `GET /projects/:id/jobs/:job_id` (with `user`), `GET …/jobs/:job_id/trace`,
+//!   `POST …/jobs/:job_id/play` (Developer+, push access on a protected ref, 400 `Unplayable
+//!   Job` unless manual; runs as the caller)
+//! - `GET/POST /projects/:id/hooks`, `PUT /projects/:id/hooks/:hook_id` (Maintainer+)
+//!
+//! OAuth 2 (GitLab's Doorkeeper; `gitlab/oauth.rs`): `GET /oauth/authorize` (the user signed
+//! in with `sign_in_browser_as` approves at once, or denies after `deny_next_authorization`;
+//! PKCE `S256` required), `POST /oauth/token` (`authorization_code` with `code_verifier`,
+//! `refresh_token` with rotation), `POST /oauth/revoke`, and `GET /users/sign_in` (where an
+//! authorization goes when nobody is signed in).
 //!
 //! Lists paginate like GitLab (`page`, `per_page` default 20 max 100; headers `X-Page`,
 //! `X-Per-Page`, `X-Next-Page`, `X-Prev-Page`, `X-Total`, `X-Total-Pages`, `Link`). Every
@@ -36,22 +67,114 @@
 //! are set and, when a webhook is configured, Job and Pipeline hooks are delivered.
 //!
 //! Test handle (`gl.state()`, a cheap clone): `add_project`, `add_user`, `set_member`,
-//! `set_ci_jobs`/`set_ci_invalid`/`set_ci_yaml` (a real `.gitlab-ci.yml`, planned by the
-//! runner's rules evaluator), `set_variables_role`, `set_token_access`, `set_job_status`, `set_trace`, `finish_job`, `play_job`,
-//! `pipelines()`, `jobs_of()`, `requests()`, `created_variables()`, `fail_next(Fault, n)`,
-//! `set_webhook(url, token)`, `job_hook()`/`pipeline_hook()` + `deliver()` (or `send_job_hook`
-//! / `send_pipeline_hook`), `set_executor()`, `set_planner()` (a [`PipelinePlanner`] decides
-//! pipeline contents and `ci/lint` answers from a real `.gitlab-ci.yml`).
+//! `add_user_with_access`, `user`, `set_user_access`, `block_user`/`unblock_user`,
+//! `protect_branch`/`unprotect_branch`, `set_ci_jobs`/`set_ci_invalid`/`set_ci_yaml` (a real
+//! `.gitlab-ci.yml`, planned by the runner's rules evaluator), `set_variables_role`,
+//! `set_token_access`, `set_job_status`, `set_trace`, `finish_job`, `play_job`, `pipelines()`,
+//! `jobs_of()`, `pipeline_creator`/`job_player`/`pipeline_canceller`, `requests()` (each with
+//! the user it authenticated as), `created_variables()`, `fail_next(Fault, n)` (on `/oauth/*`
+//! too), `set_webhook(url, token)`, `job_hook()`/`pipeline_hook()` + `deliver()` (or
+//! `send_job_hook` / `send_pipeline_hook`), `set_executor()`, `set_planner()` (a
+//! [`PipelinePlanner`] decides pipeline contents and `ci/lint` answers from a real
+//! `.gitlab-ci.yml`); OAuth: `register_oauth_app`, `sign_in_browser_as`/`sign_out_browser`,
+//! `deny_next_authorization`, `set_code_lifetime_secs`, `set_access_token_lifetime_secs`,
+//! `revoke_all_tokens_of`, `oauth_tokens_issued`, `oauth_refresh_count`, `oauth_revocations`,
+//! `oauth_pending_codes`, `oauth_access_token_valid`.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chatops_core::gitlab::Status;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+mod oauth;
+
+pub use oauth::pkce_challenge;
+
+/// A user of the stand-in (`add_user_with_access`, or `add_user` + `set_member`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandinUser {
+    pub id: u64,
+    pub username: String,
+    /// A personal access token (`glpat-…`, scope `api`) the user's API calls may use.
+    pub personal_token: String,
+}
+
+/// Who a request authenticates as: the token the stand-in was started with (the
+/// administrator's bot, `STANDIN_TOKEN`) or a user (personal or OAuth access token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Actor {
+    Bot,
+    User(u64),
+}
+
+/// Who did something (a snapshot: the pipeline's `user`, the job's, hooks').
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ActorInfo {
+    id: u64,
+    username: String,
+    name: String,
+}
+
+/// Why the API refuses a request before it reaches an endpoint's own checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No token, or one nobody issued: 401 `{"message":"401 Unauthorized"}`.
+    Unauthorized,
+    /// A blocked user's valid token: 403 with `UserAccessDeniedReason`'s text.
+    Blocked,
+    /// OAuth access tokens: 401 `invalid_token` (see `oauth::invalid_token`).
+    TokenExpired,
+    TokenRevoked,
+    /// An OAuth token without the `api` scope on a write: 403 `insufficient_scope`.
+    InsufficientScope,
+    /// The project does not exist, or the caller is not a member (all projects are private).
+    ProjectNotFound,
+}
+
+impl Refusal {
+    fn response(self) -> Response {
+        match self {
+            Refusal::Unauthorized => message(401, "401 Unauthorized"),
+            Refusal::Blocked => message(403, "403 Forbidden - Your account has been blocked."),
+            Refusal::TokenExpired => oauth::invalid_token(oauth::TOKEN_EXPIRED),
+            Refusal::TokenRevoked => oauth::invalid_token(oauth::TOKEN_REVOKED),
+            Refusal::InsufficientScope => oauth::insufficient_scope(),
+            Refusal::ProjectNotFound => not_found("Project"),
+        }
+    }
+}
+
+/// The bot identity behind `STANDIN_TOKEN` (the user of webhooks and of its pipelines).
+const BOT_ID: u64 = 1;
+const BOT_USERNAME: &str = "chatops-bot";
+const BOT_NAME: &str = "ChatOps Bot";
+
+impl ActorInfo {
+    fn bot() -> Self {
+        Self {
+            id: BOT_ID,
+            username: BOT_USERNAME.to_owned(),
+            name: BOT_NAME.to_owned(),
+        }
+    }
+}
+
+struct UserRecord {
+    id: u64,
+    username: String,
+    name: String,
+    /// `active` or `blocked`.
+    state: String,
+    personal_token: String,
+    /// The access level on every project without a `members` entry (0: not a member).
+    default_access: u32,
+}
 
 /// How a CI job decides whether it joins a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +338,9 @@ pub struct RecordedRequest {
     pub body: String,
     /// The status the stand-in answered.
     pub status: u16,
+    /// The username an API request authenticated as (`chatops-bot` for the stand-in's own
+    /// token); `None` when it did not authenticate or is no API call (`/oauth/*`).
+    pub user: Option<String>,
 }
 
 impl RecordedRequest {
@@ -314,8 +440,20 @@ struct State {
     token: String,
     base_url: String,
     projects: Vec<StandinProject>,
-    users: Vec<chatops_core::gitlab::User>,
+    users: Vec<UserRecord>,
+    /// `(project, user)` → access level; 0 (only `set_user_access`) keeps a user with a
+    /// default access out of that project.
     members: HashMap<(u64, u64), u32>,
+    /// `(project, branch)` → the minimum access level allowed to push and merge (0: no one).
+    protected: HashMap<(u64, String), u32>,
+    /// Who created each pipeline, played each job, cancelled each pipeline.
+    creators: HashMap<u64, ActorInfo>,
+    players: HashMap<u64, ActorInfo>,
+    cancellers: HashMap<u64, ActorInfo>,
+    oauth: oauth::OAuthState,
+    /// Entropy for tokens and codes (a hash chain: no `rand` dependency for a stand-in).
+    seed: [u8; 32],
+    entropy: u64,
     pipelines: Vec<StandinPipeline>,
     jobs: Vec<StandinJob>,
     hooks: Vec<(u64, chatops_core::gitlab::Hook, String)>,
@@ -374,6 +512,13 @@ impl GitLabStandin {
             projects: Vec::new(),
             users: Vec::new(),
             members: HashMap::new(),
+            protected: HashMap::new(),
+            creators: HashMap::new(),
+            players: HashMap::new(),
+            cancellers: HashMap::new(),
+            oauth: oauth::OAuthState::default(),
+            seed: seed(&addr),
+            entropy: 0,
             pipelines: Vec::new(),
             jobs: Vec::new(),
             hooks: Vec::new(),
@@ -413,6 +558,119 @@ impl GitLabStandin {
 
     pub fn state(&self) -> StandinHandle {
         self.handle.clone()
+    }
+}
+
+/// A per-instance seed for [`State::random_hex`].
+fn seed(addr: &SocketAddr) -> [u8; 32] {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = Sha256::new();
+    h.update(nanos.to_le_bytes());
+    h.update(addr.to_string().as_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.finalize().into()
+}
+
+impl State {
+    /// `len` hex characters no caller can predict (SHA-256 of the seed, a counter and the
+    /// time): tokens and codes.
+    fn random_hex(&mut self, len: usize) -> String {
+        let mut out = String::with_capacity(len + 64);
+        while out.len() < len {
+            self.entropy += 1;
+            let mut h = Sha256::new();
+            h.update(self.seed);
+            h.update(self.entropy.to_le_bytes());
+            h.update(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+                    .to_le_bytes(),
+            );
+            out.push_str(&hex::encode(h.finalize()));
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// A user's personal access token: stable for a given id in one stand-in.
+    fn personal_token_for(&self, id: u64) -> String {
+        let mut h = Sha256::new();
+        h.update(self.seed);
+        h.update(b"personal access token");
+        h.update(id.to_le_bytes());
+        format!("glpat-{}", &hex::encode(h.finalize())[..20])
+    }
+
+    fn user(&self, id: u64) -> Option<&UserRecord> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    fn user_named(&self, username: &str) -> Option<&UserRecord> {
+        self.users
+            .iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username))
+    }
+
+    /// `actor`'s access level on `project` (0: not a member).
+    fn access(&self, actor: Actor, project: u64) -> u32 {
+        match actor {
+            Actor::Bot => self.token_access,
+            Actor::User(id) => match self.members.get(&(project, id)) {
+                Some(level) => *level,
+                None => self.user(id).map_or(0, |u| u.default_access),
+            },
+        }
+    }
+
+    fn actor_info(&self, actor: Actor) -> ActorInfo {
+        match actor {
+            Actor::Bot => ActorInfo::bot(),
+            Actor::User(id) => match self.user(id) {
+                Some(u) => ActorInfo {
+                    id: u.id,
+                    username: u.username.clone(),
+                    name: u.name.clone(),
+                },
+                None => ActorInfo {
+                    id,
+                    username: format!("user{id}"),
+                    name: format!("user{id}"),
+                },
+            },
+        }
+    }
+
+    /// GitLab's `UserBasic` entity (a pipeline's or a job's `user`).
+    fn user_basic_json(&self, who: &ActorInfo) -> Value {
+        let state = self
+            .users
+            .iter()
+            .find(|u| u.id == who.id && u.username == who.username)
+            .map_or("active", |u| u.state.as_str());
+        json!({
+            "id": who.id,
+            "username": who.username,
+            "name": who.name,
+            "state": state,
+            "locked": state == "blocked",
+            "avatar_url": null,
+            "web_url": format!("{}/{}", self.base_url, who.username)
+        })
+    }
+
+    /// Whether `actor` may push to (and so run pipelines, play and cancel jobs on) `branch`
+    /// (`Gitlab::UserAccess#can_update_branch?` against the protected branch's level).
+    fn can_update_branch(&self, actor: Actor, project: u64, branch: &str) -> bool {
+        match self.protected.get(&(project, branch.to_owned())) {
+            None => self.access(actor, project) >= 30,
+            Some(0) => false,
+            Some(level) => self.access(actor, project) >= *level,
+        }
     }
 }
 
@@ -540,15 +798,131 @@ impl StandinHandle {
         format!("{}/{path}", g.base_url)
     }
 
+    /// A user with this id (replacing one with the same id), member of no project until
+    /// `set_member`. Their personal token: `user(username).personal_token`.
     pub fn add_user(&self, id: u64, username: &str) {
         let mut g = self.lock();
-        g.users.retain(|u| u.id.0 != id);
-        g.users.push(chatops_core::gitlab::User {
-            id: chatops_core::ids::GitLabUserId(id),
+        g.users.retain(|u| u.id != id);
+        let personal_token = g.personal_token_for(id);
+        g.users.push(UserRecord {
+            id,
             username: username.to_owned(),
             name: username.to_owned(),
             state: "active".to_owned(),
+            personal_token,
+            default_access: 0,
         });
+    }
+
+    /// A user with `access_level` on every project (10 guest … 50 owner; 0 none), the way
+    /// `set_token_access` sets the bot's; `set_user_access` overrides it per project. A user
+    /// already named so keeps their id and token and gets the new level.
+    pub fn add_user_with_access(&self, username: &str, access_level: u32) -> StandinUser {
+        let mut g = self.lock();
+        if let Some(u) = g
+            .users
+            .iter_mut()
+            .find(|u| u.username.eq_ignore_ascii_case(username))
+        {
+            u.default_access = access_level;
+        } else {
+            let id = (1001..)
+                .find(|i| !g.users.iter().any(|u| u.id == *i))
+                .unwrap_or(u64::MAX);
+            let personal_token = g.personal_token_for(id);
+            g.users.push(UserRecord {
+                id,
+                username: username.to_owned(),
+                name: username.to_owned(),
+                state: "active".to_owned(),
+                personal_token,
+                default_access: access_level,
+            });
+        }
+        let u = g.user_named(username).expect("just added");
+        StandinUser {
+            id: u.id,
+            username: u.username.clone(),
+            personal_token: u.personal_token.clone(),
+        }
+    }
+
+    /// A user by username (case-insensitive), with their personal token.
+    pub fn user(&self, username: &str) -> Option<StandinUser> {
+        self.lock().user_named(username).map(|u| StandinUser {
+            id: u.id,
+            username: u.username.clone(),
+            personal_token: u.personal_token.clone(),
+        })
+    }
+
+    /// `username`'s access level on one project, over their level on every project; 0 makes
+    /// them a non-member there (GitLab then answers 404 for the project).
+    pub fn set_user_access(&self, username: &str, project: u64, access_level: u32) {
+        let mut g = self.lock();
+        if let Some(id) = g.user_named(username).map(|u| u.id) {
+            g.members.insert((project, id), access_level);
+        }
+    }
+
+    /// Block the user (an administrator's "Block"): their personal and OAuth tokens then get
+    /// 403 `{"message":"403 Forbidden - Your account has been blocked."}` from the API. GitLab
+    /// answers 403, not 401, because the token is valid: `API::APIGuard#find_current_user!`
+    /// finds the user, then `api_access_allowed?` fails and it calls `forbidden!` with
+    /// `Gitlab::Auth::UserAccessDeniedReason#rejection_message`.
+    pub fn block_user(&self, username: &str) {
+        self.set_user_state(username, "blocked");
+    }
+
+    pub fn unblock_user(&self, username: &str) {
+        self.set_user_state(username, "active");
+    }
+
+    fn set_user_state(&self, username: &str, state: &str) {
+        let mut g = self.lock();
+        if let Some(u) = g
+            .users
+            .iter_mut()
+            .find(|u| u.username.eq_ignore_ascii_case(username))
+        {
+            u.state = state.to_owned();
+        }
+    }
+
+    /// Protect `branch`: only `min_access_level` and above may push and merge (30: Developers
+    /// and Maintainers, 40: Maintainers, 0: no one). Creating a pipeline there, playing its
+    /// jobs or cancelling it then needs that level, as on GitLab. No branch is protected
+    /// unless told (GitLab protects the default branch of a new project; the stand-in does
+    /// not, so a Developer bot keeps working).
+    pub fn protect_branch(&self, project: u64, branch: &str, min_access_level: u32) {
+        self.lock()
+            .protected
+            .insert((project, branch.to_owned()), min_access_level);
+    }
+
+    pub fn unprotect_branch(&self, project: u64, branch: &str) {
+        self.lock().protected.remove(&(project, branch.to_owned()));
+    }
+
+    /// Who created the pipeline (`chatops-bot` for the token the stand-in started with).
+    pub fn pipeline_creator(&self, pipeline: u64) -> Option<String> {
+        self.lock()
+            .creators
+            .get(&pipeline)
+            .map(|a| a.username.clone())
+    }
+
+    /// Who played the manual job through `POST …/jobs/:id/play`.
+    pub fn job_player(&self, job: u64) -> Option<String> {
+        self.lock().players.get(&job).map(|a| a.username.clone())
+    }
+
+    /// Who cancelled the pipeline through `POST …/pipelines/:id/cancel`.
+    pub fn pipeline_canceller(&self, pipeline: u64) -> Option<String> {
+        self.lock()
+            .cancellers
+            .get(&pipeline)
+            .map(|a| a.username.clone())
     }
 
     /// Membership with an access level (10 guest … 50 owner); 0 removes it.
@@ -683,8 +1057,13 @@ impl StandinHandle {
         self.set_job_status(job, status);
     }
 
-    /// Play a manual job as `POST /jobs/:id/play` would (runs it on the executor, if any).
+    /// Play a manual job as `POST /jobs/:id/play` would (runs it on the executor, if any);
+    /// no player is recorded.
     pub fn play_job(&self, job: u64) -> bool {
+        self.play_job_as(job, None)
+    }
+
+    fn play_job_as(&self, job: u64, by: Option<ActorInfo>) -> bool {
         let run = {
             let mut g = self.lock();
             let Some(j) = g
@@ -696,6 +1075,9 @@ impl StandinHandle {
             };
             j.status = Status::Pending;
             let p = j.pipeline;
+            if let Some(by) = by {
+                g.players.insert(job, by);
+            }
             derive_pipeline_status(&mut g, p);
             exec_job(&g, job)
         };
@@ -788,7 +1170,7 @@ impl StandinHandle {
                 "pipeline_id": j.pipeline,
                 "project_id": p.id,
                 "project_name": p.path,
-                "user": {"id": 1, "name": "ChatOps Bot", "email": "[REDACTED]"},
+                "user": hook_user(&job_user(&g, j)),
                 "commit": {
                     "id": pipe.id,
                     "name": null,
@@ -861,7 +1243,7 @@ impl StandinHandle {
                     "variables": pipe.variables.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
                     "url": format!("{web}/-/pipelines/{}", pipe.id)
                 },
-                "user": {"id": 1, "name": "ChatOps Bot", "username": "chatops-bot"},
+                "user": hook_user(&pipeline_user(&g, pipe.id)),
                 "project": {
                     "id": p.id,
                     "name": p.path,
@@ -966,12 +1348,17 @@ impl StandinHandle {
             None => self.route(&method, &path, &query, &headers, &body),
         };
         self.rate_limit_headers(resp.headers_mut());
+        let user = resp
+            .extensions_mut()
+            .remove::<ActorInfo>()
+            .map(|a| a.username);
         self.lock().requests.push(RecordedRequest {
             method: method.to_string(),
             path,
             query,
             body: String::from_utf8_lossy(&body).into_owned(),
             status: resp.status().as_u16(),
+            user,
         });
         resp
     }
@@ -992,20 +1379,63 @@ impl StandinHandle {
         }
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let token = self.lock().token.clone();
-        let presented = headers
-            .get("private-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| {
-                headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::to_owned)
-            });
-        presented.as_deref() == Some(token.as_str())
+    /// Who the request authenticates as, as GitLab's API guard finds it: an OAuth access
+    /// token from `Authorization: Bearer` (or `access_token=`), else a personal access token
+    /// from `PRIVATE-TOKEN` (or `private_token=`) or the Bearer header. An OAuth token in
+    /// `PRIVATE-TOKEN` is looked up as a personal token, found nowhere, and refused, as on
+    /// GitLab (`Gitlab::Auth::AuthFinders#access_token`). `Err` says why not.
+    fn authenticate(
+        &self,
+        method: &Method,
+        query: &str,
+        headers: &HeaderMap,
+    ) -> Result<Actor, Refusal> {
+        let g = self.lock();
+        let q = query_map(query);
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let bearer = q.get("access_token").cloned().or_else(|| {
+            header("authorization")
+                .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()))
+        });
+        let mut actor = None;
+        if let Some(t) = &bearer {
+            match oauth::api_actor(&g, t, method) {
+                Some(Ok(a)) => actor = Some(a),
+                Some(Err(refusal)) => return Err(refusal),
+                None => {}
+            }
+        }
+        let actor = match actor {
+            Some(a) => a,
+            None => {
+                let pat = q
+                    .get("private_token")
+                    .cloned()
+                    .or_else(|| header("private-token"))
+                    .or(bearer);
+                match pat {
+                    Some(t) if t == g.token => Actor::Bot,
+                    Some(t) => match g.users.iter().find(|u| u.personal_token == t) {
+                        Some(u) => Actor::User(u.id),
+                        None => return Err(Refusal::Unauthorized),
+                    },
+                    None => return Err(Refusal::Unauthorized),
+                }
+            }
+        };
+        if let Actor::User(id) = actor {
+            if g.user(id).is_some_and(|u| u.state == "blocked") {
+                return Err(Refusal::Blocked);
+            }
+        }
+        Ok(actor)
     }
 
     fn route(
@@ -1016,44 +1446,73 @@ impl StandinHandle {
         headers: &HeaderMap,
         body: &Bytes,
     ) -> Response {
+        if let Some(resp) = self.oauth_route(method, path, query, headers, body) {
+            return resp;
+        }
         let Some(rest) = path.strip_prefix("/api/v4/") else {
             return not_found("");
         };
-        if !self.authorized(headers) {
-            return message(401, "401 Unauthorized");
-        }
+        let actor = match self.authenticate(method, query, headers) {
+            Ok(a) => a,
+            Err(refusal) => return refusal.response(),
+        };
+        let mut resp = self.api(actor, method, path, rest, query, headers, body);
+        let who = self.lock().actor_info(actor);
+        resp.extensions_mut().insert(who);
+        resp
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn api(
+        &self,
+        actor: Actor,
+        method: &Method,
+        path: &str,
+        rest: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Response {
         let seg: Vec<String> = rest.split('/').map(percent_decode).collect();
         let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
         let q = query_map(query);
         match (method.as_str(), seg.as_slice()) {
+            ("GET", ["user"]) => {
+                let g = self.lock();
+                axum::Json(current_user_json(&g, actor)).into_response()
+            }
             ("GET", ["users"]) => self.users(&q),
-            ("GET", ["projects", id]) => self.with_project(id, |g, p| {
-                axum::Json(project_json(&g.base_url, p, g.token_access)).into_response()
+            ("GET", ["projects", id]) => self.with_project(id, actor, |g, p, access| {
+                axum::Json(project_json(&g.base_url, p, access)).into_response()
             }),
-            ("PUT", ["projects", id]) => self.update_project(id, query, headers, body),
-            ("GET", ["projects", id, "members", "all", user]) => self.with_project(id, |g, p| {
-                let uid: u64 = user.parse().unwrap_or(0);
-                match (
-                    g.members.get(&(p.id, uid)),
-                    g.users.iter().find(|u| u.id.0 == uid),
-                ) {
-                    (Some(level), Some(u)) => axum::Json(json!({
-                        "id": u.id.0,
-                        "username": u.username,
-                        "name": u.name,
-                        "state": "active",
-                        "access_level": level,
-                        "web_url": format!("{}/{}", g.base_url, u.username),
-                        "expires_at": null
-                    }))
-                    .into_response(),
-                    _ => message(404, "404 Not found"),
-                }
-            }),
+            ("PUT", ["projects", id]) => self.update_project(actor, id, query, headers, body),
+            ("GET", ["projects", id, "members", "all", user]) => {
+                self.with_project(id, actor, |g, p, _| {
+                    let uid: u64 = user.parse().unwrap_or(0);
+                    let level = g.access(Actor::User(uid), p.id);
+                    match g.user(uid) {
+                        Some(u) if level > 0 => axum::Json(json!({
+                            "id": u.id,
+                            "username": u.username,
+                            "name": u.name,
+                            "state": u.state,
+                            "access_level": level,
+                            "web_url": format!("{}/{}", g.base_url, u.username),
+                            "expires_at": null
+                        }))
+                        .into_response(),
+                        _ => message(404, "404 Not found"),
+                    }
+                })
+            }
             ("GET", ["projects", id, "ci", "lint"]) => {
                 let include_jobs = q.get("include_jobs").map(String::as_str) == Some("true");
                 let content_ref = q.get("content_ref").cloned();
-                self.with_project(id, |g, p| {
+                self.with_project(id, actor, |g, p, access| {
+                    // `authorize! :download_code` (Reporter+ on a private project).
+                    if access < 20 {
+                        return message(403, "403 Forbidden");
+                    }
                     if let Some(r) = &content_ref {
                         if r != &p.default_branch {
                             return message(404, "404 Commit Not Found");
@@ -1090,8 +1549,8 @@ impl StandinHandle {
                     axum::Json(v).into_response()
                 })
             }
-            ("POST", ["projects", id, "pipeline"]) => self.create_pipeline(id, body),
-            ("GET", ["projects", id, "pipelines"]) => self.with_project(id, |g, p| {
+            ("POST", ["projects", id, "pipeline"]) => self.create_pipeline(actor, id, body),
+            ("GET", ["projects", id, "pipelines"]) => self.with_project(id, actor, |g, p, _| {
                 let source_ok = q.get("source").is_none_or(|s| s == "api");
                 let since = q.get("updated_after").map(|s| parse_iso8601(s));
                 if let Some(None) = since {
@@ -1109,11 +1568,18 @@ impl StandinHandle {
                 if q.get("sort").is_none_or(|s| s == "desc") {
                     list.reverse();
                 }
-                let items = list.into_iter().map(|x| pipeline_json(g, x)).collect();
+                let items = list
+                    .into_iter()
+                    .map(|x| pipeline_json(g, x, false))
+                    .collect();
                 paginate(&g.base_url, path, &q, items)
             }),
             ("GET", ["projects", id, "pipelines", pid, "variables"]) => {
-                self.with_pipeline(id, pid, |_, pipe| {
+                self.with_pipeline(id, pid, actor, |_, pipe, access| {
+                    // `read_pipeline_variable` follows `update_pipeline` (Developer+).
+                    if access < 30 {
+                        return message(403, "403 Forbidden");
+                    }
                     let vars: Vec<Value> = pipe
                         .variables
                         .iter()
@@ -1123,12 +1589,12 @@ impl StandinHandle {
                 })
             }
             ("GET", ["projects", id, "pipelines", pid]) => {
-                self.with_pipeline(id, pid, |g, pipe| {
-                    axum::Json(pipeline_json(g, pipe)).into_response()
+                self.with_pipeline(id, pid, actor, |g, pipe, _| {
+                    axum::Json(pipeline_json(g, pipe, true)).into_response()
                 })
             }
             ("GET", ["projects", id, "pipelines", pid, "jobs"]) => {
-                self.with_pipeline(id, pid, |g, pipe| {
+                self.with_pipeline(id, pid, actor, |g, pipe, _| {
                     let jobs: Vec<Value> = g
                         .jobs
                         .iter()
@@ -1139,25 +1605,39 @@ impl StandinHandle {
                 })
             }
             ("GET", ["projects", id, "pipelines", pid, "bridges"]) => {
-                self.with_pipeline(id, pid, |g, _| paginate(&g.base_url, path, &q, vec![]))
+                self.with_pipeline(id, pid, actor, |g, _, _| {
+                    paginate(&g.base_url, path, &q, vec![])
+                })
             }
-            ("POST", ["projects", id, "pipelines", pid, "cancel"]) => self.cancel(id, pid),
-            ("GET", ["projects", id, "jobs", jid]) => {
-                self.with_job(id, jid, |g, j| axum::Json(job_json(g, j)).into_response())
-            }
-            ("GET", ["projects", id, "jobs", jid, "trace"]) => self.with_job(id, jid, |_, j| {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; charset=utf-8",
-                    )],
-                    j.trace.clone(),
-                )
-                    .into_response()
+            ("POST", ["projects", id, "pipelines", pid, "cancel"]) => self.cancel(actor, id, pid),
+            ("GET", ["projects", id, "jobs", jid]) => self.with_job(id, jid, actor, |g, j, _| {
+                axum::Json(job_json(g, j)).into_response()
             }),
+            ("GET", ["projects", id, "jobs", jid, "trace"]) => {
+                self.with_job(id, jid, actor, |_, j, _| {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; charset=utf-8",
+                        )],
+                        j.trace.clone(),
+                    )
+                        .into_response()
+                })
+            }
             ("POST", ["projects", id, "jobs", jid, "play"]) => {
-                let job = self.with_job(id, jid, |_, j| {
-                    if j.status == Status::Manual {
+                // GitLab's order: the job (404), `authorize!(:play_job)` (403: Developer+,
+                // and push access when the ref is protected), then `playable?` (400).
+                let job = self.with_job(id, jid, actor, |g, j, access| {
+                    let git_ref = g
+                        .pipelines
+                        .iter()
+                        .find(|x| x.id == j.pipeline)
+                        .map(|x| x.git_ref.clone())
+                        .unwrap_or_default();
+                    if access < 30 || !g.can_update_branch(actor, j.project, &git_ref) {
+                        message(403, "403 Forbidden")
+                    } else if j.status == Status::Manual {
                         StatusCode::OK.into_response()
                     } else {
                         message(400, "400 Bad request - Unplayable Job")
@@ -1167,14 +1647,19 @@ impl StandinHandle {
                     return job;
                 }
                 let jid: u64 = jid.parse().unwrap_or(0);
-                self.play_job(jid);
+                let who = self.lock().actor_info(actor);
+                self.play_job_as(jid, Some(who));
                 let g = self.lock();
                 match g.jobs.iter().find(|j| j.id == jid) {
                     Some(j) => axum::Json(job_json(&g, j)).into_response(),
                     None => not_found("Job"),
                 }
             }
-            ("GET", ["projects", id, "hooks"]) => self.with_project(id, |g, p| {
+            ("GET", ["projects", id, "hooks"]) => self.with_project(id, actor, |g, p, access| {
+                // `authorize! :admin_project` (Maintainer+).
+                if access < 40 {
+                    return message(403, "403 Forbidden");
+                }
                 let hooks: Vec<Value> = g
                     .hooks
                     .iter()
@@ -1183,29 +1668,44 @@ impl StandinHandle {
                     .collect();
                 paginate(&g.base_url, path, &q, hooks)
             }),
-            ("POST", ["projects", id, "hooks"]) => self.put_hook(id, None, body),
+            ("POST", ["projects", id, "hooks"]) => self.put_hook(actor, id, None, body),
             ("PUT", ["projects", id, "hooks", hid]) => {
-                self.put_hook(id, Some(hid.parse().unwrap_or(0)), body)
+                self.put_hook(actor, id, Some(hid.parse().unwrap_or(0)), body)
             }
             _ => message(404, "404 Not Found"),
         }
     }
 
-    fn find_project<'a>(g: &'a State, id: &str) -> Option<&'a StandinProject> {
-        g.projects
+    /// The project as `actor` sees it, with their access level: every project is private, so
+    /// a non-member gets 404 `{"message":"404 Project Not Found"}`, as on GitLab.
+    fn find_project<'a>(
+        g: &'a State,
+        id: &str,
+        actor: Actor,
+    ) -> Result<(&'a StandinProject, u32), Refusal> {
+        let Some(p) = g
+            .projects
             .iter()
             .find(|p| p.id.to_string() == id || p.path == id)
+        else {
+            return Err(Refusal::ProjectNotFound);
+        };
+        match g.access(actor, p.id) {
+            0 => Err(Refusal::ProjectNotFound),
+            access => Ok((p, access)),
+        }
     }
 
     fn with_project(
         &self,
         id: &str,
-        f: impl FnOnce(&State, &StandinProject) -> Response,
+        actor: Actor,
+        f: impl FnOnce(&State, &StandinProject, u32) -> Response,
     ) -> Response {
         let g = self.lock();
-        match Self::find_project(&g, id) {
-            Some(p) => f(&g, p),
-            None => not_found("Project"),
+        match Self::find_project(&g, id, actor) {
+            Ok((p, access)) => f(&g, p, access),
+            Err(refusal) => refusal.response(),
         }
     }
 
@@ -1213,18 +1713,20 @@ impl StandinHandle {
         &self,
         id: &str,
         pid: &str,
-        f: impl FnOnce(&State, &StandinPipeline) -> Response,
+        actor: Actor,
+        f: impl FnOnce(&State, &StandinPipeline, u32) -> Response,
     ) -> Response {
         let g = self.lock();
-        let Some(p) = Self::find_project(&g, id) else {
-            return not_found("Project");
+        let (p, access) = match Self::find_project(&g, id, actor) {
+            Ok(found) => found,
+            Err(refusal) => return refusal.response(),
         };
         match g
             .pipelines
             .iter()
             .find(|x| x.project == p.id && x.id.to_string() == pid)
         {
-            Some(pipe) => f(&g, pipe),
+            Some(pipe) => f(&g, pipe, access),
             None => message(404, "404 Not found"),
         }
     }
@@ -1233,18 +1735,20 @@ impl StandinHandle {
         &self,
         id: &str,
         jid: &str,
-        f: impl FnOnce(&State, &StandinJob) -> Response,
+        actor: Actor,
+        f: impl FnOnce(&State, &StandinJob, u32) -> Response,
     ) -> Response {
         let g = self.lock();
-        let Some(p) = Self::find_project(&g, id) else {
-            return not_found("Project");
+        let (p, access) = match Self::find_project(&g, id, actor) {
+            Ok(found) => found,
+            Err(refusal) => return refusal.response(),
         };
         match g
             .jobs
             .iter()
             .find(|j| j.project == p.id && j.id.to_string() == jid)
         {
-            Some(j) => f(&g, j),
+            Some(j) => f(&g, j, access),
             None => message(404, "404 Not found"),
         }
     }
@@ -1260,10 +1764,12 @@ impl StandinHandle {
             })
             .map(|u| {
                 json!({
-                    "id": u.id.0,
+                    "id": u.id,
                     "username": u.username,
                     "name": u.name,
                     "state": u.state,
+                    "locked": u.state == "blocked",
+                    "avatar_url": null,
                     "web_url": format!("{}/{}", g.base_url, u.username)
                 })
             })
@@ -1271,7 +1777,11 @@ impl StandinHandle {
         axum::Json(users).into_response()
     }
 
-    fn create_pipeline(&self, id: &str, body: &Bytes) -> Response {
+    /// `POST /projects/:id/pipeline` as `actor`: GitLab's `authorize! :create_pipeline` (403
+    /// below Developer), then `Ci::CreatePipelineService`'s chain: variables
+    /// (`Build::Associations`), the protected ref (`Validate::Abilities`), the ref's existence
+    /// (`Validate::Repository`), the configuration.
+    fn create_pipeline(&self, actor: Actor, id: &str, body: &Bytes) -> Response {
         let Ok(req) = serde_json::from_slice::<Value>(body) else {
             return message(400, "400 Bad request - ref is missing");
         };
@@ -1291,15 +1801,31 @@ impl StandinHandle {
         }
         let run = {
             let mut g = self.lock();
-            let Some(p) = Self::find_project(&g, id).cloned() else {
-                return not_found("Project");
+            let (p, access) = match Self::find_project(&g, id, actor) {
+                Ok((p, access)) => (p.clone(), access),
+                Err(refusal) => return refusal.response(),
             };
+            if access < 30 {
+                return message(403, "403 Forbidden");
+            }
             // GitLab checks this before the ref and the configuration
             // (`Chain::Build::Associations`), and answers with the pipeline's base error.
-            if !variables.is_empty() && !variables_allowed(&p.variables_role, g.token_access) {
+            if !variables.is_empty() && !variables_allowed(&p.variables_role, access) {
                 return message(
                     400,
                     json!({"base": ["Insufficient permissions to set pipeline variables"]}),
+                );
+            }
+            // Only the default branch exists; a missing ref passes this check and fails the
+            // next one, as on GitLab.
+            if git_ref == p.default_branch && !g.can_update_branch(actor, p.id, &git_ref) {
+                return message(
+                    400,
+                    json!({"base": [format!(
+                        "You do not have sufficient permission to run a pipeline on '{git_ref}'. \
+                         Please select a different branch or contact your administrator for \
+                         assistance."
+                    )]}),
                 );
             }
             if git_ref != p.default_branch {
@@ -1364,6 +1890,8 @@ impl StandinHandle {
                 variables,
                 created_at: t,
             });
+            let creator = g.actor_info(actor);
+            g.creators.insert(pid, creator);
             let mut to_run = Vec::new();
             for cj in joining {
                 g.next_job += 1;
@@ -1394,9 +1922,11 @@ impl StandinHandle {
             let runs: Vec<_> = to_run.iter().filter_map(|j| exec_job(&g, *j)).collect();
             let pipe = g.pipelines.iter().find(|x| x.id == pid).cloned();
             let resp = match pipe {
-                Some(pipe) => {
-                    (StatusCode::CREATED, axum::Json(pipeline_json(&g, &pipe))).into_response()
-                }
+                Some(pipe) => (
+                    StatusCode::CREATED,
+                    axum::Json(pipeline_json(&g, &pipe, true)),
+                )
+                    .into_response(),
                 None => message(500, "500 Internal Server Error"),
             };
             (resp, runs)
@@ -1408,19 +1938,27 @@ impl StandinHandle {
         resp
     }
 
-    fn cancel(&self, id: &str, pid: &str) -> Response {
+    /// `POST …/pipelines/:pid/cancel` as `actor`: `authorize! :cancel_pipeline` (Developer+,
+    /// and push access when the ref is protected: `PipelinePolicy`'s `protected_ref`).
+    fn cancel(&self, actor: Actor, id: &str, pid: &str) -> Response {
         let mut g = self.lock();
-        let Some(p) = Self::find_project(&g, id).cloned() else {
-            return not_found("Project");
+        let (p, access) = match Self::find_project(&g, id, actor) {
+            Ok((p, access)) => (p.clone(), access),
+            Err(refusal) => return refusal.response(),
         };
-        let Some(pipe_id) = g
+        let Some((pipe_id, git_ref)) = g
             .pipelines
             .iter()
             .find(|x| x.project == p.id && x.id.to_string() == pid)
-            .map(|x| x.id)
+            .map(|x| (x.id, x.git_ref.clone()))
         else {
             return message(404, "404 Not found");
         };
+        if access < 30 || !g.can_update_branch(actor, p.id, &git_ref) {
+            return message(403, "403 Forbidden");
+        }
+        let canceller = g.actor_info(actor);
+        g.cancellers.insert(pipe_id, canceller);
         let t = now();
         for j in g.jobs.iter_mut().filter(|j| j.pipeline == pipe_id) {
             if !j.status.is_final() {
@@ -1430,18 +1968,20 @@ impl StandinHandle {
         }
         derive_pipeline_status(&mut g, pipe_id);
         match g.pipelines.iter().find(|x| x.id == pipe_id) {
-            Some(pipe) => axum::Json(pipeline_json(&g, pipe)).into_response(),
+            Some(pipe) => axum::Json(pipeline_json(&g, pipe, true)).into_response(),
             None => message(404, "404 Not found"),
         }
     }
 
-    fn put_hook(&self, id: &str, existing: Option<u64>, body: &Bytes) -> Response {
+    fn put_hook(&self, actor: Actor, id: &str, existing: Option<u64>, body: &Bytes) -> Response {
         let Ok(req) = serde_json::from_slice::<Value>(body) else {
             return json_error(400, "url is missing");
         };
         let mut g = self.lock();
-        let Some(pid) = Self::find_project(&g, id).map(|p| p.id) else {
-            return not_found("Project");
+        let pid = match Self::find_project(&g, id, actor) {
+            Ok((_, access)) if access < 40 => return message(403, "403 Forbidden"),
+            Ok((p, _)) => p.id,
+            Err(refusal) => return refusal.response(),
         };
         let url = req["url"].as_str().unwrap_or_default().to_owned();
         if url.is_empty() && existing.is_none() {
@@ -1492,7 +2032,14 @@ impl StandinHandle {
     /// (JSON, form or query parameters, as Grape reads them), with GitLab's rules: Maintainer
     /// or more (else 403); only an Owner may set `owner` or change it away from `owner`
     /// (400 with GitLab's message); an unknown value is a 400 naming the parameter.
-    fn update_project(&self, id: &str, query: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+    fn update_project(
+        &self,
+        actor: Actor,
+        id: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Response {
         let is_json = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
@@ -1512,7 +2059,10 @@ impl StandinHandle {
             params.extend(query_map(&String::from_utf8_lossy(body)));
         }
         let mut g = self.lock();
-        let access = g.token_access;
+        let access = match Self::find_project(&g, id, actor) {
+            Ok((_, access)) => access,
+            Err(refusal) => return refusal.response(),
+        };
         let base = g.base_url.clone();
         let Some(p) = g
             .projects
@@ -1641,9 +2191,9 @@ fn derive_pipeline_status(g: &mut State, pipeline: u64) {
     }
 }
 
-/// `GET /projects/:id` as the token's user sees it: `permissions` always, the CI/CD
+/// `GET /projects/:id` as the caller sees it: `permissions` always, the CI/CD
 /// settings only for Maintainers and Owners (`admin_project`), as GitLab's entity does.
-fn project_json(base: &str, p: &StandinProject, token_access: u32) -> Value {
+fn project_json(base: &str, p: &StandinProject, access: u32) -> Value {
     let name = p.path.rsplit('/').next().unwrap_or(&p.path);
     let mut v = json!({
         "id": p.id,
@@ -1654,11 +2204,11 @@ fn project_json(base: &str, p: &StandinProject, token_access: u32) -> Value {
         "web_url": format!("{base}/{}", p.path),
         "visibility": "private",
         "permissions": {
-            "project_access": {"access_level": token_access, "notification_level": 3},
+            "project_access": {"access_level": access, "notification_level": 3},
             "group_access": null
         }
     });
-    if token_access >= 40 {
+    if access >= 40 {
         v["restrict_user_defined_variables"] = json!(true);
         v["ci_pipeline_variables_minimum_override_role"] = json!(p.variables_role);
     }
@@ -1728,14 +2278,58 @@ fn merged_yaml_of(jobs: &[StandinCiJob]) -> String {
     serde_yaml::to_string(&root).unwrap_or_default()
 }
 
-fn pipeline_json(g: &State, pipe: &StandinPipeline) -> Value {
+/// Who created the pipeline (the bot when no creator was recorded).
+fn pipeline_user(g: &State, pipeline: u64) -> ActorInfo {
+    g.creators
+        .get(&pipeline)
+        .cloned()
+        .unwrap_or_else(ActorInfo::bot)
+}
+
+/// A job's `user`: who played it, else who created its pipeline (GitLab sets `user` on play).
+fn job_user(g: &State, j: &StandinJob) -> ActorInfo {
+    g.players
+        .get(&j.id)
+        .cloned()
+        .unwrap_or_else(|| pipeline_user(g, j.pipeline))
+}
+
+/// The `user` of Job and Pipeline hooks (GitLab redacts the email).
+fn hook_user(who: &ActorInfo) -> Value {
+    json!({
+        "id": who.id,
+        "name": who.name,
+        "username": who.username,
+        "avatar_url": null,
+        "email": "[REDACTED]"
+    })
+}
+
+/// `GET /user`: the authenticated user (GitLab's `UserPublic` entity, the fields that matter).
+fn current_user_json(g: &State, actor: Actor) -> Value {
+    let who = g.actor_info(actor);
+    let mut v = g.user_basic_json(&who);
+    v["created_at"] = json!("2024-01-01T00:00:00.000Z");
+    v["bio"] = json!("");
+    v["public_email"] = Value::Null;
+    v["email"] = json!(format!("{}@example.com", who.username));
+    v["bot"] = json!(actor == Actor::Bot);
+    v["two_factor_enabled"] = json!(false);
+    v["external"] = json!(false);
+    v["private_profile"] = json!(false);
+    v
+}
+
+/// A pipeline as the API shows it: `detailed` (`GET …/pipelines/:id`, create, cancel) is
+/// GitLab's `Ci::Pipeline` entity with `user`; lists use `PipelineBasic`, without.
+fn pipeline_json(g: &State, pipe: &StandinPipeline, detailed: bool) -> Value {
     let path = g
         .projects
         .iter()
         .find(|p| p.id == pipe.project)
         .map(|p| p.path.clone())
         .unwrap_or_default();
-    json!({
+    let mut v = json!({
         "id": pipe.id,
         "iid": pipe.iid,
         "project_id": pipe.project,
@@ -1746,7 +2340,11 @@ fn pipeline_json(g: &State, pipe: &StandinPipeline) -> Value {
         "created_at": iso8601(pipe.created_at),
         "updated_at": iso8601(now()),
         "web_url": format!("{}/{path}/-/pipelines/{}", g.base_url, pipe.id)
-    })
+    });
+    if detailed {
+        v["user"] = g.user_basic_json(&pipeline_user(g, pipe.id));
+    }
+    v
 }
 
 fn job_json(g: &State, j: &StandinJob) -> Value {
@@ -1773,6 +2371,7 @@ fn job_json(g: &State, j: &StandinJob) -> Value {
         "duration": duration,
         "failure_reason": if j.status == Status::Failed { Some("script_failure") } else { None },
         "pipeline": {"id": j.pipeline, "project_id": j.project},
+        "user": g.user_basic_json(&job_user(g, j)),
         "web_url": format!("{}/{path}/-/jobs/{}", g.base_url, j.id)
     })
 }

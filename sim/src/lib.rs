@@ -2,7 +2,9 @@
 //! dependency of a function (`tests/architecture.rs` checks `cargo tree`).
 //!
 //! - `gitlab`: an HTTP stand-in that follows GitLab's REST API (status codes, headers,
-//!   pagination, permissions per user, webhooks), with fault injection;
+//!   pagination, users and permissions per user, protected branches, webhooks) and its OAuth 2
+//!   provider (`gitlab/oauth.rs`: authorize, token with PKCE and refresh, revoke), with fault
+//!   injection;
 //! - `slack`: an HTTP stand-in for `response_url` and Slack's Web API, with its limits;
 //! - `runner`: reads a project's `.gitlab-ci.yml`, decides which jobs an API pipeline holds,
 //!   and runs them in bash, writing logs in the runner's format;
