@@ -21,6 +21,9 @@ const DEMO_PROJECT_ID: u64 = 1;
 const DEMO_SIGNING_SECRET: &str = "demo-signing-secret-not-a-real-one";
 const DEMO_BOT_TOKEN: &str = "xoxb-demo-bot-token";
 const DEMO_WEBHOOK_SECRET: &str = "demo-webhook-secret";
+/// The demo's GitLab OAuth application (registered on the stand-in).
+pub const DEMO_OAUTH_CLIENT_ID: &str = "demo-chatops-app";
+const DEMO_OAUTH_CLIENT_SECRET: &str = "gloas-demo-secret-not-a-real-one";
 
 /// A chat user of the demo and the GitLab account it is linked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,13 @@ pub const BOB: DemoUser = DemoUser {
     name: "bob",
     gitlab_id: 12,
     access_level: 20,
+};
+/// Maintainer: may run pipelines on a protected default branch.
+pub const CAROL: DemoUser = DemoUser {
+    slack_id: "U0CAROL",
+    name: "carol",
+    gitlab_id: 13,
+    access_level: 40,
 };
 
 /// What the demo sends, in order: GitLab's example jobs and the ways a run can end.
@@ -108,6 +118,25 @@ pub struct DemoWorld {
     next_trigger: std::sync::atomic::AtomicU64,
 }
 
+/// Who acts in GitLab in a demo world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoIdentity {
+    /// Bot mode: one token, people linked by an administrator (alice and bob are).
+    Bot,
+    /// OAuth: people connect their own GitLab accounts; nobody is linked at start.
+    OAuth,
+}
+
+/// What a person's browser saw on following a connect link.
+#[derive(Debug, Clone)]
+pub struct BrowserVisit {
+    /// GitLab's redirect to our callback (with `code` and `state`), if it redirected there.
+    pub callback_url: Option<String>,
+    /// Our callback page's status and text (tags stripped).
+    pub status: u16,
+    pub page: String,
+}
+
 impl DemoWorld {
     /// Start everything; the GitLab project's jobs come from `project_dir/.gitlab-ci.yml`.
     pub async fn start(
@@ -122,6 +151,25 @@ impl DemoWorld {
         backends: DemoBackends,
         project_dir: &std::path::Path,
         extra_env: &[(&str, &str)],
+    ) -> Result<DemoWorld, LocalError> {
+        Self::start_as(backends, project_dir, extra_env, DemoIdentity::Bot).await
+    }
+
+    /// A world where people connect their own GitLab accounts (OAuth); tokens are sealed
+    /// with a fresh local key unless `extra_env` names a KMS key (`TOKEN_KEY_ID`).
+    pub async fn start_oauth(
+        backends: DemoBackends,
+        project_dir: &std::path::Path,
+        extra_env: &[(&str, &str)],
+    ) -> Result<DemoWorld, LocalError> {
+        Self::start_as(backends, project_dir, extra_env, DemoIdentity::OAuth).await
+    }
+
+    pub async fn start_as(
+        backends: DemoBackends,
+        project_dir: &std::path::Path,
+        extra_env: &[(&str, &str)],
+        identity: DemoIdentity,
     ) -> Result<DemoWorld, LocalError> {
         let setup =
             |what: &str, e: &dyn std::fmt::Display| LocalError::Setup(format!("{what}: {e}"));
@@ -157,7 +205,7 @@ impl DemoWorld {
             &format!("{local_url}{}", chatops_core::completion::WEBHOOK_PATH),
             DEMO_WEBHOOK_SECRET,
         );
-        for u in [ALICE, BOB] {
+        for u in [ALICE, BOB, CAROL] {
             gl.add_user(u.gitlab_id, u.name);
             gl.set_member(DEMO_PROJECT_ID, u.gitlab_id, u.access_level);
         }
@@ -184,6 +232,21 @@ impl DemoWorld {
                 ),
             ),
         ]);
+        if identity == DemoIdentity::OAuth {
+            gl.register_oauth_app(
+                DEMO_OAUTH_CLIENT_ID,
+                DEMO_OAUTH_CLIENT_SECRET,
+                &format!("{local_url}{}", chatops_core::oauth::CALLBACK_PATH),
+            );
+            env.remove("LOCAL_USER_LINKS");
+            env.set("GITLAB_OAUTH_CLIENT_ID", DEMO_OAUTH_CLIENT_ID);
+            env.set("GITLAB_OAUTH_CLIENT_SECRET", DEMO_OAUTH_CLIENT_SECRET);
+            env.set("PUBLIC_BASE_URL", local_url.clone());
+            if !extra_env.iter().any(|(k, _)| *k == "TOKEN_KEY_ID") {
+                let (_, key) = chatops_adapters::seal::LocalSealer::generate();
+                env.set("TOKEN_KEY", key);
+            }
+        }
         for (k, v) in extra_env {
             env.set(*k, *v);
         }
@@ -266,6 +329,68 @@ impl DemoWorld {
             response_url,
             status,
             answer,
+        })
+    }
+
+    /// The connect link ChatOps showed for `cmd` (its immediate answer, or what came back
+    /// through its `response_url`), unescaped.
+    pub fn connect_link(&self, cmd: &SentCommand) -> Option<String> {
+        let mut texts = vec![cmd.answer["text"].as_str().unwrap_or("").to_owned()];
+        texts.extend(self.posts_for(cmd).into_iter().map(|p| p.text));
+        let authorize = format!("{}/oauth/authorize?", self.gitlab.url());
+        texts.iter().rev().find_map(|t| {
+            let start = t.find(&authorize)?;
+            let rest = &t[start..];
+            let end = rest.find(['|', '>', ')', ' ']).unwrap_or(rest.len());
+            Some(rest[..end].replace("&amp;", "&"))
+        })
+    }
+
+    /// Follow a connect link in `user`'s browser (signed in to GitLab as them): GitLab's
+    /// authorize page approves and redirects to our callback, whose page is returned.
+    pub async fn open_in_browser(
+        &self,
+        user: DemoUser,
+        url: &str,
+    ) -> Result<BrowserVisit, LocalError> {
+        let fail = |e: &dyn std::fmt::Display| LocalError::Setup(format!("browser: {e}"));
+        self.gitlab.state().sign_in_browser_as(user.name);
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| fail(&e))?;
+        let resp = no_redirects.get(url).send().await.map_err(|e| fail(&e))?;
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let Some(callback) = location.filter(|l| l.starts_with(&self.running.url())) else {
+            let status = resp.status().as_u16();
+            let page = strip_tags(&resp.text().await.unwrap_or_default());
+            return Ok(BrowserVisit {
+                callback_url: None,
+                status,
+                page,
+            });
+        };
+        self.visit(&callback).await
+    }
+
+    /// Open a URL of ours (a callback) in a browser.
+    pub async fn visit(&self, url: &str) -> Result<BrowserVisit, LocalError> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| LocalError::Setup(format!("browser: {e}")))?;
+        let status = resp.status().as_u16();
+        let page = strip_tags(&resp.text().await.unwrap_or_default());
+        Ok(BrowserVisit {
+            callback_url: Some(url.to_owned()),
+            status,
+            page,
         })
     }
 
@@ -362,11 +487,39 @@ impl DemoWorld {
                 out.push_str(&speak(p, "chat.postMessage"));
             }
         }
-        for u in [ALICE, BOB] {
+        for u in [ALICE, BOB, CAROL] {
             out = out.replace(&format!("@{}", u.slack_id), &format!("@{}", u.name));
         }
         out
     }
+}
+
+/// A page's text without its markup (the demo prints what a person reads).
+fn strip_tags(html: &str) -> String {
+    let body = html.split("<body").nth(1).unwrap_or(html);
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => {
+                in_tag = true;
+                if !out.ends_with(' ') && !out.is_empty() {
+                    out.push(' ');
+                }
+            }
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether the immediate answer ended the command (help, refusal, "could not schedule").

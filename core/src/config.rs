@@ -60,6 +60,10 @@ impl Env {
         self.0.insert(key.into(), value.into());
     }
 
+    pub fn remove(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+
     /// A set, non-empty variable.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0

@@ -368,6 +368,17 @@ impl StandinHandle {
         self.lock().oauth.issued
     }
 
+    /// Every access and refresh token issued so far, for tests that check none of them leaks
+    /// into a log line, a reply or a stored item.
+    pub fn oauth_issued_secrets(&self) -> Vec<String> {
+        self.lock()
+            .oauth
+            .tokens
+            .iter()
+            .flat_map(|t| [t.access.clone(), t.refresh.clone()])
+            .collect()
+    }
+
     /// Successful `grant_type=refresh_token` exchanges.
     pub fn oauth_refresh_count(&self) -> usize {
         self.lock().oauth.refreshes
