@@ -51,6 +51,15 @@ pub fn ssm(sdk: &aws_config::SdkConfig) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::from_conf(conf)
 }
 
+/// A KMS client (token sealing, `seal::KmsSealer`) with the timeouts and retries above.
+pub fn kms(sdk: &aws_config::SdkConfig) -> aws_sdk_kms::Client {
+    let conf = aws_sdk_kms::config::Builder::from(sdk)
+        .timeout_config(timeouts())
+        .retry_config(retries())
+        .build();
+    aws_sdk_kms::Client::from_conf(conf)
+}
+
 /// SSM Parameter Store, `WithDecryption` on. The client is built lazily so a function whose
 /// secrets are all given directly never pays for it.
 pub struct SsmSecrets {

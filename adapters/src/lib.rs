@@ -4,6 +4,7 @@
 //! - `gitlab`: GitLab's REST API (reqwest + rustls; rate limits, retries, pagination);
 //! - `slack`, `mattermost`: posting replies (`response_url`, Web API / REST API);
 //! - `dynamo`, `sqs`, `aws`: the runs table, the run queue, SSM secrets and SDK config;
+//! - `seal`: tokens at rest, sealed with AWS KMS or (local mode, tests) AES-256-GCM;
 //! - `http`: reading answers with a size limit;
 //! - `lambda`: Function URL, SQS batch and EventBridge event shapes;
 //! - `services`: the one place that builds the services for a backend (AWS, embedded).
@@ -14,6 +15,7 @@ pub mod gitlab;
 pub mod http;
 pub mod lambda;
 pub mod mattermost;
+pub mod seal;
 pub mod services;
 pub mod slack;
 pub mod sqs;
