@@ -5,7 +5,9 @@
 //! - the runs table built from the template's own properties, in moto over the DynamoDB wire
 //!   protocol, has the shape `DynamoStore` creates and serves the store's round trip, and a
 //!   dispatcher configured from the template's environment (secrets resolved through SSM)
-//!   starts a pipeline and records the run in it.
+//!   starts a pipeline and records the run in it;
+//! - the token key (per-person GitLab OAuth tokens at rest) rotates, and only the ingress and
+//!   dispatcher roles may seal and open with it, only with the context the sealer sends.
 
 mod support;
 
@@ -146,6 +148,96 @@ fn granted(t: &Value, function: &str, action: &str) -> BTreeSet<String> {
     out
 }
 
+/// The actions a policy statement names.
+fn actions(st: &Value) -> BTreeSet<String> {
+    match &st["Action"] {
+        Value::String(s) => [s.clone()].into(),
+        Value::Sequence(xs) => xs
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// IAM's action wildcards: `*` matches any run of characters, case-insensitively.
+fn action_matches(pattern: &str, action: &str) -> bool {
+    let (p, a) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == a;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !a.starts_with(first) || a.len() < first.len() + last.len() || !a.ends_with(last) {
+        return false;
+    }
+    let mut rest = &a[first.len()..a.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn allows(st: &Value, action: &str) -> bool {
+    st["Effect"] == "Allow" && actions(st).iter().any(|p| action_matches(p, action))
+}
+
+/// The key policy statements of a template KMS key.
+fn key_statements<'a>(t: &'a Value, key: &str) -> &'a [Value] {
+    let key = resource(t, key);
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    key["Properties"]["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .map(Vec::as_slice)
+        .expect("the key has a policy with statements")
+}
+
+/// Every principal a key's policy allows `action`: a template resource by name (`!GetAtt
+/// IngressRole.Arn` → `IngressRole`), a `!Sub` by its text, a literal as is.
+fn key_users(t: &Value, key: &str, action: &str) -> BTreeSet<String> {
+    fn principal(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::String(s) => {
+                out.insert(s.clone());
+            }
+            Value::Sequence(xs) => xs.iter().for_each(|x| principal(x, out)),
+            other => {
+                if let Some(Value::String(s)) = intrinsic(other, "Sub") {
+                    out.insert(s.clone());
+                } else {
+                    references(other, out);
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    for st in key_statements(t, key)
+        .iter()
+        .filter(|st| allows(st, action))
+    {
+        let p = &st["Principal"];
+        if p == "*" {
+            out.insert("*".to_owned());
+        }
+        principal(&p["AWS"], &mut out);
+        principal(&p["Service"], &mut out);
+    }
+    out
+}
+
+/// The role resource a function runs as.
+fn role_of(t: &Value, function: &str) -> String {
+    let mut role = BTreeSet::new();
+    references(&resource(t, function)["Properties"]["Role"], &mut role);
+    role.into_iter()
+        .next()
+        .expect("the function names its role")
+}
+
 #[test]
 fn every_function_gets_exactly_the_variables_its_code_reads() {
     let t = template();
@@ -199,6 +291,19 @@ fn each_function_may_read_the_parameters_and_resources_it_is_given() {
                         "{function}: its role cannot ssm:GetParameter the {r} named by {name}"
                     );
                 } else if let Some(kind) = t["Resources"][r.as_str()]["Type"].as_str() {
+                    if kind == "AWS::KMS::Key" {
+                        // Granted by the key's own policy (see the template's TokenKey).
+                        let role = role_of(&t, function);
+                        for action in ["kms:Encrypt", "kms:Decrypt"] {
+                            assert!(
+                                key_users(&t, &r, action).contains(&role)
+                                    || granted(&t, function, action).contains(&r),
+                                "{function}: {name} names the key {r} but {role} may not \
+                                 {action} with it"
+                            );
+                        }
+                        continue;
+                    }
                     let action = match kind {
                         "AWS::SQS::Queue" => "sqs:SendMessage",
                         "AWS::DynamoDB::Table" => "dynamodb:UpdateItem",
@@ -664,6 +769,11 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
             "SlackApiUrl" => slack.api_url(),
             "ConfigVersion" => "1".to_owned(),
             "SweepAfterSecs" => "300".to_owned(),
+            "TokenKey" => {
+                let kms = chatops_adapters::aws::kms(&cfg);
+                let key = kms.create_key().send().await.unwrap();
+                key.key_metadata.and_then(|m| m.arn).expect("a key ARN")
+            }
             other => panic!("DispatcherFunction.{name} = {other}: teach this test its value"),
         };
         env.set(name, v);
@@ -760,4 +870,162 @@ fn the_dead_letter_alarm_fires_on_the_first_parked_message() {
         q["Properties"]["RedrivePolicy"]["maxReceiveCount"].as_u64(),
         Some(u64::from(chatops_core::dispatcher::MAX_ATTEMPTS))
     );
+}
+
+/// People's GitLab OAuth tokens are sealed with the stack's own key: it rotates, only the
+/// ingress and dispatcher roles may Encrypt/Decrypt with it (in its key policy, which no IAM
+/// policy elsewhere can widen), only with the context the sealer sends, and the completion
+/// function can do neither.
+#[test]
+fn only_the_ingress_and_dispatcher_seal_and_open_tokens() {
+    let t = template();
+    let key = resource(&t, "TokenKey");
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+    let alias = resource(&t, "TokenKeyAlias");
+    assert_eq!(alias["Type"], "AWS::KMS::Alias");
+    let mut target = BTreeSet::new();
+    references(&alias["Properties"]["TargetKeyId"], &mut target);
+    assert_eq!(target.into_iter().collect::<Vec<_>>(), ["TokenKey"]);
+
+    let users: BTreeSet<String> = ["IngressRole", "DispatcherRole"].map(str::to_owned).into();
+    for action in ["kms:Encrypt", "kms:Decrypt"] {
+        assert_eq!(
+            key_users(&t, "TokenKey", action),
+            users,
+            "who may {action} with the token key"
+        );
+    }
+    // The roles may do nothing else with it (no grants, no re-encryption, no data keys).
+    for st in key_statements(&t, "TokenKey") {
+        let mut principals = BTreeSet::new();
+        references(&st["Principal"]["AWS"], &mut principals);
+        if !principals.is_disjoint(&users) {
+            assert_eq!(
+                actions(st),
+                ["kms:Decrypt".to_owned(), "kms:Encrypt".to_owned()].into(),
+                "the function roles' statement"
+            );
+        }
+    }
+    // Each statement letting a role use the key requires exactly our encryption context keys.
+    for st in key_statements(&t, "TokenKey")
+        .iter()
+        .filter(|st| allows(st, "kms:Decrypt") || allows(st, "kms:Encrypt"))
+    {
+        let c = &st["Condition"];
+        let keys: BTreeSet<&str> = c["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"]
+            .as_sequence()
+            .expect("ForAllValues:StringEquals kms:EncryptionContextKeys")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(keys, ["platform", "team", "user"].into());
+        for k in ["platform", "team", "user"] {
+            assert_eq!(
+                c["Null"][format!("kms:EncryptionContext:{k}").as_str()],
+                "false",
+                "the context key {k} must be present"
+            );
+        }
+    }
+    // The account administers the key (a key nobody may manage cannot be deleted).
+    assert!(key_statements(&t, "TokenKey").iter().any(|st| {
+        allows(st, "kms:PutKeyPolicy")
+            && allows(st, "kms:ScheduleKeyDeletion")
+            && intrinsic(&st["Principal"]["AWS"], "Sub")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.ends_with(":root"))
+    }));
+    // No Deny statement, no other door: no role in the template gets KMS use through IAM on
+    // this key or on every key, and the completion role gets nothing at all.
+    for role in ["IngressRole", "DispatcherRole", "CompletionRole"] {
+        let function = role.replace("Role", "Function");
+        for action in ["kms:Encrypt", "kms:Decrypt"] {
+            let g = granted(&t, &function, action);
+            assert!(
+                !g.contains("TokenKey"),
+                "{role}: {action} through IAM; the key policy grants it"
+            );
+        }
+    }
+    let completion = resource(&t, "CompletionRole");
+    for policy in completion["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        for st in policy["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            for action in ["kms:Encrypt", "kms:Decrypt"] {
+                assert!(!allows(st, action), "CompletionRole may {action}");
+            }
+        }
+    }
+    assert!(variables(&t, "CompletionFunction")
+        .iter()
+        .all(|(name, _)| name != "TOKEN_KEY_ID"));
+}
+
+/// The ingress and dispatcher get the token key and the OAuth application; optional ones
+/// set nothing when empty, and the client secret only by reference (an SSM name).
+#[test]
+fn ingress_and_dispatcher_get_the_oauth_settings() {
+    let t = template();
+    for p in [
+        "GitLabOAuthClientId",
+        "GitLabOAuthClientSecretParam",
+        "PublicBaseUrl",
+    ] {
+        assert_eq!(t["Parameters"][p]["Default"], "", "{p} is optional");
+    }
+    for function in ["IngressFunction", "DispatcherFunction"] {
+        let vars: std::collections::BTreeMap<String, Value> =
+            variables(&t, function).into_iter().collect();
+        let refers = |name: &str| {
+            let v = vars
+                .get(name)
+                .unwrap_or_else(|| panic!("{function} lacks {name}"));
+            let mut refs = BTreeSet::new();
+            references(v, &mut refs);
+            (intrinsic(v, "If").is_some(), refs)
+        };
+        assert_eq!(
+            refers("TOKEN_KEY_ID"),
+            (false, ["TokenKey".to_owned()].into())
+        );
+        assert!(
+            matches!(intrinsic(&vars["TOKEN_KEY_ID"], "GetAtt"), Some(Value::String(s)) if s == "TokenKey.Arn"),
+            "{function}: TOKEN_KEY_ID is the key ARN (Decrypt compares it with the ciphertext's key)"
+        );
+        for (name, param) in [
+            ("GITLAB_OAUTH_CLIENT_ID", "GitLabOAuthClientId"),
+            (
+                "GITLAB_OAUTH_CLIENT_SECRET_PARAM",
+                "GitLabOAuthClientSecretParam",
+            ),
+            ("PUBLIC_BASE_URL", "PublicBaseUrl"),
+        ] {
+            assert_eq!(
+                refers(name),
+                (true, [param.to_owned()].into()),
+                "{function}: {name} is set from {param} only when it is not empty"
+            );
+        }
+        assert!(
+            !vars.contains_key("GITLAB_OAUTH_CLIENT_SECRET"),
+            "by reference only"
+        );
+        assert!(granted(&t, function, "ssm:GetParameter").contains("GitLabOAuthClientSecretParam"));
+    }
+    let completion: BTreeSet<String> = variables(&t, "CompletionFunction")
+        .into_iter()
+        .map(|v| v.0)
+        .collect();
+    for name in ["TOKEN_KEY_ID", "GITLAB_OAUTH_CLIENT_SECRET_PARAM"] {
+        assert!(!completion.contains(name), "completion gets {name}");
+    }
 }

@@ -3,9 +3,10 @@
 //!
 //! - `gitlab`: GitLab's REST API (reqwest + rustls; rate limits, retries, pagination), as
 //!   the deployment's read token or as a person (`GitLabAs`); `oauth`: GitLab's OAuth
-//!   token and revoke endpoints; `seal`: tokens at rest (KMS, or a local AES-GCM key);
+//!   token and revoke endpoints;
 //! - `slack`, `mattermost`: posting replies (`response_url`, Web API / REST API);
 //! - `dynamo`, `sqs`, `aws`: the runs table, the run queue, SSM secrets and SDK config;
+//! - `seal`: tokens at rest, sealed with AWS KMS or (local mode, tests) AES-256-GCM;
 //! - `http`: reading answers with a size limit;
 //! - `lambda`: Function URL, SQS batch and EventBridge event shapes;
 //! - `services`: the one place that builds the services for a backend (AWS, embedded).

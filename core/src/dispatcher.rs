@@ -89,7 +89,6 @@ impl DispatcherConfig {
         "GITLAB_OAUTH_CLIENT_SECRET_PARAM",
         "PUBLIC_BASE_URL",
         "TOKEN_KEY_ID",
-        "TOKEN_KEY",
         "GITLAB_PROJECT",
         "CHANNEL_PROJECTS",
         "RUNS_TABLE",

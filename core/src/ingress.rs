@@ -72,8 +72,6 @@ impl IngressConfig {
         "GITLAB_OAUTH_CLIENT_SECRET_PARAM",
         "PUBLIC_BASE_URL",
         "TOKEN_KEY_ID",
-        "TOKEN_KEY",
-        "TOKEN_KEY_PARAM",
     ];
 
     pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
@@ -839,7 +837,7 @@ mod tests {
 
     #[test]
     fn env_lists_every_variable() {
-        assert_eq!(ENV.len(), 17);
+        assert_eq!(ENV.len(), 15);
         assert!(ENV.contains(&"GITLAB_OAUTH_CLIENT_ID"));
         assert!(ENV.contains(&"ALLOWED_RESPONSE_URL_PREFIXES"));
     }

@@ -6,7 +6,8 @@
 //! - values: `ids` (newtypes), `clock`, `secret`, `run` (request, record, status), `command`
 //!   (the slash-command grammar), `config` (typed configuration read from an `Env` map);
 //! - ports (traits the adapters implement): `gitlab::GitLab`, `store::RunStore`,
-//!   `queue::RunQueue`, `chat::ChatApi`, `config::SecretSource`;
+//!   `queue::RunQueue`, `chat::ChatApi`, `config::SecretSource`, `seal::Sealer` (tokens at
+//!   rest, encrypted and bound to whose they are);
 //! - text: `markup` (the one layer that escapes, per platform), `notice` (every sentence a
 //!   person is told, typed), `render` (job reports), `reply` (reply extraction from job logs);
 //! - platform payloads: `slack` (signature check, slash payload), `mattermost` (payload, token);

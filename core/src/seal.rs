@@ -76,7 +76,8 @@ pub enum SealError {
     #[error("the key service is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Wrong key, wrong context, tampered or truncated bytes, or another format: the value
-    /// will never open here (the person must link again).
+    /// will never open here (the person must link again). Also a plaintext the key service
+    /// cannot take (KMS seals 1 to 4096 bytes): retrying would not help either.
     #[error("the sealed value does not open with this key and context")]
     Invalid,
     /// No key, a missing or disabled key, a role that may not use it: an operator's fix.
