@@ -507,6 +507,27 @@ async fn refresh_rotates_and_invalidates_the_old_pair() {
     assert_invalid_grant(r).await;
     assert_invalid_grant(w.refresh("unknown-refresh-token").await).await;
     assert_eq!(w.gl.state().oauth_refresh_count(), 1);
+
+    // `/oauth/*` calls are recorded and take injected faults like the API's.
+    w.gl.state().fail_next(
+        chatops_sim::gitlab::Fault::Status(503),
+        1,
+        Some("/oauth/token"),
+    );
+    assert_eq!(
+        w.refresh(refresh2).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let calls: Vec<u16> =
+        w.gl.state()
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/oauth/token")
+            .map(|r| r.status)
+            .collect();
+    assert_eq!(calls, vec![200, 200, 400, 400, 400, 503]);
+    // The fault spent, the refresh token still works.
+    assert_eq!(w.refresh(refresh2).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
