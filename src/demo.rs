@@ -233,6 +233,9 @@ impl DemoWorld {
             ),
         ]);
         if identity == DemoIdentity::OAuth {
+            // People pass the contract's variables with their own role now: Developers may
+            // (what `chatops gitlab setup --fix-variables-role` sets).
+            gl.set_variables_role(DEMO_PROJECT_ID, "developer");
             gl.register_oauth_app(
                 DEMO_OAUTH_CLIENT_ID,
                 DEMO_OAUTH_CLIENT_SECRET,

@@ -8,8 +8,7 @@
 mod support;
 
 use chatops::demo::{
-    demo_project_dir, DemoBackends, DemoUser, DemoWorld, SentCommand, ALICE, BOB, CAROL,
-    DEMO_TEAM,
+    demo_project_dir, DemoBackends, DemoUser, DemoWorld, SentCommand, ALICE, BOB, CAROL, DEMO_TEAM,
 };
 use chatops_adapters::dynamo::DynamoStore;
 use chatops_core::run::RunStatus;
@@ -36,6 +35,11 @@ async fn world() -> (DemoWorld, Aws) {
 }
 
 async fn world_with(extra: &[(&str, &str)]) -> (DemoWorld, Aws) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
     let sdk = support::aws_config().await;
     let queue_url = aws_sdk_sqs::Client::new(&sdk)
         .create_queue()
@@ -90,12 +94,12 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Everything the person saw for `c`: the immediate answer, then every message that came
+/// through its `response_url` as Slack shows it (blocks included).
 fn texts(world: &DemoWorld, c: &SentCommand) -> String {
     let mut out = c.answer["text"].as_str().unwrap_or("").to_owned();
-    for p in world.posts_for(c) {
-        out.push('\n');
-        out.push_str(&p.text);
-    }
+    out.push('\n');
+    out.push_str(&chatops_sim::slack::render_posts(&world.posts_for(c)));
     out
 }
 
@@ -165,20 +169,25 @@ async fn an_unlinked_person_connects_and_their_command_runs_as_them() {
     let visit = world.open_in_browser(ALICE, &link).await.expect("browser");
     assert_eq!(visit.status, 200, "{}", visit.page);
     assert!(
-        visit.page.contains("Connected as @alice. You can close this tab."),
+        visit
+            .page
+            .contains("Connected as @alice. You can close this tab."),
         "{}",
         visit.page
     );
     assert!(visit.page.contains("hello-world"), "{}", visit.page);
 
     // The command runs by itself, created with alice's own token, and its output comes back.
-    until("the pipeline", || !pipelines_of(&world, "hello-world").is_empty()).await;
+    until("the pipeline", || {
+        !pipelines_of(&world, "hello-world").is_empty()
+    })
+    .await;
     let p = pipelines_of(&world, "hello-world")[0];
     assert_eq!(
         world.gitlab.state().pipeline_creator(p).as_deref(),
         Some("alice")
     );
-    until("the reply", || texts(&world, &cmd).contains("Hello, World")).await;
+    until("the reply", || texts(&world, &cmd).contains("Hello World")).await;
 
     // Every GitLab call the dispatcher made for it authenticated as alice, none as the bot.
     let as_bot: Vec<_> = world
@@ -201,7 +210,10 @@ async fn an_unlinked_person_connects_and_their_command_runs_as_them() {
     // whoami says so.
     let who = world.command(ALICE, "whoami").await.expect("whoami");
     let said = who.answer["text"].as_str().unwrap_or("");
-    assert!(said.contains("`@alice`") && said.contains("as you"), "{said}");
+    assert!(
+        said.contains("`@alice`") && said.contains("as you"),
+        "{said}"
+    );
     let _ = aws.key;
 }
 
@@ -210,7 +222,7 @@ async fn tokens_are_never_stored_or_shown_in_plaintext() {
     let (world, aws) = world().await;
     let (cmd, link) = connect_link_for(&world, ALICE, "run hello-world").await;
     world.open_in_browser(ALICE, &link).await.expect("browser");
-    until("the reply", || texts(&world, &cmd).contains("Hello, World")).await;
+    until("the reply", || texts(&world, &cmd).contains("Hello World")).await;
     let secrets = world.gitlab.state().oauth_issued_secrets();
     assert_eq!(secrets.len(), 2, "one access and one refresh token");
 
@@ -241,12 +253,19 @@ async fn a_used_expired_or_unknown_state_links_nothing() {
     let (_, link) = connect_link_for(&world, ALICE, "run hello-world").await;
     let first = world.open_in_browser(ALICE, &link).await.expect("browser");
     let callback = first.callback_url.clone().expect("GitLab redirected to us");
-    until("the pipeline", || !pipelines_of(&world, "hello-world").is_empty()).await;
+    until("the pipeline", || {
+        !pipelines_of(&world, "hello-world").is_empty()
+    })
+    .await;
     let again = world.visit(&callback).await.expect("replay");
     assert_eq!(again.status, 400);
     assert!(again.page.contains("already used"), "{}", again.page);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(pipelines_of(&world, "hello-world").len(), 1, "not run twice");
+    assert_eq!(
+        pipelines_of(&world, "hello-world").len(),
+        1,
+        "not run twice"
+    );
 
     // Unknown: a state we never issued.
     let forged = format!(
@@ -288,7 +307,11 @@ async fn a_used_expired_or_unknown_state_links_nothing() {
         .into_iter()
         .map(|l| l.gitlab_username)
         .collect();
-    assert_eq!(linked, vec!["alice".to_owned()], "only the first, valid callback linked");
+    assert_eq!(
+        linked,
+        vec!["alice".to_owned()],
+        "only the first, valid callback linked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,7 +366,10 @@ async fn a_protected_branch_refuses_a_developer_that_the_bot_could_have_used() {
 
     // Carol, a Maintainer, may.
     let c = world.command(CAROL, "run hello-world").await.expect("cmd");
-    until("carol's reply", || texts(&world, &c).contains("Hello, World")).await;
+    until("carol's reply", || {
+        texts(&world, &c).contains("Hello World")
+    })
+    .await;
     let p = pipelines_of(&world, "hello-world");
     assert_eq!(p.len(), 1);
     assert_eq!(
@@ -357,7 +383,10 @@ async fn a_reporter_gets_gitlabs_refusal() {
     let (world, _aws) = world().await;
     connect(&world, BOB).await;
     let c = world.command(BOB, "run hello-world").await.expect("cmd");
-    until("the refusal", || texts(&world, &c).contains("GitLab denied")).await;
+    until("the refusal", || {
+        texts(&world, &c).contains("GitLab denied")
+    })
+    .await;
     assert!(pipelines_of(&world, "hello-world").is_empty());
 }
 
@@ -371,7 +400,7 @@ async fn an_expiring_token_is_refreshed_once_under_ten_concurrent_dispatches() {
     world.gitlab.state().set_access_token_lifetime_secs(7200);
     let old = world.gitlab.state().oauth_issued_secrets();
 
-    let now = chatops_core::clock::SystemClock.now_secs();
+    let now = chatops_core::clock::Clock::now(&chatops_core::clock::SystemClock);
     let requests: Vec<String> = (0..10)
         .map(|i| {
             let mut r = support::run_request(
@@ -401,7 +430,11 @@ async fn an_expiring_token_is_refreshed_once_under_ten_concurrent_dispatches() {
             chatops_core::dispatcher::Delivery::Done
         );
     }
-    assert_eq!(world.gitlab.state().oauth_refresh_count(), 1, "exactly one refresh");
+    assert_eq!(
+        world.gitlab.state().oauth_refresh_count(),
+        1,
+        "exactly one refresh"
+    );
     let created = pipelines_of(&world, "hello-world");
     assert_eq!(created.len(), 10, "all ten succeed");
     for p in created {
@@ -434,7 +467,10 @@ async fn a_revoked_connection_asks_the_person_to_reconnect() {
     let c = world.command(ALICE, "run hello-world").await.expect("cmd");
     until("the reconnect link", || world.connect_link(&c).is_some()).await;
     let shown = texts(&world, &c);
-    assert!(shown.contains("no longer accepts your connection"), "{shown}");
+    assert!(
+        shown.contains("no longer accepts your connection"),
+        "{shown}"
+    );
     assert!(pipelines_of(&world, "hello-world").is_empty());
     let link = aws
         .store()
@@ -449,7 +485,7 @@ async fn a_revoked_connection_asks_the_person_to_reconnect() {
     let link = world.connect_link(&c).expect("link");
     let visit = world.open_in_browser(ALICE, &link).await.expect("browser");
     assert_eq!(visit.status, 200, "{}", visit.page);
-    until("the reply", || texts(&world, &c).contains("Hello, World")).await;
+    until("the reply", || texts(&world, &c).contains("Hello World")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,7 +519,7 @@ async fn the_logs_of_a_full_run_hold_no_token() {
     let (world, aws) = world().await;
     let (cmd, link) = connect_link_for(&world, ALICE, "run hello-world").await;
     world.open_in_browser(ALICE, &link).await.expect("browser");
-    until("the reply", || texts(&world, &cmd).contains("Hello, World")).await;
+    until("the reply", || texts(&world, &cmd).contains("Hello World")).await;
     world.command(ALICE, "unlink").await.expect("unlink");
     let captured = logs.text();
     assert!(
@@ -493,6 +529,11 @@ async fn the_logs_of_a_full_run_hold_no_token() {
     for s in world.gitlab.state().oauth_issued_secrets() {
         assert!(!captured.contains(&s), "a token is in the logs");
     }
+    // Nor the connect link's state, which would let someone else finish the link.
+    assert!(
+        !captured.contains(&state_of(&link)),
+        "the state is in the logs"
+    );
     let _ = aws;
 }
 

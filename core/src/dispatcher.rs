@@ -421,7 +421,12 @@ impl Dispatcher {
         rec.status = RunStatus::Refused;
         rec.updated_at = self.clock.now();
         self.save(&mut rec).await?;
-        tracing::info!(request_id = %rec.request.request_id, reason = %text, "run refused");
+        if matches!(notice, Notice::Connect { .. }) {
+            // The link's state is single use but still a credential: never in a log line.
+            tracing::info!(request_id = %rec.request.request_id, "connect link sent; the run waits for the person to connect");
+        } else {
+            tracing::info!(request_id = %rec.request.request_id, reason = %text, "run refused");
+        }
         Ok(())
     }
 

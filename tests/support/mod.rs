@@ -207,3 +207,43 @@ pub fn dispatcher_config(
         first_check_secs: 300,
     }
 }
+
+/// Everything this test process logs from now on (every level the product's functions log
+/// at in production, and debug for our crates), for tests that check what never appears in
+/// a log line. One per process (nextest runs each test in its own).
+pub fn capture_logs() -> CapturedLogs {
+    use std::sync::{Arc, Mutex};
+    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let sink = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "info,chatops=debug,chatops_core=debug,chatops_adapters=debug",
+        ))
+        .with_ansi(false)
+        .with_writer(move || LogWriter(sink.clone()))
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("one log capture per process");
+    CapturedLogs(buf)
+}
+
+pub struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().map(|b| b.clone()).unwrap_or_default()).into_owned()
+    }
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(data);
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
