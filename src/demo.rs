@@ -499,7 +499,10 @@ impl DemoWorld {
 
 /// A page's text without its markup (the demo prints what a person reads).
 fn strip_tags(html: &str) -> String {
-    let body = html.split("<body").nth(1).unwrap_or(html);
+    let body = html
+        .split_once("<body")
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map_or(html, |(_, rest)| rest);
     let mut out = String::new();
     let mut in_tag = false;
     for c in body.chars() {
@@ -643,9 +646,111 @@ pub async fn run_demo() -> anyhow::Result<i32> {
     if !refusals.is_empty() {
         return Ok(1);
     }
+    println!("{} commands, every one answered.", sent.len());
+    drop(world);
+
     println!(
-        "{} commands, every one answered. Try your own: `chatops local` (README, 'Local mode').",
-        sent.len()
+        "\n--- Identity: with a GitLab OAuth application, people connect their own accounts and \
+         every GitLab action runs as them. Nobody is linked yet; the deployment holds no token \
+         that can create pipelines."
     );
+    let world = match DemoWorld::start_oauth(DemoBackends::Embedded, &dir, &[]).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("chatops demo: {e}");
+            return Ok(1);
+        }
+    };
+    let (story, ok) = identity_script(&world).await?;
+    print!("{story}");
+    if !ok {
+        println!("\nthe identity part did not go as it should");
+        return Ok(1);
+    }
+    println!("\nEvery command answered. Try your own: `chatops local` (README, 'Local mode').");
     Ok(0)
+}
+
+/// The identity part of the demo: alice connects from her first command (the demo "clicks"
+/// the link in her browser) and it runs as her; a Maintainer protects `main`, and alice, a
+/// Developer, is refused by GitLab itself, though the deployment's Maintainer token could
+/// have run it; `whoami` and `unlink`. Returns the story and whether each step happened.
+pub async fn identity_script(world: &DemoWorld) -> Result<(String, bool), LocalError> {
+    let mut out = String::new();
+    let mut ok = true;
+    let mut sent = Vec::new();
+
+    let c = world.command(ALICE, "run hello-world").await?;
+    ok &= world
+        .settle(std::slice::from_ref(&c), Duration::from_secs(30))
+        .await;
+    sent.push(c.clone());
+    out.push_str(&world.transcript(std::slice::from_ref(&c)));
+    let Some(link) = world.connect_link(&c) else {
+        out.push_str("  (no connect link was shown)\n");
+        return Ok((out, false));
+    };
+    let visit = world.open_in_browser(ALICE, &link).await?;
+    out.push_str(&format!(
+        "\nalice clicks the link; GitLab asks her to authorize ChatOps, she does; her browser shows:\n  {}\n",
+        visit.page
+    ));
+    ok &= visit.status == 200;
+    ok &= world.settle(&sent, Duration::from_secs(60)).await;
+    out.push_str("\nthen, in the channel:\n");
+    let shown = world.transcript(std::slice::from_ref(&c));
+    // What came after the connect link: the run itself.
+    let after = shown
+        .split("starts by itself")
+        .nth(1)
+        .and_then(|rest| rest.split_once('\n').map(|(_, r)| r))
+        .unwrap_or(&shown);
+    out.push_str(after);
+    let created_by = world
+        .gitlab
+        .state()
+        .pipelines()
+        .last()
+        .and_then(|p| world.gitlab.state().pipeline_creator(p.id));
+    out.push_str(&format!(
+        "  (GitLab: the pipeline was created by {})\n",
+        created_by.as_deref().unwrap_or("nobody")
+    ));
+    ok &= created_by.as_deref() == Some(ALICE.name);
+
+    let who = world.command(ALICE, "whoami").await?;
+    out.push('\n');
+    out.push_str(
+        &world
+            .transcript(std::slice::from_ref(&who))
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    out.push('\n');
+
+    world
+        .gitlab
+        .state()
+        .protect_branch(DEMO_PROJECT_ID, "main", 40);
+    out.push_str(
+        "\nA Maintainer protects main: only Maintainers may run pipelines on it. The \
+         deployment's own token is a Maintainer; alice is a Developer.\n",
+    );
+    let refused = world.command(ALICE, "run hello-world").await?;
+    ok &= world
+        .settle(std::slice::from_ref(&refused), Duration::from_secs(30))
+        .await;
+    let shown = world.transcript(std::slice::from_ref(&refused));
+    ok &= shown.contains("sufficient permission to run a pipeline on 'main'");
+    out.push_str(&shown.lines().skip(1).collect::<Vec<_>>().join("\n"));
+    out.push('\n');
+
+    let bye = world.command(ALICE, "unlink").await?;
+    let shown = world.transcript(std::slice::from_ref(&bye));
+    ok &= shown.contains("GitLab revoked the tokens");
+    out.push_str(&shown.lines().skip(1).collect::<Vec<_>>().join("\n"));
+    out.push('\n');
+    Ok((out, ok))
 }

@@ -401,6 +401,12 @@ fn demo_binary_prints_the_transcript() {
         "bob › /chatops run hello-world",
         "You are not allowed",
         "8 commands, every one answered",
+        "Connect your GitLab account",
+        "Connected as @alice. You can close this tab.",
+        "the pipeline was created by alice",
+        "You do not have sufficient permission to run a pipeline on 'main'",
+        "GitLab revoked the tokens",
+        "Every command answered.",
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
     }

@@ -275,6 +275,14 @@ impl Notice {
                      output to show."
                 ))
             }
+            // GitLab's sentence is about a missing job; a refusal of the person is not.
+            Notice::Unscheduled {
+                job,
+                why: why @ (Unscheduled::ProtectedBranch { .. } | Unscheduled::GitLabDenied { .. }),
+            } => Rich::new()
+                .text("The command could not be scheduled.")
+                .br()
+                .then(why.rich(job)),
             Notice::Unscheduled { job, why } => could_not_schedule(job).br().then(why.rich(job)),
             Notice::Connect { url, job, again } => {
                 let mut r = if *again {
