@@ -337,7 +337,71 @@ impl Counters {
     }
 }
 
+/// Who acts in GitLab: the bot token (admin-made links), or each person with their own OAuth
+/// token (linked through the real connect flow; tokens sealed with KMS on moto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Bot,
+    OAuth,
+}
+
+const OAUTH_CLIENT: &str = "calls-app";
+const OAUTH_SECRET: &str = "calls-app-secret";
+const PUBLIC_BASE: &str = "https://chatops.calls.test";
+
 async fn world() -> World {
+    world_as(Mode::Bot).await
+}
+
+/// People connect as the product has them do: a connect link, GitLab's authorize page
+/// approving as them (the stand-in's browser), the callback exchanging the code.
+async fn connect_people(
+    gitlab: &GitLabStandin,
+    sdk: &aws_config::SdkConfig,
+    env: &Env,
+    table: &str,
+) {
+    let settings = chatops_core::oauth::OAuthSettings::from_env(env, &NoSecrets, &gitlab.url())
+        .await
+        .expect("OAuth settings")
+        .expect("OAuth is configured");
+    let services = services::Services::new(
+        &services::Backend::Aws {
+            queue_url: String::new(),
+            table: table.to_owned(),
+        },
+        sdk,
+    );
+    let identity = services.identity(&settings).expect("identity");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for (user, name) in [("U1", "alice"), ("U2", "bob")] {
+        let person = chatops_core::identity::ChatPerson {
+            platform: chatops_core::run::Platform::Slack,
+            team_id: TeamId::new(TEAM),
+            user_id: ChatUserId::new(user),
+        };
+        let redirect = settings.redirect_uri(None).expect("redirect URI");
+        let url = identity
+            .connect_link(&person, &redirect, None)
+            .await
+            .expect("connect link");
+        gitlab.state().sign_in_browser_as(name);
+        let resp = browser.get(&url).send().await.expect("authorize");
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("GitLab redirects to the callback")
+            .to_owned();
+        let query = location.split_once('?').map(|(_, q)| q).unwrap_or("");
+        identity.complete(query).await.expect("connected");
+    }
+}
+
+async fn world_as(mode: Mode) -> World {
     let gitlab = GitLabStandin::start().await;
     let gl = gitlab.state();
     gl.add_project(PROJECT, PROJECT_PATH);
@@ -370,8 +434,13 @@ async fn world() -> World {
         .await
         .expect("table");
     let direct = DynamoStore::new(aws_sdk_dynamodb::Client::new(&moto_sdk), table.clone());
-    // As `chatops users link` leaves them: checked on GitLab, with the user's id.
-    for (user, name, id) in [("U1", "alice", 7), ("U2", "bob", 8)] {
+    // Bot mode: as `chatops users link` leaves them, checked on GitLab, with the user's id.
+    // OAuth: connected below, through the connect flow.
+    let admin_links: &[(&str, &str, u64)] = match mode {
+        Mode::Bot => &[("U1", "alice", 7), ("U2", "bob", 8)],
+        Mode::OAuth => &[],
+    };
+    for &(user, name, id) in admin_links {
         direct
             .link_user(&UserLink {
                 team_id: TeamId::new(TEAM),
@@ -412,7 +481,7 @@ async fn world() -> World {
         &sdk,
     )
     .expect("ingress services");
-    let dispatcher_env = Env::from_pairs([
+    let mut dispatcher_env = Env::from_pairs([
         ("GITLAB_URL", gitlab.url()),
         ("GITLAB_TOKEN", gitlab.token()),
         ("GITLAB_PROJECT", PROJECT_PATH.to_owned()),
@@ -420,6 +489,36 @@ async fn world() -> World {
         ("SLACK_BOT_TOKEN", BOT.to_owned()),
         ("SLACK_API_URL", slack_api.clone()),
     ]);
+    if mode == Mode::OAuth {
+        gl.register_oauth_app(
+            OAUTH_CLIENT,
+            OAUTH_SECRET,
+            &format!("{PUBLIC_BASE}{}", chatops_core::oauth::CALLBACK_PATH),
+        );
+        // Developers may pass the contract's variables (people act with their own role).
+        gl.set_variables_role(PROJECT, "developer");
+        let key = chatops_adapters::aws::kms(&moto_sdk)
+            .create_key()
+            .send()
+            .await
+            .expect("KMS key")
+            .key_metadata
+            .and_then(|m| m.arn)
+            .expect("key ARN");
+        // No GitLab token: every call of a run is made with the person's.
+        dispatcher_env = Env::from_pairs([
+            ("GITLAB_URL", gitlab.url()),
+            ("GITLAB_PROJECT", PROJECT_PATH.to_owned()),
+            ("RUNS_TABLE", table.clone()),
+            ("SLACK_BOT_TOKEN", BOT.to_owned()),
+            ("SLACK_API_URL", slack_api.clone()),
+            ("GITLAB_OAUTH_CLIENT_ID", OAUTH_CLIENT.to_owned()),
+            ("GITLAB_OAUTH_CLIENT_SECRET", OAUTH_SECRET.to_owned()),
+            ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
+            ("TOKEN_KEY_ID", key),
+        ]);
+        connect_people(&gitlab, &moto_sdk, &dispatcher_env, &table).await;
+    }
     let dispatcher = services::aws_dispatcher(
         DispatcherConfig::from_env(&dispatcher_env, &NoSecrets)
             .await
@@ -1066,4 +1165,64 @@ async fn calls_per_run_within_budget() {
         "a successful run reached AWS services other than SQS and DynamoDB:\n{}",
         detail(success)
     );
+}
+
+/// The same runs with people's own tokens (OAuth): GitLab decides access (no members
+/// lookup), and the person's tokens are opened once per dispatch (KMS `Decrypt`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_per_run_with_oauth_within_budget() {
+    let w = world_as(Mode::OAuth).await;
+    let mut reports = Vec::new();
+    for (n, kind) in Kind::ALL.into_iter().enumerate() {
+        reports.push(w.one_run(kind, n).await);
+    }
+    println!();
+    println!("with OAuth (each person's own token; KMS on moto):");
+    println!("{}", table(&reports));
+    for r in &reports {
+        let kms: Vec<&str> = r
+            .all
+            .iter()
+            .filter(|c| c.system == System::OtherAws)
+            .map(|c| c.op.as_str())
+            .collect();
+        println!("  {:<12} other AWS: {kms:?}", r.kind.label());
+    }
+    for r in &reports {
+        println!("{}", detail(r));
+    }
+    let success = &reports[0];
+    assert_eq!(success.kind, Kind::Success);
+    assert_eq!(success.end, RunStatus::Replied, "{}", detail(success));
+    let over = over_budget(&success.figures());
+    assert!(
+        over.is_empty(),
+        "over budget: {}\n{}",
+        over.join("; "),
+        detail(success)
+    );
+    let others: Vec<&str> = success
+        .all
+        .iter()
+        .filter(|c| c.system == System::OtherAws)
+        .map(|c| c.op.as_str())
+        .collect();
+    assert_eq!(
+        others,
+        vec!["TrentService.Decrypt"],
+        "one KMS Decrypt per run, nothing else:\n{}",
+        detail(success)
+    );
+    // Access is GitLab's to decide: no members lookup with the person's own token.
+    assert!(
+        !success.all.iter().any(|c| c.op.contains("/members/")),
+        "{}",
+        detail(success)
+    );
+    // The Reporter was refused by GitLab itself.
+    let refused = reports
+        .iter()
+        .find(|r| r.kind == Kind::Refused)
+        .expect("refused run");
+    assert_eq!(refused.end, RunStatus::Refused);
 }

@@ -384,7 +384,7 @@ async fn a_reporter_gets_gitlabs_refusal() {
     connect(&world, BOB).await;
     let c = world.command(BOB, "run hello-world").await.expect("cmd");
     until("the refusal", || {
-        texts(&world, &c).contains("GitLab denied")
+        texts(&world, &c).contains("You are not allowed")
     })
     .await;
     assert!(pipelines_of(&world, "hello-world").is_empty());

@@ -276,9 +276,14 @@ impl Notice {
                 ))
             }
             // GitLab's sentence is about a missing job; a refusal of the person is not.
+            // GitLab's own access-denied text (`Presenters::Access#access_denied`).
             Notice::Unscheduled {
                 job,
-                why: why @ (Unscheduled::ProtectedBranch { .. } | Unscheduled::GitLabDenied { .. }),
+                why: why @ Unscheduled::GitLabDenied { .. },
+            } => why.rich(job),
+            Notice::Unscheduled {
+                job,
+                why: why @ Unscheduled::ProtectedBranch { .. },
             } => Rich::new()
                 .text("The command could not be scheduled.")
                 .br()
@@ -404,10 +409,16 @@ impl Unscheduled {
                     " is protected and your GitLab role may not run pipelines on it. A \
                      Maintainer can give you the role, or run the job for you.",
                 ),
-            Unscheduled::GitLabDenied { message } => Rich::new().text(format!(
-                "GitLab denied your account this ({message}). Your role on the project decides \
-                 what you can run from chat; ask a Maintainer of the project for access."
-            )),
+            Unscheduled::GitLabDenied { message } => Rich::new()
+                .text(
+                    "You are not allowed to perform the given ChatOps command. Most likely you \
+                     do not have access to the GitLab project for this ChatOps integration.",
+                )
+                .br()
+                .text(format!(
+                    "GitLab answered: {message}. Your role on the project decides what you can \
+                     run from chat; a Maintainer of the project can give you access."
+                )),
             Unscheduled::NoDefaultBranch => {
                 Rich::new().text("The project has no default branch (is the repository empty?).")
             }
