@@ -116,6 +116,11 @@ pub struct DeployPlan {
     pub config_version: Option<String>,
     pub fix_variables_role: bool,
     pub secrets: Vec<StoredSecret>,
+    /// `GITLAB_OAUTH_CLIENT_ID`: people act in GitLab as themselves (README, "Identity");
+    /// `None` is bot mode.
+    pub oauth_client_id: Option<String>,
+    /// `PUBLIC_BASE_URL`: the callback's base for a custom domain.
+    pub public_base_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +452,16 @@ pub fn plan(
         ));
     }
     let alarm_email = a.given(args.alarm_email.as_deref(), &["ALARM_EMAIL"]);
+    let oauth_client_id = a.given(None, &["GITLAB_OAUTH_CLIENT_ID"]);
+    let oauth_secret = a.given(None, &["GITLAB_OAUTH_CLIENT_SECRET"]);
+    if oauth_client_id.is_some() != oauth_secret.is_some() && oauth_secret.is_some() {
+        return Err(DeployError::Input(
+            "GITLAB_OAUTH_CLIENT_SECRET is set without GITLAB_OAUTH_CLIENT_ID: set both (the \
+             GitLab application's ID and secret) or neither"
+                .into(),
+        ));
+    }
+    let public_base_url = a.given(None, &["PUBLIC_BASE_URL"]);
 
     let name = |leaf: &str| format!("/{stack}/{leaf}");
     let mut secrets = vec![
@@ -496,7 +511,18 @@ pub fn plan(
             });
         }
     }
+    if oauth_client_id.is_some() {
+        // A re-run may leave it out: the secret stored the first time stays.
+        secrets.push(StoredSecret {
+            var: "GITLAB_OAUTH_CLIENT_SECRET",
+            template_param: "GitLabOAuthClientSecretParam",
+            name: name("gitlab-oauth-client-secret"),
+            value: oauth_secret.map(Secret::new),
+        });
+    }
     Ok(DeployPlan {
+        oauth_client_id,
+        public_base_url,
         region,
         stack,
         gitlab_url,
@@ -661,6 +687,12 @@ pub fn parameter_overrides(
     }
     if let Some(email) = &plan.alarm_email {
         p.push(("AlarmEmail".into(), email.clone()));
+    }
+    if let Some(id) = &plan.oauth_client_id {
+        p.push(("GitLabOAuthClientId".into(), id.clone()));
+    }
+    if let Some(base) = &plan.public_base_url {
+        p.push(("PublicBaseUrl".into(), base.clone()));
     }
     if let Some(v) = config_version {
         p.push(("ConfigVersion".into(), v.to_owned()));
@@ -1052,6 +1084,38 @@ pub async fn run(
 
     step(out, started, "5/6 Chat platform");
     let mut todo: Vec<String> = Vec::new();
+    // The OAuth callback lives on the ingress's Function URL (or the custom domain).
+    let base = plan.public_base_url.clone().or_else(|| {
+        outputs
+            .get("SlackRequestUrl")
+            .and_then(|u| {
+                u.split_once("://")
+                    .map(|(s, rest)| (s.to_owned(), rest.to_owned()))
+            })
+            .map(|(scheme, rest)| format!("{scheme}://{}", rest.split('/').next().unwrap_or("")))
+    });
+    if let Some(base) = base {
+        let redirect = format!(
+            "{}{}",
+            base.trim_end_matches('/'),
+            chatops_core::oauth::CALLBACK_PATH
+        );
+        match &plan.oauth_client_id {
+            Some(_) => {
+                let _ = writeln!(
+                    out,
+                    "GitLab OAuth: people connect their own accounts; the application's redirect \
+                     URI must be exactly {redirect}"
+                );
+            }
+            None => todo.push(format!(
+                "Bot mode: every pipeline runs as the GitLab token's user. To have people act \
+                 as themselves, register a GitLab application (README, \"Register the GitLab \
+                 application\") with the redirect URI {redirect} and scope api, then run make \
+                 deploy again with GITLAB_OAUTH_CLIENT_ID and GITLAB_OAUTH_CLIENT_SECRET set."
+            )),
+        }
+    }
     let pending: Vec<&str> = outcome
         .stored
         .iter()
@@ -1126,12 +1190,14 @@ pub async fn run(
         ));
     }
     let table = outputs.get("RunsTableName").cloned().unwrap_or_default();
-    todo.push(format!(
-        "Link each person to their GitLab user (the answer to their first /chatops run prints \
-         their ids): RUNS_TABLE={table} AWS_DEFAULT_REGION={} cargo run --release --bin chatops \
-         -- users link <team id>/<user id> <gitlab username>",
-        plan.region
-    ));
+    if plan.oauth_client_id.is_none() {
+        todo.push(format!(
+            "Link each person to their GitLab user (the answer to their first /chatops run \
+             prints their ids): RUNS_TABLE={table} AWS_DEFAULT_REGION={} cargo run --release \
+             --bin chatops -- users link <team id>/<user id> <gitlab username>",
+            plan.region
+        ));
+    }
     todo.push("Try it: /chatops run hello-world (see README \"A chat job\").".into());
 
     step(out, started, "6/6 What is left");

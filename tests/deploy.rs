@@ -664,3 +664,42 @@ fn sam_parameter_overrides_keep_commas_and_equals_inside_values() {
         r#"ChannelProjects="C1=group/a,C2=42" SlackBotTokenParam="" GitLabUrl="https://gitlab.example.com" Odd="a \"quoted\" \\ value""#
     );
 }
+
+#[tokio::test]
+async fn an_oauth_application_is_stored_and_passed_and_its_redirect_uri_printed() {
+    let w = world("eu-west-2").await;
+    let env = w.env(&[
+        ("SLACK_SIGNING_SECRET", SIGNING),
+        ("SLACK_BOT_TOKEN", BOT),
+        ("GITLAB_OAUTH_CLIENT_ID", "app-id-123"),
+        ("GITLAB_OAUTH_CLIENT_SECRET", "gloas-app-secret-value"),
+    ]);
+    let (_, text) = w.deploy(&w.args(), &env, &mut NoPrompt).await;
+    assert_eq!(
+        ssm_get(&w.sdk, &w.name("gitlab-oauth-client-secret"))
+            .await
+            .as_deref(),
+        Some("gloas-app-secret-value")
+    );
+    let calls = w.deployer.calls.lock().unwrap().clone();
+    let p = &calls[0];
+    assert_eq!(p["GitLabOAuthClientId"], "app-id-123");
+    assert_eq!(
+        p["GitLabOAuthClientSecretParam"],
+        w.name("gitlab-oauth-client-secret")
+    );
+    assert!(
+        text.contains("/oauth/gitlab/callback"),
+        "the redirect URI is printed:\n{text}"
+    );
+    assert_no_secret(&text, &["gloas-app-secret-value"]);
+    assert!(
+        !text.contains("users link"),
+        "people connect themselves:\n{text}"
+    );
+
+    // A secret without its id is a mistake, said before anything is written.
+    let env = w.env(&[("GITLAB_OAUTH_CLIENT_SECRET", "gloas-x")]);
+    let err = deploy::plan(&w.args(), &env, &mut NoPrompt).unwrap_err();
+    assert!(err.to_string().contains("GITLAB_OAUTH_CLIENT_ID"), "{err}");
+}
