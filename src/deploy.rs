@@ -464,12 +464,22 @@ pub fn plan(
     let public_base_url = a.given(None, &["PUBLIC_BASE_URL"]);
 
     let name = |leaf: &str| format!("/{stack}/{leaf}");
+    // Bot mode: the functions act with the administrator's token. With OAuth they only read
+    // jobs and logs: a separate read_api token (`GITLAB_READ_TOKEN`) is stored, and the
+    // administrator's own token stays on this machine (it sets up the webhook).
+    let stored_token = match &oauth_client_id {
+        None => ("GITLAB_TOKEN", gitlab_token.clone()),
+        Some(_) => (
+            "GITLAB_READ_TOKEN",
+            a.given(None, &["GITLAB_READ_TOKEN"]).map(Secret::new),
+        ),
+    };
     let mut secrets = vec![
         StoredSecret {
-            var: "GITLAB_TOKEN",
+            var: stored_token.0,
             template_param: "GitLabTokenParam",
             name: name("gitlab-token"),
-            value: gitlab_token.clone(),
+            value: stored_token.1,
         },
         StoredSecret {
             var: "GITLAB_WEBHOOK_SECRET",

@@ -673,8 +673,15 @@ async fn an_oauth_application_is_stored_and_passed_and_its_redirect_uri_printed(
         ("SLACK_BOT_TOKEN", BOT),
         ("GITLAB_OAUTH_CLIENT_ID", "app-id-123"),
         ("GITLAB_OAUTH_CLIENT_SECRET", "gloas-app-secret-value"),
+        ("GITLAB_READ_TOKEN", "glpat-read-api-only"),
     ]);
     let (_, text) = w.deploy(&w.args(), &env, &mut NoPrompt).await;
+    // The functions get the read token; the administrator's token (which set up the
+    // webhook) is not stored.
+    assert_eq!(
+        ssm_get(&w.sdk, &w.name("gitlab-token")).await.as_deref(),
+        Some("glpat-read-api-only")
+    );
     assert_eq!(
         ssm_get(&w.sdk, &w.name("gitlab-oauth-client-secret"))
             .await
