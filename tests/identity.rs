@@ -558,3 +558,125 @@ async fn bot_mode_still_links_by_administrator() {
         .all(|r| r.status != RunStatus::Dispatching);
     assert!(done);
 }
+
+/// Mattermost: the same flow, the person named by its payload's team and user ids, the
+/// ingress wired as its Lambda main wires it (`aws_ingress`), its link sealed with KMS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mattermost_user_connects_the_same_way() {
+    use chatops_core::config::{Env, NoSecrets};
+    use chatops_core::ingress::IngressConfig;
+    const MM_TOKEN: &str = "mm-slash-token";
+    const TEAM: &str = "tc3kpbe4m7gm3pc8ih4ge7rkpe";
+    const USER: &str = "ukzbfd5tqjr5jjkn8ffzoid6ma";
+
+    let (world, aws) = world().await;
+    let gitlab = &world.gitlab;
+    let env = Env::from_pairs([
+        ("MATTERMOST_TOKEN", MM_TOKEN.to_owned()),
+        (
+            "MATTERMOST_URL",
+            "https://mattermost.example.com".to_owned(),
+        ),
+        ("RUN_QUEUE_URL", "https://sqs.invalid/unused".to_owned()),
+        ("RUNS_TABLE", aws.table.clone()),
+        ("GITLAB_URL", gitlab.url()),
+        (
+            "GITLAB_OAUTH_CLIENT_ID",
+            chatops::demo::DEMO_OAUTH_CLIENT_ID.to_owned(),
+        ),
+        (
+            "GITLAB_OAUTH_CLIENT_SECRET",
+            "gloas-demo-secret-not-a-real-one".to_owned(),
+        ),
+        ("TOKEN_KEY_ID", aws.key.clone()),
+    ]);
+    let ingress = chatops_adapters::services::aws_ingress(
+        IngressConfig::from_env(&env, &NoSecrets)
+            .await
+            .expect("config"),
+        &aws.sdk,
+    )
+    .expect("ingress");
+    // The Function URL's host is where the callback goes (no PUBLIC_BASE_URL here): the
+    // demo world registered its own address, so use it as the host.
+    let host = world.running.url().trim_start_matches("http://").to_owned();
+    let body = serde_urlencoded::to_string([
+        ("channel_id", "fukyvsrqe3fmmfqs8s8ot7aqdo"),
+        ("channel_name", "town-square"),
+        ("command", "/chatops"),
+        (
+            "response_url",
+            "https://mattermost.example.com/hooks/commands/qw8rj7ztnbyhbkr7",
+        ),
+        ("team_domain", "acme"),
+        ("team_id", TEAM),
+        ("text", "link"),
+        ("token", MM_TOKEN),
+        ("trigger_id", "dHJpZ2dlcjox"),
+        ("user_id", USER),
+        ("user_name", "alice"),
+    ])
+    .expect("form");
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/mattermost/commands")
+        .header("host", &host)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(bytes::Bytes::from(body))
+        .expect("request");
+    let resp = ingress.handle(req).await;
+    assert_eq!(resp.status(), 200);
+    let answer: serde_json::Value = serde_json::from_str(resp.body()).expect("json");
+    let text = answer["text"].as_str().unwrap_or("");
+    assert_eq!(answer["response_type"], "ephemeral");
+    // Mattermost markdown: [Connect your GitLab account](<authorize URL>).
+    let url = text
+        .split_once("](")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(u, _)| u.to_owned())
+        .expect("a markdown link");
+    assert!(url.contains(&format!(
+        "redirect_uri=http%3A%2F%2F{}%2Foauth%2Fgitlab%2Fcallback",
+        host.replace(':', "%3A")
+    )));
+
+    // The browser: GitLab approves as alice and sends it to the callback on this ingress.
+    gitlab.state().sign_in_browser_as("alice");
+    let location = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(&url)
+        .send()
+        .await
+        .expect("authorize")
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("redirected")
+        .to_owned();
+    let path_and_query = location.trim_start_matches(&format!("http://{host}"));
+    let req = http::Request::builder()
+        .method("GET")
+        .uri(path_and_query)
+        .header("host", &host)
+        .body(bytes::Bytes::new())
+        .expect("request");
+    let resp = ingress.handle(req).await;
+    assert_eq!(resp.status(), 200, "{}", resp.body());
+    assert!(
+        resp.body().contains("Connected as @alice"),
+        "{}",
+        resp.body()
+    );
+
+    let link = aws
+        .store()
+        .get_user(TEAM, USER)
+        .await
+        .expect("store")
+        .expect("linked");
+    assert_eq!(link.platform, Some(chatops_core::run::Platform::Mattermost));
+    assert_eq!(link.gitlab_username, "alice");
+    assert!(link.grant.is_some());
+}
