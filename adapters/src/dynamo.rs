@@ -172,20 +172,17 @@ fn link_from_item(item: &Item) -> Result<UserLink, StoreError> {
         platform: get_s(item, "platform").and_then(|p| {
             serde_json::from_value::<Platform>(serde_json::Value::String(p.to_owned())).ok()
         }),
-        grant: match get_s(item, "grant_sealed") {
-            None => None,
-            Some(sealed) => Some(Grant {
-                sealed: sealed.to_owned(),
-                expires_at: get_n(item, "grant_expires_at").unwrap_or(0),
-                version: get_n(item, "grant_version").unwrap_or(0),
-                broken: item
-                    .get("grant_broken")
-                    .and_then(|v| v.as_bool().ok())
-                    .copied()
-                    .unwrap_or(false),
-                refresh_lock_until: get_n(item, "grant_lock_until").unwrap_or(0),
-            }),
-        },
+        grant: get_s(item, "grant_sealed").map(|sealed| Grant {
+            sealed: sealed.to_owned(),
+            expires_at: get_n(item, "grant_expires_at").unwrap_or(0),
+            version: get_n(item, "grant_version").unwrap_or(0),
+            broken: item
+                .get("grant_broken")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
+            refresh_lock_until: get_n(item, "grant_lock_until").unwrap_or(0),
+        }),
     })
 }
 

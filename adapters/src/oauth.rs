@@ -176,7 +176,8 @@ mod tests {
 
     #[test]
     fn errors_map_by_oauth_error_code() {
-        let table: &[(u16, &str, fn(&OAuthError) -> bool)] = &[
+        type Case = (u16, &'static str, fn(&OAuthError) -> bool);
+        let table: &[Case] = &[
             (
                 400,
                 r#"{"error":"invalid_grant","error_description":"The provided authorization grant is invalid"}"#,

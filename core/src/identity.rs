@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// How long one invocation may hold the right to refresh a person's tokens.
 const REFRESH_LOCK_SECS: u64 = 30;
+/// How long `unlink` waits for GitLab to confirm the revocation (the link is gone already).
+const REVOKE_BUDGET: Duration = Duration::from_millis(1500);
 /// How often a waiting invocation re-reads the link while another one refreshes.
 const REFRESH_POLL: Duration = Duration::from_millis(200);
 
@@ -518,8 +520,16 @@ impl Identity {
             match self.sealer.open(&bytes, &who.seal_context()).await {
                 Ok(secret) => {
                     if let Some(t) = Tokens::from_secret(&secret, grant.expires_at) {
-                        // Revoking the refresh token revokes its access token too.
-                        revoked = self.oauth.revoke(&t.refresh_token).await.is_ok();
+                        // Revoking the refresh token revokes its access token too. Bounded:
+                        // the ingress answers within Slack's 3 seconds either way.
+                        revoked = matches!(
+                            tokio::time::timeout(
+                                REVOKE_BUDGET,
+                                self.oauth.revoke(&t.refresh_token)
+                            )
+                            .await,
+                            Ok(Ok(()))
+                        );
                         if !revoked {
                             tracing::warn!(team, user, "GitLab did not confirm the revocation");
                         }
