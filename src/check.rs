@@ -216,7 +216,9 @@ pub async fn check(
                 project: project.to_string(),
                 detail,
             },
-            GitLabError::Unauthorized(detail) => CheckError::TokenRefused(detail),
+            GitLabError::Unauthorized(detail) | GitLabError::Forbidden(detail) => {
+                CheckError::TokenRefused(detail)
+            }
             other => CheckError::GitLab(other),
         })?;
     let p = settings.project.clone();
@@ -419,7 +421,9 @@ async fn check_webhook(
     );
     let hooks = match gitlab.hooks(p.id).await {
         Ok(h) => h,
-        Err(GitLabError::Unauthorized(detail)) | Err(GitLabError::NotFound(detail)) => {
+        Err(GitLabError::Unauthorized(detail))
+        | Err(GitLabError::Forbidden(detail))
+        | Err(GitLabError::NotFound(detail)) => {
             report.findings.push(Finding {
                 kind: FindingKind::Webhook,
                 text: format!(

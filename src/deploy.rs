@@ -929,7 +929,7 @@ pub async fn run(
                     "project {p} was not found, or the token cannot see it ({d}): check \
                      GITLAB_PROJECT / CHANNEL_PROJECTS and GITLAB_URL"
                 ),
-                GitLabError::Unauthorized(d) => format!(
+                GitLabError::Unauthorized(d) | GitLabError::Forbidden(d) => format!(
                     "GitLab refused the token ({d}): it may be expired or lack the api scope"
                 ),
                 other => other.to_string(),

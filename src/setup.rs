@@ -188,19 +188,21 @@ pub async fn setup(
             project: project.to_string(),
             detail,
         },
-        GitLabError::Unauthorized(detail) => SetupError::TokenRefused(detail),
+        GitLabError::Unauthorized(detail) | GitLabError::Forbidden(detail) => {
+            SetupError::TokenRefused(detail)
+        }
         other => SetupError::GitLab(other),
     })?;
 
     // Listing hooks needs the same rights as changing them (Maintainer), so this is the
     // access check, done before anything is written.
     let hooks = gitlab.hooks(found.id).await.map_err(|e| match e {
-        GitLabError::Unauthorized(detail) | GitLabError::NotFound(detail) => {
-            SetupError::NoHookAccess {
-                project: found.path_with_namespace.clone(),
-                detail,
-            }
-        }
+        GitLabError::Unauthorized(detail)
+        | GitLabError::Forbidden(detail)
+        | GitLabError::NotFound(detail) => SetupError::NoHookAccess {
+            project: found.path_with_namespace.clone(),
+            detail,
+        },
         other => SetupError::GitLab(other),
     })?;
     let existing = hooks.iter().find(|h| same_url(&h.url, webhook_url));
@@ -219,10 +221,12 @@ pub async fn setup(
         )
         .await
         .map_err(|e| match e {
-            GitLabError::Unauthorized(detail) => SetupError::NoHookAccess {
-                project: found.path_with_namespace.clone(),
-                detail,
-            },
+            GitLabError::Unauthorized(detail) | GitLabError::Forbidden(detail) => {
+                SetupError::NoHookAccess {
+                    project: found.path_with_namespace.clone(),
+                    detail,
+                }
+            }
             other => SetupError::GitLab(other),
         })?;
     if !hook.pipeline_events {
@@ -393,7 +397,9 @@ pub async fn pipeline_variables(
         Err(e) => VariablesOutcome::ChangeRefused {
             current,
             detail: match e {
-                GitLabError::Rejected(m) | GitLabError::Unauthorized(m) => m,
+                GitLabError::Rejected(m)
+                | GitLabError::Unauthorized(m)
+                | GitLabError::Forbidden(m) => m,
                 other => other.to_string(),
             },
         },
