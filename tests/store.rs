@@ -134,8 +134,8 @@ async fn one_reply_under_concurrency_in_one_write_each() {
             .unwrap(),
         ReplyClaim::Claimed { .. }
     ));
-    assert!(st.finish_reply(&req.request_id, 2_002).await.unwrap());
-    assert!(!st.finish_reply(&req.request_id, 2_003).await.unwrap());
+    assert!(st.finish_reply(&req.request_id, 2_002, None).await.unwrap());
+    assert!(!st.finish_reply(&req.request_id, 2_003, None).await.unwrap());
     let stored = st.get_run(&req.request_id).await.unwrap().unwrap();
     assert_eq!(stored.status, RunStatus::Replied);
     // A later save by a slow owner must not reopen it.
@@ -317,7 +317,7 @@ async fn due_runs_and_find_by_pipeline_use_the_indexes() {
         ReplyClaim::Claimed { .. }
     ));
     assert!(st
-        .finish_reply(&RequestId::new("r-open-3"), 1_400)
+        .finish_reply(&RequestId::new("r-open-3"), 1_400, None)
         .await
         .unwrap());
     st.schedule_check(&RequestId::new("r-open-1"), 5_000, 1)

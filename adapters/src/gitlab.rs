@@ -64,6 +64,7 @@ enum Auth {
 
 type ProjectCache = std::collections::HashMap<(u64, String), (Project, Instant)>;
 type CiCache = std::collections::HashMap<(u64, u64, String), (CiConfig, Instant)>;
+type MergedCache = std::collections::HashMap<(u64, u64, String), (MergedCi, Instant)>;
 
 /// GitLab REST API v4 client.
 pub struct GitLabClient {
@@ -79,6 +80,8 @@ pub struct GitLabClient {
     projects: std::sync::Arc<std::sync::Mutex<ProjectCache>>,
     /// The jobs of a project's default branch, likewise (`ci/lint` is the slowest call).
     ci: std::sync::Arc<std::sync::Mutex<CiCache>>,
+    /// The merged CI configuration likewise (`help`: a burst of it asks GitLab once).
+    merged: std::sync::Arc<std::sync::Mutex<MergedCache>>,
 }
 
 impl chatops_core::gitlab::GitLabAs for GitLabClient {
@@ -92,6 +95,7 @@ impl chatops_core::gitlab::GitLabAs for GitLabClient {
             policy: self.policy.clone(),
             projects: self.projects.clone(),
             ci: self.ci.clone(),
+            merged: self.merged.clone(),
         })
     }
 }
@@ -140,6 +144,7 @@ impl GitLabClient {
             policy,
             projects: Default::default(),
             ci: Default::default(),
+            merged: Default::default(),
         })
     }
 
@@ -721,6 +726,30 @@ impl GitLab for GitLabClient {
     }
 
     async fn merged_ci_yaml(
+        &self,
+        project: ProjectId,
+        git_ref: &str,
+    ) -> Result<MergedCi, GitLabError> {
+        let key = (self.token_key, project.0, git_ref.to_owned());
+        let cached = self
+            .merged
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+            .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL);
+        if let Some((m, _)) = cached {
+            return Ok(m);
+        }
+        let m = self.merged_ci_yaml_uncached(project, git_ref).await?;
+        if let Ok(mut c) = self.merged.lock() {
+            c.insert(key, (m.clone(), Instant::now()));
+        }
+        Ok(m)
+    }
+}
+
+impl GitLabClient {
+    async fn merged_ci_yaml_uncached(
         &self,
         project: ProjectId,
         git_ref: &str,
