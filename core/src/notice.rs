@@ -503,7 +503,7 @@ impl Notice {
                     };
                 }
                 let mut r = match job {
-                    Some(j) => Rich::new().bold("Last runs of ").code(j),
+                    Some(j) => Rich::new().bold("Last runs of").text(" ").code(j),
                     None => Rich::new().bold("Last runs from this channel"),
                 };
                 for l in runs {
@@ -1231,6 +1231,20 @@ mod tests {
                         },
                     ],
                     job: None,
+                },
+            ),
+            (
+                "channel_history_of_job",
+                Notice::ChannelHistory {
+                    runs: vec![RunLine {
+                        job: job.clone(),
+                        user_name: "alice".into(),
+                        state: RunState::Canceled,
+                        received_at: 1_767_225_600,
+                        secs: Some(4000),
+                        url: None,
+                    }],
+                    job: Some(job.clone()),
                 },
             ),
             (
