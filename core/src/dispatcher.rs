@@ -499,13 +499,15 @@ impl Dispatcher {
         } else {
             now + self.config.first_check_secs
         };
-        let stored = self.save(rec).await?;
+        // Audited before the run is saved: once saved, its webhook may finish it (and audit
+        // its result) at any moment, and the entries must keep the run's order.
         let event = AuditEvent::PipelineCreated {
             as_person: self.identity.is_some(),
             manual,
             ran_as: pipeline.user.as_ref().map(|u| u.username.clone()),
         };
-        self.audit.record(self.audit.of_run(event, &stored)).await;
+        self.audit.record(self.audit.of_run(event, rec)).await;
+        let stored = self.save(rec).await?;
         self.announce(&req, &pipeline, &job).await;
         if job.status.is_final() || stored.early_hook_at.is_some() {
             // The job ended before the run was saved: its webhook found the run still
