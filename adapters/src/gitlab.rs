@@ -80,8 +80,11 @@ pub struct GitLabClient {
     projects: std::sync::Arc<std::sync::Mutex<ProjectCache>>,
     /// The jobs of a project's default branch, likewise (`ci/lint` is the slowest call).
     ci: std::sync::Arc<std::sync::Mutex<CiCache>>,
-    /// The merged CI configuration likewise (`help`: a burst of it asks GitLab once).
+    /// The merged CI configuration likewise (`help`: a burst of it asks GitLab once), when
+    /// `cache_merged_ci` asked for it (the functions do; `chatops gitlab check` reads it
+    /// fresh, as an administrator checks an edit).
     merged: std::sync::Arc<std::sync::Mutex<MergedCache>>,
+    cache_merged: bool,
 }
 
 impl chatops_core::gitlab::GitLabAs for GitLabClient {
@@ -96,6 +99,7 @@ impl chatops_core::gitlab::GitLabAs for GitLabClient {
             projects: self.projects.clone(),
             ci: self.ci.clone(),
             merged: self.merged.clone(),
+            cache_merged: self.cache_merged,
         })
     }
 }
@@ -145,7 +149,15 @@ impl GitLabClient {
             projects: Default::default(),
             ci: Default::default(),
             merged: Default::default(),
+            cache_merged: false,
         })
+    }
+
+    /// Reuse the merged CI configuration for [`PROJECT_CACHE_TTL`] per token and ref, as the
+    /// project and the CI jobs are (the functions' clients).
+    pub fn cache_merged_ci(mut self) -> Self {
+        self.cache_merged = true;
+        self
     }
 
     /// The API root, e.g. `https://gitlab.com/api/v4`.
@@ -730,6 +742,9 @@ impl GitLab for GitLabClient {
         project: ProjectId,
         git_ref: &str,
     ) -> Result<MergedCi, GitLabError> {
+        if !self.cache_merged {
+            return self.merged_ci_yaml_uncached(project, git_ref).await;
+        }
         let key = (self.token_key, project.0, git_ref.to_owned());
         let cached = self
             .merged

@@ -162,7 +162,8 @@ impl Services {
         .map_err(ServicesError::OAuth)?;
         // No deployed token: this client only ever acts with a person's token.
         let gitlab_as = GitLabClient::new(&settings.gitlab_url, Secret::default())
-            .map_err(ServicesError::GitLabUrl)?;
+            .map_err(ServicesError::GitLabUrl)?
+            .cache_merged_ci();
         Ok(Arc::new(Identity {
             settings: settings.clone(),
             store: self.store.clone(),
@@ -276,9 +277,12 @@ pub fn store(sdk: &aws_config::SdkConfig, table: &str) -> DynamoStore {
     DynamoStore::new(crate::aws::dynamodb(sdk), table)
 }
 
-/// GitLab's REST API at `url` with `token`.
+/// GitLab's REST API at `url` with `token`, its answers reused a minute per container (the
+/// functions').
 pub fn gitlab(url: &str, token: Secret) -> Result<Arc<dyn GitLab>, ServicesError> {
     Ok(Arc::new(
-        GitLabClient::new(url, token).map_err(ServicesError::GitLabUrl)?,
+        GitLabClient::new(url, token)
+            .map_err(ServicesError::GitLabUrl)?
+            .cache_merged_ci(),
     ))
 }

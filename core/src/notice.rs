@@ -60,6 +60,14 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// Still going (or waiting): no result yet.
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self,
+            RunState::Starting | RunState::Running | RunState::Manual
+        )
+    }
+
     fn label(&self) -> &'static str {
         match self {
             RunState::Starting => "starting",
@@ -514,7 +522,9 @@ impl Notice {
                         .then(job_link(l))
                         .text(format!(" by {} · {}", l.user_name, l.state.label()));
                     if let Some(secs) = l.secs {
-                        r = r.text(format!(" in {}", human_duration(secs as f64)));
+                        // An open run has been going this long; an ended one took this long.
+                        let how = if l.state.is_open() { "for" } else { "in" };
+                        r = r.text(format!(" {how} {}", human_duration(secs as f64)));
                     }
                     r = r.text(format!(" · {}", when(l.received_at)));
                 }
@@ -1220,6 +1230,14 @@ mod tests {
                             received_at: 1_767_139_200,
                             secs: None,
                             url: None,
+                        },
+                        RunLine {
+                            job: "restart".into(),
+                            user_name: "alice".into(),
+                            state: RunState::Manual,
+                            received_at: 1_767_139_150,
+                            secs: Some(86_450),
+                            url: Some("https://gitlab.example.com/g/p/-/jobs/9".into()),
                         },
                         RunLine {
                             job: "db-check".into(),
