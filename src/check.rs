@@ -496,6 +496,7 @@ impl Evaluation<'_> {
     fn context(&self, job: &str) -> PipelineContext {
         let req = RunRequest {
             version: RUN_REQUEST_VERSION,
+            kind: chatops_core::run::RequestKind::Run,
             request_id: RequestId::new("chatops-check"),
             platform: Platform::Slack,
             team_id: TeamId::new("T0000000000"),

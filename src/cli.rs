@@ -50,6 +50,9 @@ pub enum Command {
     /// The guided deploy (make deploy): secrets into SSM, the stack, GitLab webhooks, the
     /// Slack manifest, and what is left to do. Safe to run again.
     Deploy(Box<crate::deploy::DeployArgs>),
+    /// Read the audit log (AUDIT_TABLE): who ran what, refusals, pipelines, results; as a
+    /// table or as JSON lines.
+    Audit(crate::audit_cli::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         .await),
         Command::Local { port, aws } => crate::local::run_cli(port, aws).await,
         Command::Demo => crate::demo::run_demo().await,
+        Command::Audit(args) => crate::audit_cli::run_cli(&args).await,
         Command::Deploy(args) => Ok(crate::deploy::run_cli(
             &args,
             &chatops_core::config::Env::from_process(),

@@ -1,6 +1,7 @@
 //! The `chatops` command line, as a library so the end-to-end tests drive the same code:
 //!
 //! - `cli`: the clap parser and the dispatch to each subcommand;
+//! - `audit_cli`: `chatops audit` (reads the audit log, filters, table or JSON lines);
 //! - `users`: `chatops users link|unlink|list` (the use case is `chatops_core::users`);
 //! - `setup`: `chatops gitlab setup` (the project webhooks and the pipeline-variables role,
 //!   with the admin's own token);
@@ -13,6 +14,7 @@
 //! Nothing here is linked by a function: the Lambdas depend on `chatops-core` and
 //! `chatops-adapters` only.
 
+pub mod audit_cli;
 pub mod check;
 pub mod cli;
 pub mod demo;

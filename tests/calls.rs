@@ -6,7 +6,9 @@
 //!
 //! - GitLab: the stand-in records every request (`requests()`);
 //! - DynamoDB and SQS: a `FaultProxy` without rules sits between the product and moto (the
-//!   SDK's endpoint is the proxy); `seen()` gives every request's `X-Amz-Target`;
+//!   SDK's endpoint is the proxy); `seen()` gives every request's `X-Amz-Target`, and its
+//!   body's `TableName` tells the audit table's writes ("DynamoDB audit", counted apart so
+//!   the runs table's figures stay comparable) from the runs table's;
 //! - Slack: a second `FaultProxy` in front of the Slack stand-in (both the `response_url`s
 //!   and the Web API go through it), counting paths;
 //! - invocations: `Ingress::handle`, `dispatch_batch` (once per SQS delivery) and
@@ -76,6 +78,8 @@ const BUDGET: Figures = Figures {
     gitlab: 7,
     dynamodb_reads: 2,
     dynamodb_writes: 5,
+    // command received, pipeline created, result.
+    audit_writes: 3,
     sqs: 1,
     slack: 2,
     invocations: 4,
@@ -89,6 +93,8 @@ const BUDGET: Figures = Figures {
 enum System {
     GitLab,
     DynamoDb,
+    /// The audit table (`AUDIT_TABLE`), apart from the runs table.
+    DynamoDbAudit,
     Sqs,
     Slack,
     /// Anything else that reached the AWS endpoint (SSM, KMS, …).
@@ -100,6 +106,7 @@ impl System {
         match self {
             System::GitLab => "GitLab",
             System::DynamoDb => "DynamoDB",
+            System::DynamoDbAudit => "DynamoDB audit",
             System::Sqs => "SQS",
             System::Slack => "Slack",
             System::OtherAws => "other AWS",
@@ -163,10 +170,18 @@ fn gitlab_op(r: &RecordedRequest) -> String {
     format!("{} {}{query}", r.method, out.join("/"))
 }
 
-/// An AWS request by its `X-Amz-Target` (`DynamoDB_20120810.GetItem`, `AmazonSQS.SendMessage`).
-fn aws_call(target: &str) -> Call {
+/// An AWS request by its `X-Amz-Target` (`DynamoDB_20120810.GetItem`, `AmazonSQS.SendMessage`);
+/// a DynamoDB request to `audit_table` (its body's `TableName`) is the audit log's.
+fn aws_call(target: &str, body: &[u8], audit_table: &str) -> Call {
+    let table = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["TableName"].as_str().map(str::to_owned));
     let (system, op) = if let Some(op) = target.strip_prefix("DynamoDB_20120810.") {
-        (System::DynamoDb, op)
+        if table.as_deref() == Some(audit_table) {
+            (System::DynamoDbAudit, op)
+        } else {
+            (System::DynamoDb, op)
+        }
     } else if let Some(op) = target.strip_prefix("AmazonSQS.") {
         (System::Sqs, op)
     } else {
@@ -307,6 +322,7 @@ struct Counters {
     gitlab: StandinHandle,
     aws: Arc<FaultProxy>,
     slack: Arc<FaultProxy>,
+    audit_table: String,
 }
 
 impl Counters {
@@ -327,7 +343,15 @@ impl Counters {
                 op: gitlab_op(r),
             })
             .collect();
-        out.extend(self.aws.seen()[from.aws..].iter().map(|(t, _)| aws_call(t)));
+        // The bodies after the targets: there are at least as many.
+        let seen = self.aws.seen();
+        let bodies = self.aws.seen_bodies();
+        out.extend(
+            seen[from.aws..]
+                .iter()
+                .zip(&bodies[from.aws..])
+                .map(|((t, _), b)| aws_call(t, b, &self.audit_table)),
+        );
         out.extend(
             self.slack.seen()[from.slack..]
                 .iter()
@@ -433,6 +457,13 @@ async fn world_as(mode: Mode) -> World {
     DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&moto_sdk), &table)
         .await
         .expect("table");
+    let audit_table = support::unique_name("calls-audit");
+    chatops_adapters::audit::DynamoAudit::create_table(
+        &aws_sdk_dynamodb::Client::new(&moto_sdk),
+        &audit_table,
+    )
+    .await
+    .expect("audit table");
     let direct = DynamoStore::new(aws_sdk_dynamodb::Client::new(&moto_sdk), table.clone());
     // Bot mode: as `chatops users link` leaves them, checked on GitLab, with the user's id.
     // OAuth: connected below, through the connect flow.
@@ -473,6 +504,7 @@ async fn world_as(mode: Mode) -> World {
             "ALLOWED_RESPONSE_URL_PREFIXES",
             format!("{}/commands/", slack_proxy.url()),
         ),
+        ("AUDIT_TABLE", audit_table.clone()),
     ]);
     let ingress = services::aws_ingress(
         IngressConfig::from_env(&ingress_env, &NoSecrets)
@@ -488,6 +520,7 @@ async fn world_as(mode: Mode) -> World {
         ("RUNS_TABLE", table.clone()),
         ("SLACK_BOT_TOKEN", BOT.to_owned()),
         ("SLACK_API_URL", slack_api.clone()),
+        ("AUDIT_TABLE", audit_table.clone()),
     ]);
     if mode == Mode::OAuth {
         gl.register_oauth_app(
@@ -533,6 +566,7 @@ async fn world_as(mode: Mode) -> World {
         ("RUNS_TABLE", table.clone()),
         ("SLACK_BOT_TOKEN", BOT.to_owned()),
         ("SLACK_API_URL", slack_api),
+        ("AUDIT_TABLE", audit_table.clone()),
     ]);
     let completion = Arc::new(
         services::aws_completion(
@@ -558,6 +592,7 @@ async fn world_as(mode: Mode) -> World {
         gitlab: gitlab.state(),
         aws: aws.clone(),
         slack: slack_proxy.clone(),
+        audit_table,
     };
     let app = {
         let (completion, hooks, counters) = (completion.clone(), hooks.clone(), counters.clone());
@@ -714,6 +749,8 @@ struct Figures {
     gitlab: usize,
     dynamodb_reads: usize,
     dynamodb_writes: usize,
+    /// `PutItem`s on the audit table.
+    audit_writes: usize,
     sqs: usize,
     slack: usize,
     invocations: usize,
@@ -728,6 +765,7 @@ impl RunReport {
             gitlab: count(System::GitLab),
             dynamodb_reads: count(System::DynamoDb) - writes,
             dynamodb_writes: writes,
+            audit_writes: count(System::DynamoDbAudit),
             sqs: count(System::Sqs),
             slack: count(System::Slack),
             invocations: self.invocations.len(),
@@ -1036,9 +1074,10 @@ impl World {
 
 fn row(label: &str, f: &Figures, by_function: &str) -> String {
     format!(
-        "  {label:<12} {:>6} {:>10} {:>5} {:>6} {:>13}   {by_function}",
+        "  {label:<12} {:>6} {:>10} {:>6} {:>5} {:>6} {:>13}   {by_function}",
         f.gitlab,
         format!("{}/{}", f.dynamodb_reads, f.dynamodb_writes),
+        f.audit_writes,
         f.sqs,
         f.slack,
         format!("{}/{}", f.invocations, f.invocations_with_io),
@@ -1052,10 +1091,10 @@ fn table(reports: &[RunReport]) -> String {
         "calls per run, from the signed slash command until the run is at rest \
          (GitLab and Slack stand-ins, SQS and DynamoDB on moto):"
     );
-    let header = |cells: [&str; 7]| {
+    let header = |cells: [&str; 8]| {
         format!(
-            "  {:<12} {:>6} {:>10} {:>5} {:>6} {:>13}   {}",
-            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
+            "  {:<12} {:>6} {:>10} {:>6} {:>5} {:>6} {:>13}   {}",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]
         )
     };
     let _ = writeln!(
@@ -1065,6 +1104,7 @@ fn table(reports: &[RunReport]) -> String {
             "kind",
             "GitLab",
             "DynamoDB",
+            "audit",
             "SQS",
             "Slack",
             "invocations",
@@ -1074,7 +1114,16 @@ fn table(reports: &[RunReport]) -> String {
     let _ = writeln!(
         out,
         "{}",
-        header(["", "", "reads/wr.", "", "", "total/I/O", "total/I/O"])
+        header([
+            "",
+            "",
+            "reads/wr.",
+            "writes",
+            "",
+            "",
+            "total/I/O",
+            "total/I/O"
+        ])
     );
     for r in reports {
         let _ = writeln!(
@@ -1126,6 +1175,7 @@ fn over_budget(f: &Figures) -> Vec<String> {
     check("GitLab", f.gitlab, BUDGET.gitlab);
     check("DynamoDB reads", f.dynamodb_reads, BUDGET.dynamodb_reads);
     check("DynamoDB writes", f.dynamodb_writes, BUDGET.dynamodb_writes);
+    check("DynamoDB audit writes", f.audit_writes, BUDGET.audit_writes);
     check("SQS", f.sqs, BUDGET.sqs);
     check("Slack", f.slack, BUDGET.slack);
     check("invocations", f.invocations, BUDGET.invocations);

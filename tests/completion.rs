@@ -121,6 +121,7 @@ async fn harness(opts: Opts) -> H {
 
     let token = opts.bot_token.then(|| Secret::new(BOT_TOKEN));
     let config = CompletionConfig {
+        audit: Default::default(),
         webhook_secret: Secret::new(HOOK_SECRET),
         gitlab_url: gl.url(),
         gitlab_token: Secret::new(gl.token()),
@@ -142,6 +143,7 @@ async fn harness(opts: Opts) -> H {
         clock: clock_dyn.clone(),
     };
     let c = Completion {
+        audit: Default::default(),
         config,
         gitlab: Arc::new(client),
         store: store_dyn,

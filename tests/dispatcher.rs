@@ -73,6 +73,7 @@ async fn harness() -> Harness {
             .unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dispatcher = Dispatcher {
+        audit: Default::default(),
         identity: None,
         gitlab: Arc::new(client),
         store: store.clone(),
@@ -100,6 +101,7 @@ impl Harness {
     fn request(&self, id: &str, job: &str, input: &str) -> RunRequest {
         RunRequest {
             version: RUN_REQUEST_VERSION,
+            kind: chatops_core::run::RequestKind::Run,
             request_id: RequestId::new(id),
             platform: Platform::Slack,
             team_id: TeamId::new("T1"),
@@ -793,8 +795,10 @@ async fn sample_sqs_event_dispatches() {
     let chat = Arc::new(RecordingChat::default());
     let clock: Arc<dyn Clock> = Arc::new(chatops_sim::ManualClock::at(request.received_at + 2));
     let d = Dispatcher {
+        audit: Default::default(),
         identity: None,
         config: DispatcherConfig {
+            audit: Default::default(),
             gitlab_url: "https://gitlab.example.com".into(),
             gitlab_token: Secret::new("t"),
             oauth: None,
@@ -855,8 +859,10 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
     let chat = Arc::new(RecordingChat::default());
     let clock: Arc<dyn Clock> = Arc::new(chatops_sim::ManualClock::at(good.received_at + 60));
     let d = Dispatcher {
+        audit: Default::default(),
         identity: None,
         config: DispatcherConfig {
+            audit: Default::default(),
             gitlab_url: "https://gitlab.example.com".into(),
             gitlab_token: Secret::new("t"),
             oauth: None,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 fn config() -> DispatcherConfig {
     DispatcherConfig {
+        audit: Default::default(),
         gitlab_url: "https://gitlab.example.com".into(),
         gitlab_token: Secret::new("t"),
         oauth: None,
@@ -32,6 +33,7 @@ fn config() -> DispatcherConfig {
 fn request() -> RunRequest {
     RunRequest {
         version: RUN_REQUEST_VERSION,
+        kind: chatops_core::run::RequestKind::Run,
         request_id: RequestId::new("req-1"),
         platform: Platform::Slack,
         team_id: TeamId::new("T1"),
@@ -64,6 +66,7 @@ fn setup() -> (
     let chat = Arc::new(RecordingChat::default());
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(1_010));
     let d = Dispatcher {
+        audit: Default::default(),
         identity: None,
         config: config(),
         gitlab: gl.clone(),

@@ -80,6 +80,7 @@ async fn world() -> World {
     let config =
         support::dispatcher_config(gitlab.url(), &gitlab.token(), table, slack.api_url(), BOT);
     let dispatcher = Dispatcher {
+        audit: Default::default(),
         identity: None,
         gitlab: Arc::new(
             GitLabClient::with_policy(&gitlab.url(), Secret::new(gitlab.token()), quick_gitlab())
@@ -109,6 +110,7 @@ impl World {
     fn request(&self, id: &str) -> RunRequest {
         RunRequest {
             version: RUN_REQUEST_VERSION,
+            kind: chatops_core::run::RequestKind::Run,
             request_id: RequestId::new(id),
             platform: Platform::Slack,
             team_id: TeamId::new("T1"),

@@ -313,10 +313,15 @@ async fn signing_example_through_the_handler() {
         ("x-slack-request-timestamp", ts),
         ("x-slack-signature", sig),
     ];
-    // The example's text is empty: a verified request that asks for the usage.
+    // The example's text is empty: a verified request that asks for the usage (and queues
+    // the job list for the dispatcher to follow up with).
     let resp = ingress
         .handle(request("POST", "/slack/commands", &headers, body.clone()))
         .await;
+    let queued = queue.drain();
+    assert_eq!(queued.len(), 1, "the help follow-up");
+    let help: chatops_core::run::RunRequest = serde_json::from_str(&queued[0]).unwrap();
+    assert_eq!(help.kind, chatops_core::run::RequestKind::Help);
     assert_eq!(resp.status(), 200, "{}", resp.body());
     let v = json_body(&resp);
     assert_eq!(v["response_type"], "ephemeral");
@@ -359,6 +364,7 @@ async fn signed_slack_run_is_queued_with_every_field() {
     assert!(r.request_id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
     let want = RunRequest {
         version: RUN_REQUEST_VERSION,
+        kind: chatops_core::run::RequestKind::Run,
         request_id: r.request_id.clone(),
         platform: Platform::Slack,
         team_id: TeamId::new("T0001"),
@@ -699,7 +705,8 @@ async fn every_bad_input_gets_its_answer_and_queues_nothing() {
         }
     }
 
-    // Texts that are not `run`: an ephemeral answer, nothing queued.
+    // Texts that are not `run`: an ephemeral answer, nothing queued (`help` queues only the
+    // job list, checked below).
     for (text, says) in [
         ("", "*Usage*"),
         ("help", "$CHATOPS_JOB == $CI_JOB_NAME"),
@@ -725,7 +732,18 @@ async fn every_bad_input_gets_its_answer_and_queues_nothing() {
         assert_eq!(json_body(&resp)["response_type"], "ephemeral", "{text:?}");
     }
 
-    assert_eq!(m.drain().await, vec![], "bad input must queue nothing");
+    let queued = m.drain().await;
+    assert!(
+        queued
+            .iter()
+            .all(|r| r.kind == chatops_core::run::RequestKind::Help && r.job.is_empty()),
+        "bad input must queue nothing: {queued:?}"
+    );
+    assert_eq!(
+        queued.len(),
+        4,
+        "`` and `help`, on both platforms: the job list"
+    );
     // The check above can see a message: a good request still lands.
     assert_eq!(m.ingress.handle(slack(good)).await.status(), 200);
     assert_eq!(m.drain().await.len(), 1);

@@ -134,8 +134,8 @@ async fn one_reply_under_concurrency_in_one_write_each() {
             .unwrap(),
         ReplyClaim::Claimed { .. }
     ));
-    assert!(st.finish_reply(&req.request_id, 2_002).await.unwrap());
-    assert!(!st.finish_reply(&req.request_id, 2_003).await.unwrap());
+    assert!(st.finish_reply(&req.request_id, 2_002, None).await.unwrap());
+    assert!(!st.finish_reply(&req.request_id, 2_003, None).await.unwrap());
     let stored = st.get_run(&req.request_id).await.unwrap().unwrap();
     assert_eq!(stored.status, RunStatus::Replied);
     // A later save by a slow owner must not reopen it.
@@ -317,7 +317,7 @@ async fn due_runs_and_find_by_pipeline_use_the_indexes() {
         ReplyClaim::Claimed { .. }
     ));
     assert!(st
-        .finish_reply(&RequestId::new("r-open-3"), 1_400)
+        .finish_reply(&RequestId::new("r-open-3"), 1_400, None)
         .await
         .unwrap());
     st.schedule_check(&RequestId::new("r-open-1"), 5_000, 1)
@@ -337,4 +337,101 @@ async fn due_runs_and_find_by_pipeline_use_the_indexes() {
     assert_eq!(found.request.request_id.0, "r-open-2");
     assert_eq!(found.status, RunStatus::Refused);
     assert_eq!(st.find_by_pipeline(PipelineId(1)).await.unwrap(), None);
+}
+
+/// `status` and `history` read a channel's runs: newest first, only that channel (the same
+/// channel id in another team or on another platform is another channel), at most `limit`,
+/// each with how its job ended once the reply is recorded. The contract, for both stores.
+async fn channel_runs_contract(st: &dyn RunStore) {
+    use chatops_core::ids::ChannelId;
+    use chatops_core::run::{JobOutcome, Platform, RunResult};
+    let mut at = 5_000;
+    let mut put = |id: &str, platform: Platform, team: &str, channel: &str| {
+        at += 10;
+        let mut r = request(id);
+        r.platform = platform;
+        r.team_id = TeamId::new(team);
+        r.channel_id = ChannelId::new(channel);
+        r.received_at = at;
+        r
+    };
+    let reqs = [
+        put("ch-1", Platform::Slack, "T1", "C1"),
+        put("ch-2", Platform::Slack, "T1", "C2"),
+        put("ch-3", Platform::Slack, "T2", "C1"),
+        put("ch-4", Platform::Mattermost, "T1", "C1"),
+        put("ch-5", Platform::Slack, "T1", "C1"),
+        put("ch-6", Platform::Slack, "T1", "C1"),
+    ];
+    for r in &reqs {
+        let DispatchClaim::Claimed(rec) = st.claim_dispatch(r, r.received_at, 60).await.unwrap()
+        else {
+            panic!("claimed {}", r.request_id)
+        };
+        let mut rec = *rec;
+        rec.status = RunStatus::Running;
+        st.save_run(&rec).await.unwrap();
+    }
+    let outcome = JobOutcome {
+        result: RunResult::Failed,
+        duration_secs: Some(12.5),
+    };
+    assert!(matches!(
+        st.begin_reply(&RequestId::new("ch-5"), 6_000, 60, None)
+            .await
+            .unwrap(),
+        ReplyClaim::Claimed { .. }
+    ));
+    assert!(st
+        .finish_reply(&RequestId::new("ch-5"), 6_000, Some(&outcome))
+        .await
+        .unwrap());
+
+    let (t1, c1) = (TeamId::new("T1"), ChannelId::new("C1"));
+    let runs = st
+        .channel_runs(Platform::Slack, &t1, &c1, 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r.request.request_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["ch-6", "ch-5", "ch-1"],
+        "newest first, this channel only"
+    );
+    assert_eq!(runs[1].status, RunStatus::Replied);
+    assert_eq!(
+        runs[1].outcome,
+        Some(outcome),
+        "the outcome came with the reply"
+    );
+    assert_eq!(runs[0].outcome, None);
+    let two = st.channel_runs(Platform::Slack, &t1, &c1, 2).await.unwrap();
+    assert_eq!(two.len(), 2, "the limit holds");
+    let mm = st
+        .channel_runs(Platform::Mattermost, &t1, &c1, 10)
+        .await
+        .unwrap();
+    assert_eq!(mm.len(), 1);
+    assert!(st
+        .channel_runs(Platform::Slack, &t1, &ChannelId::new("C9"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // A later save by a slow owner keeps the outcome (finish_reply owns it).
+    let mut stale = st.get_run(&RequestId::new("ch-5")).await.unwrap().unwrap();
+    stale.outcome = None;
+    stale.status = RunStatus::Running;
+    let saved = st.save_run(&stale).await.unwrap();
+    assert_eq!(saved.outcome, Some(outcome));
+    assert_eq!(saved.status, RunStatus::Replied);
+}
+
+#[tokio::test]
+async fn channel_runs_on_dynamodb() {
+    channel_runs_contract(&store().await).await;
+}
+
+#[tokio::test]
+async fn channel_runs_in_memory() {
+    channel_runs_contract(&chatops_core::store::MemoryStore::new()).await;
 }

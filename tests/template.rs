@@ -306,6 +306,8 @@ fn each_function_may_read_the_parameters_and_resources_it_is_given() {
                     }
                     let action = match kind {
                         "AWS::SQS::Queue" => "sqs:SendMessage",
+                        // The audit log: appended to, never read, updated or deleted.
+                        "AWS::DynamoDB::Table" if r == "AuditTable" => "dynamodb:PutItem",
                         // The ingress only reads, puts and deletes links.
                         "AWS::DynamoDB::Table" if function == "IngressFunction" => {
                             "dynamodb:GetItem"
@@ -700,6 +702,23 @@ async fn the_table_built_from_the_template_serves_the_store() {
         open.iter().any(|r| r.request.request_id == req.request_id),
         "open-runs index"
     );
+    let in_channel = store
+        .channel_runs(
+            req.platform,
+            &req.team_id,
+            &req.channel_id,
+            chatops_core::status::HISTORY_LIMIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        in_channel
+            .iter()
+            .map(|r| &r.request.request_id)
+            .collect::<Vec<_>>(),
+        [&req.request_id],
+        "by-channel index"
+    );
 
     assert_eq!(
         store
@@ -708,8 +727,14 @@ async fn the_table_built_from_the_template_serves_the_store() {
             .unwrap(),
         ReplyClaim::Claimed { response_url: true }
     );
-    assert!(store.finish_reply(&req.request_id, now + 20).await.unwrap());
-    assert!(!store.finish_reply(&req.request_id, now + 21).await.unwrap());
+    assert!(store
+        .finish_reply(&req.request_id, now + 20, None)
+        .await
+        .unwrap());
+    assert!(!store
+        .finish_reply(&req.request_id, now + 21, None)
+        .await
+        .unwrap());
     let open = store.due_runs(now + 30, 100).await.unwrap();
     assert!(!open.iter().any(|r| r.request.request_id == req.request_id));
 }
@@ -728,6 +753,13 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
     let ddb = aws_sdk_dynamodb::Client::new(&cfg);
     let table = support::unique_name("runs-dispatch");
     create_from_template(&ddb, &table, &resource(&t, "RunsTable")["Properties"]).await;
+    let audit_table = support::unique_name("audit-dispatch");
+    create_from_template(
+        &ddb,
+        &audit_table,
+        &resource(&t, "AuditTable")["Properties"],
+    )
+    .await;
 
     let gl = GitLabStandin::start().await;
     let g = gl.state();
@@ -783,6 +815,9 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
             "SlackApiUrl" => slack.api_url(),
             "ConfigVersion" => "1".to_owned(),
             "SweepAfterSecs" => "300".to_owned(),
+            "AuditTable" => audit_table.clone(),
+            "AuditInput" => "hash".to_owned(),
+            "AuditRetentionDays" => "400".to_owned(),
             "TokenKey" => {
                 let kms = chatops_adapters::aws::kms(&cfg);
                 let key = kms.create_key().send().await.unwrap();
@@ -856,6 +891,26 @@ async fn a_dispatcher_configured_by_the_template_dispatches_into_its_table() {
         .await
         .unwrap();
     assert_eq!(g.pipelines().len(), 1);
+
+    // The created pipeline was audited, once, into the template's audit table.
+    let audit = chatops_adapters::audit::DynamoAudit::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        &audit_table,
+        400,
+    );
+    use chatops_core::audit::AuditLog;
+    let now_ms = chatops_core::audit::now_ms();
+    let entries = audit
+        .read(now_ms - 3_600_000, now_ms + 60_000)
+        .await
+        .unwrap();
+    let created: Vec<_> = entries
+        .iter()
+        .filter(|e| e.event.kind() == "pipeline_created")
+        .collect();
+    assert_eq!(created.len(), 1, "{entries:?}");
+    assert_eq!(created[0].gitlab_user.as_deref(), Some("alice"));
+    assert_eq!(created[0].pipeline_id, Some(PipelineId(pipelines[0].id)));
 }
 
 /// A message parked in the dead-letter queue is never silent: the dispatcher tells the person
@@ -1042,4 +1097,241 @@ fn ingress_and_dispatcher_get_the_oauth_settings() {
     for name in ["TOKEN_KEY_ID", "GITLAB_OAUTH_CLIENT_SECRET_PARAM"] {
         assert!(!completion.contains(name), "completion gets {name}");
     }
+}
+
+/// The resources a statement's `Resource` names, one value each (a list flattened, `!If`
+/// branches both taken).
+fn resource_values(r: &Value) -> Vec<Value> {
+    if let Some(Value::Sequence(xs)) = intrinsic(r, "If") {
+        return xs.iter().skip(1).flat_map(resource_values).collect();
+    }
+    match r {
+        Value::Sequence(xs) => xs.iter().flat_map(resource_values).collect(),
+        other => vec![other.clone()],
+    }
+}
+
+/// Whether one resource value covers the table `table` itself (not only its indexes): `*`,
+/// `!GetAtt T.Arn`, or a `!Sub` of `${T.Arn}` followed only by wildcards.
+fn covers_table(r: &Value, table: &str) -> bool {
+    if r == "*" {
+        return true;
+    }
+    if let Some(att) = intrinsic(r, "GetAtt") {
+        let name = match att {
+            Value::String(s) => s.clone(),
+            Value::Sequence(xs) => xs
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("."),
+            _ => String::new(),
+        };
+        return name == format!("{table}.Arn");
+    }
+    if let Some(Value::String(s)) = intrinsic(r, "Sub") {
+        let arn = format!("${{{table}.Arn}}");
+        if let Some(rest) = s.strip_prefix(&arn) {
+            return rest.chars().all(|c| c == '*');
+        }
+        // An ARN spelled out with a table-name wildcard could also cover it.
+        return s.contains(":table/") && s.ends_with('*');
+    }
+    false
+}
+
+/// Whether the function's role allows `action` on the table `table` (IAM's action wildcards,
+/// resources by reference or `*`). Roles here have no Deny statements (checked).
+fn role_allows_on_table(t: &Value, function: &str, action: &str, table: &str) -> bool {
+    let role = resource(t, &role_of(t, function));
+    let mut allowed = false;
+    for policy in role["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        for st in policy["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            assert_ne!(st["Effect"], "Deny", "{function}: reason about Deny first");
+            assert!(
+                st["NotAction"].is_null() && st["NotResource"].is_null(),
+                "{function}: NotAction/NotResource"
+            );
+            if allows(st, action)
+                && resource_values(&st["Resource"])
+                    .iter()
+                    .any(|r| covers_table(r, table))
+            {
+                allowed = true;
+            }
+        }
+    }
+    allowed
+}
+
+/// The audit log is append-only for the functions: each of the three roles may `PutItem` on
+/// the audit table and nothing else, so an attempt to update, overwrite through a batch or
+/// transaction, delete, or even read an entry with the functions' policy is denied. The table
+/// keeps entries `AuditRetentionDays` (TTL), has point-in-time recovery, outlives the stack,
+/// and has the shape `DynamoAudit` writes and reads.
+#[tokio::test]
+async fn the_audit_table_is_append_only_for_the_functions() {
+    let t = template();
+    let table = resource(&t, "AuditTable");
+    assert_eq!(table["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(table["DeletionPolicy"], "Retain");
+    assert_eq!(table["UpdateReplacePolicy"], "Retain");
+    let props = &table["Properties"];
+    assert_eq!(props["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(
+        props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"],
+        true
+    );
+    assert_eq!(
+        props["TimeToLiveSpecification"]["AttributeName"],
+        "expires_at"
+    );
+    assert_eq!(props["TimeToLiveSpecification"]["Enabled"], true);
+    assert_eq!(
+        t["Parameters"]["AuditRetentionDays"]["Default"].as_u64(),
+        Some(400)
+    );
+    assert_eq!(t["Parameters"]["AuditInput"]["Default"], "hash");
+    let mut out = BTreeSet::new();
+    references(&t["Outputs"]["AuditTableName"]["Value"], &mut out);
+    assert_eq!(out.into_iter().collect::<Vec<_>>(), ["AuditTable"]);
+
+    let denied = [
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:TransactWriteItems",
+        "dynamodb:PartiQLUpdate",
+        "dynamodb:PartiQLDelete",
+        "dynamodb:PartiQLInsert",
+        "dynamodb:DeleteTable",
+        "dynamodb:UpdateTable",
+        "dynamodb:UpdateTimeToLive",
+        "dynamodb:UpdateContinuousBackups",
+        "dynamodb:RestoreTableToPointInTime",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:Scan",
+    ];
+    for function in [
+        "IngressFunction",
+        "DispatcherFunction",
+        "CompletionFunction",
+    ] {
+        assert!(
+            role_allows_on_table(&t, function, "dynamodb:PutItem", "AuditTable"),
+            "{function} cannot append to the audit log"
+        );
+        for action in denied {
+            assert!(
+                !role_allows_on_table(&t, function, action, "AuditTable"),
+                "{function} may {action} on the audit table"
+            );
+        }
+        // The evaluator sees grants: the runs table's own are found.
+        assert!(role_allows_on_table(
+            &t,
+            function,
+            "dynamodb:GetItem",
+            "RunsTable"
+        ));
+        // Every audit entry is also a JSON log line Logs Insights can query.
+        assert_eq!(
+            resource(&t, function)["Properties"]["LoggingConfig"]["LogFormat"],
+            "JSON",
+            "{function}"
+        );
+    }
+    // The evaluator would see a wildcard grant for what it is.
+    let mut widened = t.clone();
+    let st = &mut widened["Resources"]["CompletionRole"]["Properties"]["Policies"][0]
+        ["PolicyDocument"]["Statement"];
+    if let Value::Sequence(xs) = st {
+        xs.push(
+            serde_yaml::from_str("{Effect: Allow, Action: 'dynamodb:*Item', Resource: '*'}")
+                .unwrap(),
+        );
+    }
+    assert!(role_allows_on_table(
+        &widened,
+        "CompletionFunction",
+        "dynamodb:DeleteItem",
+        "AuditTable"
+    ));
+
+    // The shape DynamoAudit uses, and on it: an entry is never overwritten.
+    let cfg = support::aws_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&cfg);
+    let name = support::unique_name("audit-template");
+    create_from_template(&client, &name, props).await;
+    let reference = support::unique_name("audit-code");
+    chatops_adapters::audit::DynamoAudit::create_table(&client, &reference)
+        .await
+        .unwrap();
+    assert_eq!(
+        shape(&client, &name).await,
+        shape(&client, &reference).await
+    );
+    use chatops_core::audit::{AuditEntry, AuditError, AuditEvent, AuditLog};
+    let audit = chatops_adapters::audit::DynamoAudit::new(client, &name, 400);
+    let entry = AuditEntry::new(AuditEvent::CommandReceived {
+        command: "run".into(),
+    });
+    audit.append(&entry).await.unwrap();
+    let mut forged = entry.clone();
+    forged.job = Some("something else".into());
+    assert!(matches!(
+        audit.append(&forged).await,
+        Err(AuditError::Exists(_))
+    ));
+    let back = audit.read(entry.at_ms, entry.at_ms).await.unwrap();
+    assert_eq!(back, vec![entry]);
+}
+
+/// `status` and `history` read a channel's runs through the `by-channel` index: the ingress
+/// may Query that index and nothing else of the runs table's indexes.
+#[test]
+fn the_ingress_queries_only_the_channel_index() {
+    let t = template();
+    let role = resource(&t, &role_of(&t, "IngressFunction"));
+    let mut resources = Vec::new();
+    for policy in role["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        for st in policy["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            if allows(st, "dynamodb:Query") || allows(st, "dynamodb:Scan") {
+                assert!(!allows(st, "dynamodb:Scan"), "the ingress never scans");
+                resources.extend(resource_values(&st["Resource"]));
+            }
+        }
+    }
+    let want = format!(
+        "${{RunsTable.Arn}}/index/{}",
+        chatops_adapters::dynamo::BY_CHANNEL_INDEX
+    );
+    assert_eq!(resources.len(), 1, "{resources:?}");
+    assert_eq!(
+        intrinsic(&resources[0], "Sub").and_then(Value::as_str),
+        Some(want.as_str())
+    );
+    assert!(!role_allows_on_table(
+        &t,
+        "IngressFunction",
+        "dynamodb:Query",
+        "RunsTable"
+    ));
 }

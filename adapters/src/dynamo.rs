@@ -12,9 +12,13 @@
 //! - runs: `record` (the `RunRecord` as JSON) plus the attributes conditions and indexes use:
 //!   `status` (S), `lease_until` (N), `replied_at` (N, once claimed), `response_url_uses` (N),
 //!   `updated_at` (N), `expires_at` (N), `pipeline_key` (S, the pipeline id, once one exists),
-//!   `open` (S `"1"`, only while the run is owed a reply).
+//!   `open` (S `"1"`, only while the run is owed a reply), `channel_key` (S,
+//!   `platform#team#channel`) and `received_at` (N) for `status` and `history`, `outcome`
+//!   (S, the job's end as JSON, written with the reply).
 //! - GSI `by-pipeline`: HASH `pipeline_key`, projection ALL.
 //! - GSI `due-runs`: HASH `open` + RANGE `due_at` (when the sweep looks next), projection ALL.
+//! - GSI `by-channel`: HASH `channel_key` + RANGE `received_at`, projection ALL: a channel's
+//!   runs newest first, one `Query`.
 //!
 //! The separate attributes are the truth for the fields they hold: `response_url_uses` and
 //! `replied_at` only change through their conditional updates (a `save_run` never lowers or
@@ -27,8 +31,11 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
-use chatops_core::ids::{ChatUserId, GitLabUserId, PipelineId, RequestId, TeamId};
-use chatops_core::run::{Grant, PendingLink, Platform, RunRecord, RunRequest, RunStatus, UserLink};
+use chatops_core::ids::{ChannelId, ChatUserId, GitLabUserId, PipelineId, RequestId, TeamId};
+use chatops_core::run::{
+    channel_key, Grant, JobOutcome, PendingLink, Platform, RunRecord, RunRequest, RunStatus,
+    UserLink,
+};
 use chatops_core::store::{DispatchClaim, ReplyClaim, RunStore, StoreError};
 use std::collections::HashMap;
 
@@ -36,6 +43,8 @@ use std::collections::HashMap;
 pub const BY_PIPELINE_INDEX: &str = "by-pipeline";
 /// The GSI of runs still owed a reply, by when the sweep should look at them (`due_at`).
 pub const OPEN_RUNS_INDEX: &str = "due-runs";
+/// The GSI of a channel's runs by when their command was received (`status`, `history`).
+pub const BY_CHANNEL_INDEX: &str = "by-channel";
 /// User links do not expire by themselves; their TTL is set this far ahead.
 const USER_LINK_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
@@ -127,6 +136,12 @@ fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
         rec.early_hook_at = Some(v);
     }
     rec.reply_lease_until = get_n(item, "reply_lease_until").unwrap_or(0);
+    if let Some(o) = get_s(item, "outcome") {
+        rec.outcome = Some(
+            serde_json::from_str::<JobOutcome>(o)
+                .map_err(|e| StoreError::Corrupt(format!("run outcome {o:?}: {e}")))?,
+        );
+    }
     Ok(rec)
 }
 
@@ -154,6 +169,8 @@ fn run_item(rec: &RunRecord) -> Result<Item, StoreError> {
         item.insert("open".into(), s("1"));
     }
     item.insert("due_at".into(), n(rec.due_at));
+    item.insert("channel_key".into(), s(rec.request.channel_key()));
+    item.insert("received_at".into(), n(rec.request.received_at));
     Ok(item)
 }
 
@@ -232,6 +249,13 @@ impl DynamoStore {
             .index_name(OPEN_RUNS_INDEX)
             .key_schema(key("open", KeyType::Hash)?)
             .key_schema(key("due_at", KeyType::Range)?)
+            .projection(all.clone())
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let by_channel = GlobalSecondaryIndex::builder()
+            .index_name(BY_CHANNEL_INDEX)
+            .key_schema(key("channel_key", KeyType::Hash)?)
+            .key_schema(key("received_at", KeyType::Range)?)
             .projection(all)
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -243,9 +267,12 @@ impl DynamoStore {
             .attribute_definitions(attr("pipeline_key", ScalarAttributeType::S)?)
             .attribute_definitions(attr("open", ScalarAttributeType::S)?)
             .attribute_definitions(attr("due_at", ScalarAttributeType::N)?)
+            .attribute_definitions(attr("channel_key", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("received_at", ScalarAttributeType::N)?)
             .key_schema(key("pk", KeyType::Hash)?)
             .global_secondary_indexes(by_pipeline)
             .global_secondary_indexes(open_runs)
+            .global_secondary_indexes(by_channel)
             .send()
             .await
             .map_err(unavailable)?;
@@ -420,6 +447,10 @@ impl RunStore for DynamoStore {
             "expires_at = :expires",
             "due_at = :due",
             "response_url_uses = if_not_exists(response_url_uses, :uses)",
+            // Never change after the claim; set again so a run saved after an upgrade from
+            // a table without the `by-channel` index is found by `status` and `history`.
+            "channel_key = :channel",
+            "received_at = :received",
         ];
         let mut remove = Vec::new();
         let mut req = self
@@ -436,7 +467,9 @@ impl RunStore for DynamoStore {
             .expression_attribute_values(":updated", n(run.updated_at))
             .expression_attribute_values(":expires", n(run.expires_at))
             .expression_attribute_values(":uses", n(run.response_url_uses as u64))
-            .expression_attribute_values(":due", n(run.due_at));
+            .expression_attribute_values(":due", n(run.due_at))
+            .expression_attribute_values(":channel", s(run.request.channel_key()))
+            .expression_attribute_values(":received", n(run.request.received_at));
         if let Some(r) = run.replied_at {
             set.push("replied_at = if_not_exists(replied_at, :replied)");
             req = req.expression_attribute_values(":replied", n(r));
@@ -613,21 +646,55 @@ impl RunStore for DynamoStore {
         }
     }
 
-    async fn finish_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError> {
-        let res = self
+    async fn finish_reply(
+        &self,
+        id: &RequestId,
+        now: u64,
+        outcome: Option<&JobOutcome>,
+    ) -> Result<bool, StoreError> {
+        let mut set = "SET replied_at = :now, #status = :replied, updated_at = :now".to_owned();
+        let mut req = self
             .update_run(id)
-            .update_expression(
-                "SET replied_at = :now, #status = :replied, updated_at = :now \
-                 REMOVE #open, reply_lease_until",
-            )
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(replied_at)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#open", "open")
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":replied", s(status_str(RunStatus::Replied)))
+            .expression_attribute_values(":replied", s(status_str(RunStatus::Replied)));
+        if let Some(o) = outcome {
+            // In the same write: `history` reads how the job ended with no other request.
+            let json = serde_json::to_string(o)
+                .map_err(|e| StoreError::Corrupt(format!("encode outcome: {e}")))?;
+            set.push_str(", outcome = :outcome");
+            req = req.expression_attribute_values(":outcome", s(json));
+        }
+        let res = req
+            .update_expression(format!("{set} REMOVE #open, reply_lease_until"))
             .send()
             .await;
         Ok(applied(res)?.is_some())
+    }
+
+    async fn channel_runs(
+        &self,
+        platform: Platform,
+        team: &TeamId,
+        channel: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        // One page, newest first: `limit` items is far below DynamoDB's 1 MB page.
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_CHANNEL_INDEX)
+            .key_condition_expression("channel_key = :c")
+            .expression_attribute_values(":c", s(channel_key(platform, team, channel)))
+            .scan_index_forward(false)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        page.items().iter().map(run_from_item).collect()
     }
 
     async fn release_reply(&self, id: &RequestId, due_at: u64) -> Result<(), StoreError> {

@@ -64,6 +64,7 @@ enum Auth {
 
 type ProjectCache = std::collections::HashMap<(u64, String), (Project, Instant)>;
 type CiCache = std::collections::HashMap<(u64, u64, String), (CiConfig, Instant)>;
+type MergedCache = std::collections::HashMap<(u64, u64, String), (MergedCi, Instant)>;
 
 /// GitLab REST API v4 client.
 pub struct GitLabClient {
@@ -79,6 +80,11 @@ pub struct GitLabClient {
     projects: std::sync::Arc<std::sync::Mutex<ProjectCache>>,
     /// The jobs of a project's default branch, likewise (`ci/lint` is the slowest call).
     ci: std::sync::Arc<std::sync::Mutex<CiCache>>,
+    /// The merged CI configuration likewise (`help`: a burst of it asks GitLab once), when
+    /// `cache_merged_ci` asked for it (the functions do; `chatops gitlab check` reads it
+    /// fresh, as an administrator checks an edit).
+    merged: std::sync::Arc<std::sync::Mutex<MergedCache>>,
+    cache_merged: bool,
 }
 
 impl chatops_core::gitlab::GitLabAs for GitLabClient {
@@ -92,6 +98,8 @@ impl chatops_core::gitlab::GitLabAs for GitLabClient {
             policy: self.policy.clone(),
             projects: self.projects.clone(),
             ci: self.ci.clone(),
+            merged: self.merged.clone(),
+            cache_merged: self.cache_merged,
         })
     }
 }
@@ -140,7 +148,16 @@ impl GitLabClient {
             policy,
             projects: Default::default(),
             ci: Default::default(),
+            merged: Default::default(),
+            cache_merged: false,
         })
+    }
+
+    /// Reuse the merged CI configuration for [`PROJECT_CACHE_TTL`] per token and ref, as the
+    /// project and the CI jobs are (the functions' clients).
+    pub fn cache_merged_ci(mut self) -> Self {
+        self.cache_merged = true;
+        self
     }
 
     /// The API root, e.g. `https://gitlab.com/api/v4`.
@@ -721,6 +738,33 @@ impl GitLab for GitLabClient {
     }
 
     async fn merged_ci_yaml(
+        &self,
+        project: ProjectId,
+        git_ref: &str,
+    ) -> Result<MergedCi, GitLabError> {
+        if !self.cache_merged {
+            return self.merged_ci_yaml_uncached(project, git_ref).await;
+        }
+        let key = (self.token_key, project.0, git_ref.to_owned());
+        let cached = self
+            .merged
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+            .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL);
+        if let Some((m, _)) = cached {
+            return Ok(m);
+        }
+        let m = self.merged_ci_yaml_uncached(project, git_ref).await?;
+        if let Ok(mut c) = self.merged.lock() {
+            c.insert(key, (m.clone(), Instant::now()));
+        }
+        Ok(m)
+    }
+}
+
+impl GitLabClient {
+    async fn merged_ci_yaml_uncached(
         &self,
         project: ProjectId,
         git_ref: &str,

@@ -5,11 +5,15 @@
 //!   follow the SDK configuration, so moto in tests);
 //! - `Backend::Embedded`: the in-memory queue and store of `chatops_core` (local mode).
 //!
+//! The audit log follows each function's `AUDIT_TABLE`: a DynamoDB table, else log lines
+//! only; the embedded backend keeps it in memory (`MemoryAudit`), like its runs.
+//!
 //! GitLab is always the REST client and chat always Slack's and Mattermost's HTTP APIs; their
 //! base URLs come from the configuration, which is how tests point them at the stand-ins.
 //! With a GitLab OAuth application configured, the ingress and the dispatcher also get the
 //! `Identity` (people's tokens, sealed with KMS on AWS or a local key in local mode).
 
+use crate::audit::DynamoAudit;
 use crate::dynamo::DynamoStore;
 use crate::gitlab::GitLabClient;
 use crate::mattermost::MattermostApi;
@@ -17,6 +21,7 @@ use crate::oauth::GitLabOAuth;
 use crate::seal::{KmsSealer, LocalSealer};
 use crate::slack::SlackApi;
 use crate::sqs::SqsQueue;
+use chatops_core::audit::{Audit, AuditLog, AuditSettings, LogOnly, MemoryAudit};
 use chatops_core::clock::{Clock, SystemClock};
 use chatops_core::completion::{Completion, CompletionConfig};
 use chatops_core::delivery::{ChatSettings, Deliverer};
@@ -57,6 +62,9 @@ pub struct Services {
     pub store: Arc<dyn RunStore>,
     pub inbox: Inbox,
     pub clock: Arc<dyn Clock>,
+    /// The embedded backend's audit log, shared by its handlers (`None` on AWS, where each
+    /// function's `AUDIT_TABLE` says).
+    pub memory_audit: Option<Arc<MemoryAudit>>,
     /// For the AWS clients built on demand (KMS when people's tokens are sealed with it).
     sdk: aws_config::SdkConfig,
 }
@@ -82,6 +90,7 @@ impl Services {
                     queue_url: queue_url.clone(),
                 },
                 clock: Arc::new(SystemClock),
+                memory_audit: None,
                 sdk: sdk.clone(),
             },
             Backend::Embedded => {
@@ -91,6 +100,7 @@ impl Services {
                     store: Arc::new(MemoryStore::new()),
                     inbox: Inbox::Embedded(q),
                     clock: Arc::new(SystemClock),
+                    memory_audit: Some(Arc::new(MemoryAudit::new())),
                     sdk: sdk.clone(),
                 }
             }
@@ -105,7 +115,17 @@ impl Services {
             store,
             inbox: Inbox::Embedded(q),
             clock: Arc::new(SystemClock),
+            memory_audit: None,
             sdk: sdk.clone(),
+        }
+    }
+
+    /// The audit log a function's settings name: this backend's memory, else the DynamoDB
+    /// table, else log lines only.
+    pub fn audit(&self, settings: &AuditSettings) -> Audit {
+        match &self.memory_audit {
+            Some(m) => Audit::new(m.clone(), settings.input),
+            None => audit(settings, &self.sdk),
         }
     }
 
@@ -115,8 +135,10 @@ impl Services {
             .as_ref()
             .map(|o| self.identity(o))
             .transpose()?;
+        let audit = self.audit(&config.audit);
         let mut ingress = Ingress::new(config, self.queue.clone(), self.clock.clone())
-            .with_store(self.store.clone());
+            .with_store(self.store.clone())
+            .with_audit(audit);
         if let Some(identity) = identity {
             ingress = ingress.with_identity(identity);
         }
@@ -140,7 +162,8 @@ impl Services {
         .map_err(ServicesError::OAuth)?;
         // No deployed token: this client only ever acts with a person's token.
         let gitlab_as = GitLabClient::new(&settings.gitlab_url, Secret::default())
-            .map_err(ServicesError::GitLabUrl)?;
+            .map_err(ServicesError::GitLabUrl)?
+            .cache_merged_ci();
         Ok(Arc::new(Identity {
             settings: settings.clone(),
             store: self.store.clone(),
@@ -161,6 +184,7 @@ impl Services {
             identity,
             gitlab: gitlab(&config.gitlab_url, config.gitlab_token.clone())?,
             deliverer: self.deliverer(&config.chat),
+            audit: self.audit(&config.audit),
             config,
             store: self.store.clone(),
             clock: self.clock.clone(),
@@ -171,6 +195,7 @@ impl Services {
         Ok(Completion {
             gitlab: gitlab(&config.gitlab_url, config.gitlab_token.clone())?,
             deliverer: self.deliverer(&config.chat),
+            audit: self.audit(&config.audit),
             config,
             store: self.store.clone(),
             clock: self.clock.clone(),
@@ -205,7 +230,10 @@ pub fn aws_ingress(
     let queue: Arc<dyn RunQueue> =
         Arc::new(SqsQueue::from_sdk_config(sdk, config.run_queue_url.clone()));
     match config.runs_table.clone() {
-        None => Ok(Ingress::new(config, queue, Arc::new(SystemClock))),
+        None => {
+            let audit = audit(&config.audit, sdk);
+            Ok(Ingress::new(config, queue, Arc::new(SystemClock)).with_audit(audit))
+        }
         Some(table) => {
             let mut services = Services::over_store(Arc::new(store(sdk, &table)), sdk);
             services.queue = queue;
@@ -230,14 +258,31 @@ pub fn aws_completion(
     Services::over_store(Arc::new(store(sdk, &config.runs_table)), sdk).completion(config)
 }
 
+/// The audit log `settings` name on AWS: the DynamoDB table (`AUDIT_TABLE`), else log
+/// lines only. The client is built without I/O.
+pub fn audit(settings: &AuditSettings, sdk: &aws_config::SdkConfig) -> Audit {
+    let log: Arc<dyn AuditLog> = match &settings.table {
+        Some(table) => Arc::new(DynamoAudit::new(
+            crate::aws::dynamodb(sdk),
+            table,
+            settings.retention_days,
+        )),
+        None => Arc::new(LogOnly),
+    };
+    Audit::new(log, settings.input)
+}
+
 /// The runs table in DynamoDB.
 pub fn store(sdk: &aws_config::SdkConfig, table: &str) -> DynamoStore {
     DynamoStore::new(crate::aws::dynamodb(sdk), table)
 }
 
-/// GitLab's REST API at `url` with `token`.
+/// GitLab's REST API at `url` with `token`, its answers reused a minute per container (the
+/// functions').
 pub fn gitlab(url: &str, token: Secret) -> Result<Arc<dyn GitLab>, ServicesError> {
     Ok(Arc::new(
-        GitLabClient::new(url, token).map_err(ServicesError::GitLabUrl)?,
+        GitLabClient::new(url, token)
+            .map_err(ServicesError::GitLabUrl)?
+            .cache_merged_ci(),
     ))
 }

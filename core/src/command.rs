@@ -1,8 +1,9 @@
 //! The command grammar, as GitLab's slash commands read it: `run <job> [args]` where the job
 //! is the first run of non-space characters and the arguments are everything after the
 //! following whitespace, verbatim (newlines kept; they become `CHAT_INPUT`). `help` or no
-//! text asks for the usage; `link`, `unlink` and `whoami` manage the person's GitLab
-//! account; anything else is not a valid command.
+//! text asks for the usage and the jobs chat can run; `status` lists the channel's open runs
+//! and `history [job]` its last ones; `link`, `unlink` and `whoami` manage the person's
+//! GitLab account; anything else is not a valid command.
 
 /// What the text of a slash command asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +13,12 @@ pub enum Command {
         input: String,
     },
     Help,
+    /// The channel's open runs.
+    Status,
+    /// The channel's last runs, of one job when given.
+    History {
+        job: Option<String>,
+    },
     /// Connect your GitLab account (OAuth).
     Link,
     /// Remove your link and revoke its tokens.
@@ -22,15 +29,43 @@ pub enum Command {
     Invalid(String),
 }
 
+impl Command {
+    /// The command's name, as the audit log records what was received.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Run { .. } => "run",
+            Command::Help => "help",
+            Command::Status => "status",
+            Command::History { .. } => "history",
+            Command::Link => "link",
+            Command::Unlink => "unlink",
+            Command::WhoAmI => "whoami",
+            Command::Invalid(_) => "invalid",
+        }
+    }
+}
+
 /// Parse the `text` field of a slash command.
 pub fn parse(text: &str) -> Command {
     let trimmed = text.trim();
     match trimmed {
         "" | "help" => return Command::Help,
+        "status" => return Command::Status,
+        "history" => return Command::History { job: None },
         "link" | "connect" => return Command::Link,
         "unlink" | "disconnect" => return Command::Unlink,
         "whoami" => return Command::WhoAmI,
         _ => {}
+    }
+    if let Some(rest) = trimmed.strip_prefix("history") {
+        // `history <job>`: exactly one job name after the word.
+        let job = rest.trim();
+        if rest.starts_with(char::is_whitespace) && !job.contains(char::is_whitespace) {
+            return Command::History {
+                job: Some(job.to_owned()),
+            };
+        }
+        return Command::Invalid(trimmed.to_owned());
     }
     let Some(rest) = trimmed.strip_prefix("run") else {
         return Command::Invalid(trimmed.to_owned());
@@ -118,6 +153,31 @@ mod tests {
             ("disconnect", Command::Unlink),
             ("whoami", Command::WhoAmI),
             ("whoami now", Command::Invalid("whoami now".into())),
+            ("status", Command::Status),
+            ("  status\n", Command::Status),
+            ("status now", Command::Invalid("status now".into())),
+            ("Status", Command::Invalid("Status".into())),
+            ("statuses", Command::Invalid("statuses".into())),
+            ("history", Command::History { job: None }),
+            (
+                "history deploy",
+                Command::History {
+                    job: Some("deploy".into()),
+                },
+            ),
+            (
+                "history\tdé-ploy ",
+                Command::History {
+                    job: Some("dé-ploy".into()),
+                },
+            ),
+            (
+                "history deploy prod",
+                Command::Invalid("history deploy prod".into()),
+            ),
+            ("historyx", Command::Invalid("historyx".into())),
+            ("run status", run("status", "")),
+            ("run history deploy", run("history", "deploy")),
             ("linked", Command::Invalid("linked".into())),
             (" help ", Command::Help),
             ("run deploy", run("deploy", "")),

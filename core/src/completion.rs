@@ -16,6 +16,7 @@
 //! runs whose `due_at` has come (most overdue first, a bounded number, within a time budget)
 //! and backs each one off on its own.
 
+use crate::audit::{Audit, AuditSettings};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
 use crate::delivery::{ChatSettings, Deliverer};
@@ -48,6 +49,8 @@ pub struct CompletionConfig {
     pub log_retry_delay: Duration,
     /// How many times such a log is read again before concluding.
     pub log_retries: u32,
+    /// Where each run's `result` goes (`AUDIT_*`).
+    pub audit: AuditSettings,
 }
 
 impl CompletionConfig {
@@ -67,6 +70,9 @@ impl CompletionConfig {
         "MATTERMOST_BOT_TOKEN_PARAM",
         "LOG_RETRY_SECS",
         "LOG_RETRIES",
+        "AUDIT_TABLE",
+        "AUDIT_INPUT",
+        "AUDIT_RETENTION_DAYS",
     ];
 
     pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
@@ -88,6 +94,7 @@ impl CompletionConfig {
             chat: ChatSettings::from_env(env, secrets).await?,
             log_retry_delay: Duration::from_secs_f64(delay),
             log_retries: env.parse_or("LOG_RETRIES", 3)?,
+            audit: AuditSettings::from_env(env)?,
         })
     }
 }
@@ -337,6 +344,8 @@ pub struct Completion {
     pub store: Arc<dyn RunStore>,
     pub deliverer: Deliverer,
     pub clock: Arc<dyn Clock>,
+    /// Each run's `result` entry.
+    pub audit: Audit,
 }
 
 fn reply(status: u16, result: &str, detail: impl Into<String>) -> HttpResponse {
@@ -462,6 +471,7 @@ impl Completion {
             deliverer: &self.deliverer,
             clock: self.clock.as_ref(),
             settings,
+            audit: &self.audit,
         }
     }
 

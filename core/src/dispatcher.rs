@@ -16,7 +16,12 @@
 //! GitLab being unavailable is retryable: the lease is released and the message goes back to
 //! SQS; on the `MAX_ATTEMPTS`th receive the user is told instead, so nothing ends silently.
 //! Every message to the user goes through the `Deliverer`, which counts `response_url` uses.
+//!
+//! A `help` request is no run: nothing is claimed or recorded; the job list (`help`) goes to
+//! the person as they are known to GitLab, and nobody is sent a connect link for it.
+//! Refusals and created pipelines are audited (`audit`).
 
+use crate::audit::{Audit, AuditEvent, AuditSettings};
 use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
@@ -28,7 +33,7 @@ use crate::ids::{ChannelId, ProjectRef, RequestId};
 use crate::notice::{Notice, Person, Unscheduled};
 use crate::oauth::OAuthSettings;
 use crate::report::chain;
-use crate::run::{RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
+use crate::run::{RequestKind, RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
 use crate::secret::Secret;
 use crate::store::{DispatchClaim, RunStore, StoreError};
 use std::collections::HashMap;
@@ -75,6 +80,8 @@ pub struct DispatcherConfig {
     /// `SWEEP_AFTER_SECS`: when the sweep first looks at a running job whose webhook never
     /// came (it backs off from there).
     pub first_check_secs: u64,
+    /// Where refusals and created pipelines are audited (`AUDIT_*`).
+    pub audit: AuditSettings,
 }
 
 impl DispatcherConfig {
@@ -98,6 +105,9 @@ impl DispatcherConfig {
         "MATTERMOST_URL",
         "MATTERMOST_BOT_TOKEN",
         "MATTERMOST_BOT_TOKEN_PARAM",
+        "AUDIT_TABLE",
+        "AUDIT_INPUT",
+        "AUDIT_RETENTION_DAYS",
     ];
 
     pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
@@ -127,6 +137,7 @@ impl DispatcherConfig {
             runs_table: env.required("RUNS_TABLE")?,
             chat: ChatSettings::from_env(env, secrets).await?,
             first_check_secs: env.parse_or("SWEEP_AFTER_SECS", crate::finish::FIRST_CHECK_SECS)?,
+            audit: AuditSettings::from_env(env)?,
         })
     }
 
@@ -266,6 +277,8 @@ pub struct Dispatcher {
     pub store: Arc<dyn RunStore>,
     pub deliverer: Deliverer,
     pub clock: Arc<dyn Clock>,
+    /// Refusals and created pipelines (`Audit::default()`: log lines only).
+    pub audit: Audit,
 }
 
 impl Dispatcher {
@@ -312,6 +325,9 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<(), DispatchError> {
         let request = parse_request(body)?;
+        if request.kind == RequestKind::Help {
+            return self.help(&request, receive_count, deadline).await;
+        }
         let now = self.clock.now();
         let claim = match self.store.claim_dispatch(&request, now, LEASE_SECS).await {
             Ok(c) => c,
@@ -398,7 +414,13 @@ impl Dispatcher {
         );
         let msg = OutgoingMessage::ephemeral(notice.render(request.platform).as_str());
         match self.deliverer.deliver_unrecorded(request, &msg).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                let event = refused(&notice, request.platform);
+                self.audit
+                    .record(self.audit.of_request(event, request))
+                    .await;
+                Ok(())
+            }
             Err(e) => {
                 // Nothing more can be done from here: the DLQ keeps the message and its
                 // alarm fires.
@@ -427,6 +449,8 @@ impl Dispatcher {
         } else {
             tracing::info!(request_id = %rec.request.request_id, reason = %text, "run refused");
         }
+        let event = refused(notice, rec.request.platform);
+        self.audit.record(self.audit.of_run(event, &rec)).await;
         Ok(())
     }
 
@@ -480,6 +504,14 @@ impl Dispatcher {
         } else {
             now + self.config.first_check_secs
         };
+        // Audited before the run is saved: once saved, its webhook may finish it (and audit
+        // its result) at any moment, and the entries must keep the run's order.
+        let event = AuditEvent::PipelineCreated {
+            as_person: self.identity.is_some(),
+            manual,
+            ran_as: pipeline.user.as_ref().map(|u| u.username.clone()),
+        };
+        self.audit.record(self.audit.of_run(event, rec)).await;
         let stored = self.save(rec).await?;
         self.announce(&req, &pipeline, &job).await;
         if job.status.is_final() || stored.early_hook_at.is_some() {
@@ -508,6 +540,7 @@ impl Dispatcher {
             deliverer: &self.deliverer,
             clock: self.clock.as_ref(),
             settings: &settings,
+            audit: &self.audit,
         };
         let deadline = at
             .deadline
@@ -879,6 +912,23 @@ fn unreachable_reconnect() -> Result<(), DispatchError> {
     Ok(())
 }
 
+/// The audit entry of a refusal: its code, and what the person was told (shortened).
+fn refused(notice: &Notice, platform: crate::run::Platform) -> AuditEvent {
+    // A connect link's state is a credential: the audit says a link was sent, not which.
+    let told = match notice {
+        Notice::Connect { .. } => "sent a connect link (GitLab account not connected)".to_owned(),
+        other => other.render(platform),
+    };
+    let mut detail: String = told.chars().take(300).collect();
+    if detail.len() < told.len() {
+        detail.push('…');
+    }
+    AuditEvent::Refused {
+        reason: notice.reason().to_owned(),
+        detail,
+    }
+}
+
 fn unscheduled(req: &RunRequest, why: Unscheduled) -> Notice {
     Notice::Unscheduled {
         job: req.job.clone(),
@@ -900,4 +950,88 @@ pub fn pipeline_variables(req: &RunRequest) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
+}
+
+impl Dispatcher {
+    /// `help`'s follow-up: the jobs chat can run here, to the person only, read with the
+    /// identity their runs use. Nothing is claimed or recorded: a help request is no run, and
+    /// a repeated delivery only answers again. Someone not linked, or whose GitLab
+    /// connection must be made again, has the grammar already: no connect link for `help`.
+    async fn help(
+        &self,
+        req: &RunRequest,
+        receive_count: u32,
+        deadline: Instant,
+    ) -> Result<(), DispatchError> {
+        let last = receive_count >= MAX_ATTEMPTS;
+        let retry = |reason: RetryReason| {
+            if last {
+                tracing::error!(request_id = %req.request_id, error = %chain(&reason), "help: giving up; the person has the grammar");
+                Ok(())
+            } else {
+                Err(DispatchError::Retryable(reason))
+            }
+        };
+        let link = match self
+            .store
+            .get_user(req.team_id.as_str(), req.user_id.as_str())
+            .await
+        {
+            Ok(Some(link)) => link,
+            Ok(None) => {
+                tracing::info!(request_id = %req.request_id, "help from someone not linked: the grammar is their answer");
+                return Ok(());
+            }
+            Err(e) => return retry(e.into()),
+        };
+        let personal = self.identity.is_some();
+        let gl = match &self.identity {
+            None => self.gitlab.clone(),
+            Some(identity) => {
+                let until = deadline.checked_sub(FINISH_MARGIN).unwrap_or(deadline);
+                match identity
+                    .gitlab_for(&ChatPerson::of(req), &link, until)
+                    .await
+                {
+                    Ok(gl) => gl,
+                    Err(CredentialError::Reconnect(why)) => {
+                        tracing::info!(request_id = %req.request_id, why, "help: the person must connect GitLab; the grammar is their answer");
+                        return Ok(());
+                    }
+                    Err(CredentialError::Unavailable(e)) => return retry(e.into()),
+                }
+            }
+        };
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(FINISH_MARGIN);
+        let project = self.config.project_for(&req.channel_id);
+        let notice = match tokio::time::timeout(budget, crate::help::jobs(gl.as_ref(), project))
+            .await
+        {
+            Ok(Ok(notice)) => notice,
+            Ok(Err(GitLabError::Unauthorized(why))) if personal => {
+                tracing::info!(request_id = %req.request_id, why, "help: GitLab no longer takes the person's token");
+                return Ok(());
+            }
+            Ok(Err(e @ (GitLabError::Retryable(_) | GitLabError::Protocol(_)))) if !last => {
+                return Err(DispatchError::Retryable(e.into()))
+            }
+            Ok(Err(e)) => Notice::JobsUnavailable {
+                detail: e.to_string(),
+            },
+            Err(_) if !last => return Err(DispatchError::Retryable(RetryReason::Deadline)),
+            Err(_) => Notice::JobsUnavailable {
+                detail: "GitLab did not answer in time".into(),
+            },
+        };
+        let msg = OutgoingMessage::ephemeral(notice.render(req.platform));
+        match self.deliverer.deliver_unrecorded(req, &msg).await {
+            Ok(route) => {
+                tracing::info!(request_id = %req.request_id, ?route, "help: job list sent");
+                Ok(())
+            }
+            Err(e) => retry(e.into()),
+        }
+    }
 }

@@ -7,6 +7,9 @@
 //!    write, the `response_url` use it will spend — the intent is recorded before posting;
 //! 2. the reply is delivered, then `finish_reply` records it and closes the run.
 //!
+//! The write that records the reply also records how the job ended (`history`), and the
+//! run's `result` audit entry is written once, by whoever recorded it.
+//!
 //! A failed delivery gives the reply back (`release_reply`) and the run is due again soon.
 //! A crash between posting and recording can repeat the reply once the lease expires (the
 //! window is one DynamoDB write long); nothing can lose it.
@@ -16,6 +19,7 @@
 //! background (sweep, dispatcher) slow work is allowed up to the invocation's deadline, and a
 //! log that cannot be read in time still ends in an answer with the job's link.
 
+use crate::audit::{Audit, AuditEvent};
 use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::delivery::{
@@ -26,7 +30,7 @@ use crate::ids::ProjectId;
 use crate::notice::Notice;
 use crate::render::{self, JobReport};
 use crate::reply::{Extraction, Extractor, Outcome};
-use crate::run::{Platform, RunRecord, RunStatus};
+use crate::run::{JobOutcome, Platform, RunRecord, RunResult, RunStatus};
 use crate::store::{ReplyClaim, RunStore, StoreError};
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
@@ -131,6 +135,22 @@ pub struct Finisher<'a> {
     pub deliverer: &'a Deliverer,
     pub clock: &'a dyn Clock,
     pub settings: &'a FinishSettings,
+    pub audit: &'a Audit,
+}
+
+/// How an ended job is recorded; `None` for a status that is not an end.
+pub fn outcome_of(job: &Job) -> Option<JobOutcome> {
+    let result = match job.status {
+        Status::Success => RunResult::Success,
+        Status::Failed => RunResult::Failed,
+        Status::Canceled => RunResult::Canceled,
+        Status::Skipped => RunResult::Skipped,
+        _ => return None,
+    };
+    Some(JobOutcome {
+        result,
+        duration_secs: job.duration,
+    })
 }
 
 impl Finisher<'_> {
@@ -156,7 +176,11 @@ impl Finisher<'_> {
                         }
                         .render(run.request.platform),
                     );
-                    return self.reply(run, &msg, mode).await;
+                    let gone = JobOutcome {
+                        result: RunResult::Gone,
+                        duration_secs: None,
+                    };
+                    return self.reply(run, &msg, Some(gone), mode).await;
                 }
                 Some(Err(e)) => return Completed::Deferred(Deferral::Job(e)),
             },
@@ -180,7 +204,7 @@ impl Finisher<'_> {
             }
             Err(d) => return Completed::Deferred(d),
         };
-        self.reply(run, &msg, mode).await
+        self.reply(run, &msg, outcome_of(&job), mode).await
     }
 
     async fn bounded<T>(&self, mode: Mode, f: impl std::future::Future<Output = T>) -> Option<T> {
@@ -268,8 +292,14 @@ impl Finisher<'_> {
         }
     }
 
-    /// Take the reply, deliver it, record it.
-    async fn reply(&self, run: &RunRecord, msg: &OutgoingMessage, mode: Mode) -> Completed {
+    /// Take the reply, deliver it, record it (with the job's outcome, audited once).
+    async fn reply(
+        &self,
+        run: &RunRecord,
+        msg: &OutgoingMessage,
+        outcome: Option<JobOutcome>,
+        mode: Mode,
+    ) -> Completed {
         let id = &run.request.request_id;
         let now = self.clock.now();
         let age = now.saturating_sub(run.request.received_at);
@@ -293,8 +323,21 @@ impl Finisher<'_> {
             .await
         {
             Ok(route) => {
-                match self.store.finish_reply(id, self.clock.now()).await {
-                    Ok(true) => tracing::info!(request_id = %id, ?route, "reply delivered"),
+                match self
+                    .store
+                    .finish_reply(id, self.clock.now(), outcome.as_ref())
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(request_id = %id, ?route, "reply delivered");
+                        if let Some(o) = outcome {
+                            let event = AuditEvent::Result {
+                                result: o.result,
+                                duration_secs: o.duration_secs,
+                            };
+                            self.audit.record(self.audit.of_run(event, run)).await;
+                        }
+                    }
                     Ok(false) => tracing::error!(
                         request_id = %id,
                         "reply delivered, but the run was already marked replied: a duplicate"

@@ -151,6 +151,15 @@ pub struct Pipeline {
     pub git_ref: String,
     #[serde(default)]
     pub web_url: String,
+    /// Whom GitLab created it as (the token's user).
+    #[serde(default)]
+    pub user: Option<PipelineUser>,
+}
+
+/// A pipeline's `user`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineUser {
+    pub username: String,
 }
 
 /// A job as the CI config defines it (from `ci/lint?include_jobs=true`).

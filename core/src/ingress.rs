@@ -8,8 +8,15 @@
 //! `unlink` (tokens revoked), and the OAuth callback (`GET /oauth/gitlab/callback`) that
 //! stores the link and queues the command the person had typed before connecting.
 //!
+//! `status` and `history` are answered here from the runs table (`status`); `help` is
+//! answered with the grammar at once and queued, so the dispatcher follows up with the jobs
+//! chat can run. Every command received, and every refusal after authentication, is
+//! audited (`audit`); unauthenticated requests are only logged, so nobody outside can fill
+//! the audit table.
+//!
 //! Every refusal is decided in one place (`Refusal`) and mapped to HTTP once.
 
+use crate::audit::{Audit, AuditEvent, AuditSettings};
 use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::command::{self, Command};
@@ -20,7 +27,7 @@ use crate::mattermost::incoming::{self, IncomingError};
 use crate::notice::Notice;
 use crate::oauth::{OAuthSettings, CALLBACK_PATH};
 use crate::queue::RunQueue;
-use crate::run::{Platform, RunRequest, RUN_REQUEST_VERSION};
+use crate::run::{Platform, RequestKind, RunRequest, RUN_REQUEST_VERSION};
 use crate::secret::Secret;
 use crate::slack::slash::{self, SlashRequest};
 use crate::slack::verify;
@@ -53,6 +60,8 @@ pub struct IngressConfig {
     pub runs_table: Option<String>,
     /// The GitLab OAuth application (`GITLAB_OAUTH_CLIENT_ID`); `None` is bot mode.
     pub oauth: Option<OAuthSettings>,
+    /// Where commands received and refusals are audited (`AUDIT_*`).
+    pub audit: AuditSettings,
 }
 
 impl IngressConfig {
@@ -72,6 +81,9 @@ impl IngressConfig {
         "GITLAB_OAUTH_CLIENT_SECRET_PARAM",
         "PUBLIC_BASE_URL",
         "TOKEN_KEY_ID",
+        "AUDIT_TABLE",
+        "AUDIT_INPUT",
+        "AUDIT_RETENTION_DAYS",
     ];
 
     pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
@@ -138,6 +150,7 @@ impl IngressConfig {
             mattermost_url,
             runs_table,
             oauth,
+            audit: AuditSettings::from_env(env)?,
         })
     }
 
@@ -269,6 +282,8 @@ pub struct Ingress {
     store: Option<Arc<dyn RunStore>>,
     /// People's GitLab identities (OAuth); `None` in bot mode.
     identity: Option<Arc<Identity>>,
+    /// Commands received and refusals (log lines only until `with_audit`).
+    audit: Audit,
 }
 
 impl Ingress {
@@ -279,7 +294,14 @@ impl Ingress {
             clock,
             store: None,
             identity: None,
+            audit: Audit::default(),
         }
+    }
+
+    /// Commands received and refusals go to `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Links are read from `store` (`whoami`, `unlink`).
@@ -426,45 +448,43 @@ impl Ingress {
                 team = %c.team_id,
                 "refused a command whose response_url is not under an allowed prefix"
             );
+            let event = AuditEvent::Refused {
+                reason: "response_url_not_allowed".into(),
+                detail: String::new(),
+            };
+            self.audit.record(self.audited(&c, event, None)).await;
             return Refusal::ResponseUrlNotAllowed.into_response();
         }
-        let (job, input) = match command::parse(&c.text) {
-            Command::Help => {
-                return answer(&OutgoingMessage::ephemeral(
-                    Notice::Usage { slash: c.command }.render(c.platform),
-                ))
+        let parsed = command::parse(&c.text);
+        let received = AuditEvent::CommandReceived {
+            command: parsed.name().to_owned(),
+        };
+        self.audit
+            .record(self.audited(&c, received, Some(&parsed)))
+            .await;
+        let (job, input) = match parsed {
+            Command::Help => return answer(&self.help(&c).await),
+            Command::Status | Command::History { .. } => {
+                return answer(&self.activity(&c, &parsed).await)
             }
             Command::Invalid(text) => {
-                return answer(&OutgoingMessage::ephemeral(
-                    Notice::Invalid {
-                        slash: c.command,
-                        text,
-                    }
-                    .render(c.platform),
-                ))
+                let notice = Notice::Invalid {
+                    slash: c.command.clone(),
+                    text,
+                };
+                let event = AuditEvent::Refused {
+                    reason: notice.reason().into(),
+                    detail: String::new(),
+                };
+                self.audit.record(self.audited(&c, event, None)).await;
+                return answer(&OutgoingMessage::ephemeral(notice.render(c.platform)));
             }
             Command::Link => return answer(&self.link(&c).await),
             Command::Unlink => return answer(&self.unlink(&c).await),
             Command::WhoAmI => return answer(&self.whoami(&c).await),
             Command::Run { job, input } => (job, input),
         };
-        let request = RunRequest {
-            version: RUN_REQUEST_VERSION,
-            request_id: c.request_id,
-            platform: c.platform,
-            team_id: TeamId::new(c.team_id),
-            team_domain: Some(c.team_domain).filter(|d| !d.is_empty()),
-            channel_id: ChannelId::new(c.channel_id),
-            channel_name: c.channel_name,
-            user_id: ChatUserId::new(c.user_id),
-            user_name: c.user_name,
-            command: c.command,
-            job,
-            input,
-            response_url: c.response_url,
-            received_at: self.clock.now(),
-            public_base: c.public_base,
-        };
+        let request = self.queued(&c, RequestKind::Run, job, input);
         match self.queue.send(&request).await {
             Ok(()) => {
                 tracing::info!(
@@ -488,9 +508,17 @@ impl Ingress {
             }
             Err(e) => {
                 tracing::error!(request_id = %request.request_id, error = %e, "could not queue run request");
-                answer(&OutgoingMessage::ephemeral(
-                    Notice::CouldNotQueue { job: request.job }.render(request.platform),
-                ))
+                let notice = Notice::CouldNotQueue {
+                    job: request.job.clone(),
+                };
+                let event = AuditEvent::Refused {
+                    reason: notice.reason().into(),
+                    detail: e.to_string(),
+                };
+                self.audit
+                    .record(self.audit.of_request(event, &request))
+                    .await;
+                answer(&OutgoingMessage::ephemeral(notice.render(request.platform)))
             }
         }
     }
@@ -638,6 +666,100 @@ impl Ingress {
             "text/html; charset=utf-8",
             identity::html_page("ChatOps: connected", &sentence),
         )
+    }
+}
+
+impl Ingress {
+    /// The request the queue carries for this command.
+    fn queued(&self, c: &Incoming, kind: RequestKind, job: String, input: String) -> RunRequest {
+        RunRequest {
+            version: RUN_REQUEST_VERSION,
+            kind,
+            request_id: c.request_id.clone(),
+            platform: c.platform,
+            team_id: TeamId::new(c.team_id.clone()),
+            team_domain: Some(c.team_domain.clone()).filter(|d| !d.is_empty()),
+            channel_id: ChannelId::new(c.channel_id.clone()),
+            channel_name: c.channel_name.clone(),
+            user_id: ChatUserId::new(c.user_id.clone()),
+            user_name: c.user_name.clone(),
+            command: c.command.clone(),
+            job,
+            input,
+            response_url: c.response_url.clone(),
+            received_at: self.clock.now(),
+            public_base: c.public_base.clone(),
+        }
+    }
+
+    /// An audit entry about this command (its job and input when it names them).
+    fn audited(
+        &self,
+        c: &Incoming,
+        event: AuditEvent,
+        parsed: Option<&Command>,
+    ) -> crate::audit::AuditEntry {
+        let mut e = self.audit.of_chat(
+            event,
+            c.platform,
+            &c.team_id,
+            &c.channel_id,
+            &c.channel_name,
+            &c.user_id,
+            &c.user_name,
+        );
+        e.request_id = Some(c.request_id.clone());
+        match parsed {
+            Some(Command::Run { job, input }) => {
+                e.job = Some(job.clone());
+                e.input = self.audit.input(input);
+            }
+            Some(Command::History { job }) => e.job = job.clone(),
+            _ => {}
+        }
+        e
+    }
+
+    /// `help`: the grammar now (only to the person); the jobs chat can run here follow from
+    /// the dispatcher, which reads them from GitLab. A queue that refuses costs the
+    /// follow-up only.
+    async fn help(&self, c: &Incoming) -> OutgoingMessage {
+        let request = self.queued(c, RequestKind::Help, String::new(), String::new());
+        if let Err(e) = self.queue.send(&request).await {
+            tracing::warn!(request_id = %request.request_id, error = %e, "help: could not queue the job list; the grammar is the answer");
+        }
+        OutgoingMessage::ephemeral(
+            Notice::Usage {
+                slash: c.command.clone(),
+            }
+            .render(c.platform),
+        )
+    }
+
+    /// `status` / `history [job]`: from the runs table, only to the person.
+    async fn activity(&self, c: &Incoming, parsed: &Command) -> OutgoingMessage {
+        let notice = match &self.store {
+            None => Notice::ActivityUnavailable,
+            Some(store) => {
+                let (team, channel) = (
+                    TeamId::new(c.team_id.clone()),
+                    ChannelId::new(c.channel_id.clone()),
+                );
+                let at = crate::status::Channel {
+                    platform: c.platform,
+                    team: &team,
+                    channel: &channel,
+                };
+                let now = self.clock.now();
+                match parsed {
+                    Command::History { job } => {
+                        crate::status::history(store.as_ref(), at, job.as_deref(), now).await
+                    }
+                    _ => crate::status::status(store.as_ref(), at, now).await,
+                }
+            }
+        };
+        OutgoingMessage::ephemeral(notice.render(c.platform))
     }
 }
 
@@ -837,7 +959,10 @@ mod tests {
 
     #[test]
     fn env_lists_every_variable() {
-        assert_eq!(ENV.len(), 15);
+        assert_eq!(ENV.len(), 18);
+        for v in crate::audit::AuditSettings::ENV {
+            assert!(ENV.contains(v), "{v}");
+        }
         assert!(ENV.contains(&"GITLAB_OAUTH_CLIENT_ID"));
         assert!(ENV.contains(&"ALLOWED_RESPONSE_URL_PREFIXES"));
     }

@@ -4,14 +4,17 @@
 //! adapters (`chatops-adapters`), wired by `chatops_adapters::services`. What is here:
 //!
 //! - values: `ids` (newtypes), `clock`, `secret`, `run` (request, record, status), `command`
-//!   (the slash-command grammar), `config` (typed configuration read from an `Env` map);
-//! - ports (traits the adapters implement): `gitlab::GitLab`, `store::RunStore`,
+//!   (the slash-command grammar), `runnable` (which jobs of a merged CI configuration chat
+//!   can run), `config` (typed configuration read from an `Env` map);
+//! - ports (traits the adapters implement): `audit::AuditLog` (+ `MemoryAudit`),
+//!   `gitlab::GitLab`, `store::RunStore`,
 //!   `queue::RunQueue`, `chat::ChatApi`, `config::SecretSource`, `seal::Sealer` (tokens at
 //!   rest, encrypted and bound to whose they are);
 //! - text: `markup` (the one layer that escapes, per platform), `notice` (every sentence a
 //!   person is told, typed), `render` (job reports), `reply` (reply extraction from job logs);
 //! - platform payloads: `slack` (signature check, slash payload), `mattermost` (payload, token);
-//! - use cases: `ingress` (verify, answer, queue), `dispatcher` (one request → one pipeline),
+//! - use cases: `ingress` (verify, answer, queue; `status` and `history` from the run store),
+//!   `dispatcher` (one request → one pipeline; `help`'s job list), `help`, `status`,
 //!   `completion` (webhook and sweep → one reply), `delivery` (response_url or channel),
 //!   `users` (chat ↔ GitLab links).
 //!
@@ -26,7 +29,9 @@ pub mod secret;
 pub mod web;
 
 pub mod command;
+pub mod runnable;
 
+pub mod audit;
 pub mod chat;
 pub mod gitlab;
 pub mod oauth;
@@ -47,6 +52,8 @@ pub mod completion;
 pub mod delivery;
 pub mod dispatcher;
 pub mod finish;
+pub mod help;
 pub mod identity;
 pub mod ingress;
+pub mod status;
 pub mod users;

@@ -4,7 +4,9 @@
 //! Snapshot tests render each notice for Slack and Mattermost.
 
 use crate::markup::Rich;
+use crate::render::human_duration;
 use crate::run::{Platform, RunRequest};
+use crate::runnable::RunnableJob;
 
 /// Who a notice is about: a chat user, by id (Slack) and name (Mattermost).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +20,77 @@ impl Person {
         Self {
             id: req.user_id.as_str().to_owned(),
             name: req.user_name.clone(),
+        }
+    }
+}
+
+/// One run as `status` and `history` list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLine {
+    pub job: String,
+    /// Who asked (their chat name; never a mention in a list).
+    pub user_name: String,
+    pub state: RunState,
+    /// Unix seconds the command was received.
+    pub received_at: u64,
+    /// The job's duration (ended) or the time since the command (open), in seconds.
+    pub secs: Option<u64>,
+    /// The job's page, else the pipeline's.
+    pub url: Option<String>,
+}
+
+/// Where a listed run stands, as a person reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Queued or being dispatched: no pipeline yet.
+    Starting,
+    Running,
+    /// Waits for someone to play it.
+    Manual,
+    Succeeded,
+    Failed,
+    Canceled,
+    Skipped,
+    /// Its job no longer exists on GitLab.
+    Gone,
+    /// Not run: the person was told why.
+    Refused,
+    /// Replied before results were recorded.
+    Ended,
+}
+
+impl RunState {
+    /// Still going (or waiting): no result yet.
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self,
+            RunState::Starting | RunState::Running | RunState::Manual
+        )
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            RunState::Starting => "starting",
+            RunState::Running => "running",
+            RunState::Manual => "waiting to be played",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Canceled => "canceled",
+            RunState::Skipped => "skipped",
+            RunState::Gone => "job gone",
+            RunState::Refused => "not run",
+            RunState::Ended => "ended",
+        }
+    }
+    fn emoji(&self) -> &'static str {
+        match self {
+            RunState::Starting | RunState::Running => "hourglass_flowing_sand",
+            RunState::Manual => "double_vertical_bar",
+            RunState::Succeeded => "white_check_mark",
+            RunState::Failed => "x",
+            RunState::Canceled | RunState::Skipped | RunState::Gone => "heavy_minus_sign",
+            RunState::Refused => "no_entry_sign",
+            RunState::Ended => "grey_question",
         }
     }
 }
@@ -165,6 +238,29 @@ pub enum Notice {
     },
     /// The connection could not be looked up or changed right now.
     IdentityUnavailable,
+    /// `help`'s follow-up: the jobs of the channel's project that chat can run.
+    RunnableJobs {
+        project: String,
+        branch: String,
+        jobs: Vec<RunnableJob>,
+    },
+    /// `help`'s follow-up when the project's CI configuration is invalid (GitLab's errors).
+    HelpCiInvalid {
+        project: String,
+        branch: String,
+        errors: Vec<String>,
+    },
+    /// `help`'s follow-up when GitLab could not list the jobs.
+    JobsUnavailable { detail: String },
+    /// `status`: the channel's open runs (`now` for how long each has been going).
+    ChannelStatus { runs: Vec<RunLine>, now: u64 },
+    /// `history [job]`: the channel's last runs.
+    ChannelHistory {
+        runs: Vec<RunLine>,
+        job: Option<String>,
+    },
+    /// `status`/`history` where runs cannot be read (no table here, or it failed).
+    ActivityUnavailable,
 }
 
 impl Notice {
@@ -371,11 +467,175 @@ impl Notice {
                 "Your GitLab connection could not be looked up or changed right now; please \
                  try again in a moment.",
             ),
+            Notice::RunnableJobs {
+                project,
+                branch,
+                jobs,
+            } => runnable_jobs(project, branch, jobs),
+            Notice::HelpCiInvalid {
+                project,
+                branch,
+                errors,
+            } => {
+                let mut r = Rich::new()
+                    .text("The CI configuration of ")
+                    .code(project)
+                    .text(" on ")
+                    .code(branch)
+                    .text(" is invalid, so no job can run from chat. GitLab says:");
+                for e in errors.iter().take(5) {
+                    r = r.br().text("• ").text(e);
+                }
+                r
+            }
+            Notice::JobsUnavailable { detail } => Rich::new().text(format!(
+                "The jobs you can run here could not be listed right now ({detail}); please try \
+                 again later."
+            )),
+            Notice::ChannelStatus { runs, now } => {
+                if runs.is_empty() {
+                    return Rich::new().text("Nothing is running from this channel.");
+                }
+                let mut r = Rich::new().bold("Running from this channel");
+                for l in runs {
+                    let since = now.saturating_sub(l.received_at);
+                    r = r
+                        .br()
+                        .emoji(l.state.emoji())
+                        .text(" ")
+                        .then(job_link(l))
+                        .text(format!(
+                            " by {} · {} · {}",
+                            l.user_name,
+                            l.state.label(),
+                            human_duration(since as f64)
+                        ));
+                }
+                r
+            }
+            Notice::ChannelHistory { runs, job } => {
+                if runs.is_empty() {
+                    return match job {
+                        Some(j) => Rich::new()
+                            .text("No run of ")
+                            .code(j)
+                            .text(" from this channel yet."),
+                        None => Rich::new().text("No run from this channel yet."),
+                    };
+                }
+                let mut r = match job {
+                    Some(j) => Rich::new().bold("Last runs of").text(" ").code(j),
+                    None => Rich::new().bold("Last runs from this channel"),
+                };
+                for l in runs {
+                    r = r
+                        .br()
+                        .emoji(l.state.emoji())
+                        .text(" ")
+                        .then(job_link(l))
+                        .text(format!(" by {} · {}", l.user_name, l.state.label()));
+                    if let Some(secs) = l.secs {
+                        // An open run has been going this long; an ended one took this long.
+                        let how = if l.state.is_open() { "for" } else { "in" };
+                        r = r.text(format!(" {how} {}", human_duration(secs as f64)));
+                    }
+                    r = r.text(format!(" · {}", when(l.received_at)));
+                }
+                r
+            }
+            Notice::ActivityUnavailable => Rich::new().text(
+                "This channel's runs could not be read right now; please try again in a moment.",
+            ),
+        }
+    }
+
+    /// A stable code for why a run was not done (the audit log's `reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Notice::Unscheduled { why, .. } => why.reason(),
+            Notice::Invalid { .. } => "invalid_command",
+            Notice::CouldNotQueue { .. } => "could_not_queue",
+            Notice::QueueUnconfirmed { .. } => "queue_unconfirmed",
+            Notice::Unlinked { .. } => "unlinked",
+            Notice::LinkedUserMissing { .. } => "linked_user_missing",
+            Notice::AccessDenied { .. } => "access_denied",
+            Notice::Connect { again: false, .. } => "must_connect",
+            Notice::Connect { again: true, .. } => "must_reconnect",
+            Notice::ConnectUnavailable => "connect_unavailable",
+            Notice::IdentityUnavailable => "identity_unavailable",
+            _ => "other",
         }
     }
 }
 
+/// The job's name, linked to its page when there is one.
+fn job_link(l: &RunLine) -> Rich {
+    match &l.url {
+        Some(url) => Rich::new().link(url, &l.job),
+        None => Rich::new().code(&l.job),
+    }
+}
+
+/// `2025-01-31 14:05 UTC`.
+fn when(secs: u64) -> String {
+    let iso = crate::clock::iso8601(secs);
+    format!("{} {} UTC", &iso[..10], &iso[11..16])
+}
+
+fn runnable_jobs(project: &str, branch: &str, jobs: &[RunnableJob]) -> Rich {
+    if jobs.is_empty() {
+        return Rich::new()
+            .text("No job of ")
+            .code(project)
+            .text(" on ")
+            .code(branch)
+            .text(" can be run from chat yet. A job opts in with ")
+            .code(CONTRACT_RULE)
+            .text(".");
+    }
+    let mut r = Rich::new()
+        .bold("Jobs you can run here")
+        .text(" (")
+        .code(project)
+        .text(" on ")
+        .code(branch)
+        .text(")");
+    for j in jobs {
+        r = r.br().text("• ").code(&j.name);
+        if j.needs_approval {
+            r = r.text(" (needs approval)");
+        }
+        if j.manual {
+            r = r.text(" (waits to be played in GitLab)");
+        }
+        if let Some(d) = &j.description {
+            r = r.text(" — ").text(d.lines().next().unwrap_or_default());
+        }
+    }
+    r
+}
+
 impl Unscheduled {
+    /// The audit log's `reason` for this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unscheduled::ProjectNotFound { .. } => "project_not_found",
+            Unscheduled::NoDefaultBranch => "no_default_branch",
+            Unscheduled::NoCiConfig { .. } => "no_ci_config",
+            Unscheduled::CiInvalid { .. } => "ci_invalid",
+            Unscheduled::NoSuchJob { .. } => "no_such_job",
+            Unscheduled::ExcludedFromChat => "excluded_from_chat",
+            Unscheduled::PipelineRejected { .. } => "pipeline_rejected",
+            Unscheduled::PipelineVariablesForbidden { .. } => "pipeline_variables_forbidden",
+            Unscheduled::ProtectedBranch { .. } => "protected_branch",
+            Unscheduled::GitLabDenied { .. } => "gitlab_denied",
+            Unscheduled::ForeignJobs { .. } => "foreign_jobs",
+            Unscheduled::TokenRefused { .. } => "token_refused",
+            Unscheduled::GitLabAnswered { .. } => "gitlab_answered",
+            Unscheduled::GaveUp { .. } => "gave_up",
+        }
+    }
+
     fn rich(&self, job: &str) -> Rich {
         match self {
             Unscheduled::ProjectNotFound {
@@ -583,7 +843,13 @@ fn usage(slash: &str) -> Rich {
         .br()
         .text("• ")
         .code(format!("{slash} help"))
-        .text(": this message.")
+        .text(": this message, then the jobs you can run here.")
+        .br()
+        .text("• ")
+        .code(format!("{slash} status"))
+        .text(": what is running from this channel; ")
+        .code(format!("{slash} history [job]"))
+        .text(": its last runs.")
         .br()
         .text("• ")
         .code(format!("{slash} link"))
@@ -890,6 +1156,142 @@ mod tests {
                     attempts: 5,
                 }),
             ),
+            (
+                "runnable_jobs",
+                Notice::RunnableJobs {
+                    project: "g/p <!here>".into(),
+                    branch: "main".into(),
+                    jobs: vec![
+                        RunnableJob {
+                            name: "deploy".into(),
+                            manual: true,
+                            description: Some("Deploys <!channel> to production\nsecond line".into()),
+                            needs_approval: true,
+                        },
+                        RunnableJob {
+                            name: job.clone(),
+                            manual: false,
+                            description: None,
+                            needs_approval: false,
+                        },
+                    ],
+                },
+            ),
+            (
+                "runnable_jobs_none",
+                Notice::RunnableJobs {
+                    project: "g/p".into(),
+                    branch: "main".into(),
+                    jobs: vec![],
+                },
+            ),
+            (
+                "help_ci_invalid",
+                Notice::HelpCiInvalid {
+                    project: "g/p".into(),
+                    branch: "main".into(),
+                    errors: vec!["jobs:x config contains unknown keys: <!channel>".into()],
+                },
+            ),
+            (
+                "jobs_unavailable",
+                Notice::JobsUnavailable {
+                    detail: "GitLab is unavailable (502)".into(),
+                },
+            ),
+            (
+                "channel_status",
+                Notice::ChannelStatus {
+                    runs: vec![
+                        RunLine {
+                            job: job.clone(),
+                            user_name: "<!channel> @here".into(),
+                            state: RunState::Running,
+                            received_at: 1_767_225_600,
+                            secs: Some(125),
+                            url: Some("https://gitlab.example.com/g/p/-/jobs/7".into()),
+                        },
+                        RunLine {
+                            job: "restart".into(),
+                            user_name: "bob".into(),
+                            state: RunState::Manual,
+                            received_at: 1_767_222_000,
+                            secs: None,
+                            url: None,
+                        },
+                    ],
+                    now: 1_767_225_725,
+                },
+            ),
+            (
+                "channel_status_empty",
+                Notice::ChannelStatus {
+                    runs: vec![],
+                    now: 1,
+                },
+            ),
+            (
+                "channel_history",
+                Notice::ChannelHistory {
+                    runs: vec![
+                        RunLine {
+                            job: "deploy".into(),
+                            user_name: "alice".into(),
+                            state: RunState::Succeeded,
+                            received_at: 1_767_225_600,
+                            secs: Some(83),
+                            url: Some("https://gitlab.example.com/g/p/-/jobs/7".into()),
+                        },
+                        RunLine {
+                            job: job.clone(),
+                            user_name: "bob".into(),
+                            state: RunState::Refused,
+                            received_at: 1_767_139_200,
+                            secs: None,
+                            url: None,
+                        },
+                        RunLine {
+                            job: "restart".into(),
+                            user_name: "alice".into(),
+                            state: RunState::Manual,
+                            received_at: 1_767_139_150,
+                            secs: Some(86_450),
+                            url: Some("https://gitlab.example.com/g/p/-/jobs/9".into()),
+                        },
+                        RunLine {
+                            job: "db-check".into(),
+                            user_name: "alice".into(),
+                            state: RunState::Failed,
+                            received_at: 1_767_139_100,
+                            secs: Some(12),
+                            url: Some("https://gitlab.example.com/g/p/-/jobs/6".into()),
+                        },
+                    ],
+                    job: None,
+                },
+            ),
+            (
+                "channel_history_of_job",
+                Notice::ChannelHistory {
+                    runs: vec![RunLine {
+                        job: job.clone(),
+                        user_name: "alice".into(),
+                        state: RunState::Canceled,
+                        received_at: 1_767_225_600,
+                        secs: Some(4000),
+                        url: None,
+                    }],
+                    job: Some(job.clone()),
+                },
+            ),
+            (
+                "channel_history_of_job_empty",
+                Notice::ChannelHistory {
+                    runs: vec![],
+                    job: Some(job.clone()),
+                },
+            ),
+            ("activity_unavailable", Notice::ActivityUnavailable),
         ]
     }
 

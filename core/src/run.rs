@@ -1,5 +1,6 @@
 //! The run: what a slash command asks for (`RunRequest`, the versioned message on the queue)
-//! and what we remember about it (`RunRecord`, the row in the runs table).
+//! and what we remember about it (`RunRecord`, the row in the runs table), including how its
+//! job ended (`JobOutcome`, for `history`).
 
 use crate::ids::{
     ChannelId, ChatUserId, GitLabUserId, JobId, PipelineId, ProjectId, RequestId, TeamId,
@@ -26,10 +27,32 @@ impl Platform {
     }
 }
 
-/// One `run <job> [args]` request, as the ingress queues it.
+/// What a queued request asks the dispatcher for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// `run <job> [args]`: one pipeline.
+    #[default]
+    Run,
+    /// `help`: the jobs this channel's project lets chat run (read from GitLab, so answered
+    /// by the dispatcher as a follow-up to the ingress's grammar).
+    Help,
+}
+
+impl RequestKind {
+    pub fn is_run(&self) -> bool {
+        *self == RequestKind::Run
+    }
+}
+
+/// One request as the ingress queues it: `run <job> [args]`, or `help` (`kind`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRequest {
     pub version: u32,
+    /// Messages written before `help` was queued carry no kind: they are runs. A run is
+    /// written without it, so a run message reads the same to every dispatcher version.
+    #[serde(default, skip_serializing_if = "RequestKind::is_run")]
+    pub kind: RequestKind,
     pub request_id: RequestId,
     pub platform: Platform,
     pub team_id: TeamId,
@@ -51,6 +74,52 @@ pub struct RunRequest {
     /// connect link's OAuth callback goes, unless `PUBLIC_BASE_URL` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_base: Option<String>,
+}
+
+impl RunRequest {
+    /// The channel as the runs table indexes it (`by-channel`): `platform#team#channel`, so
+    /// two workspaces' channels with the same id never mix.
+    pub fn channel_key(&self) -> String {
+        channel_key(self.platform, &self.team_id, &self.channel_id)
+    }
+}
+
+/// `platform#team#channel`: the key `status` and `history` look a channel's runs up by.
+pub fn channel_key(platform: Platform, team: &TeamId, channel: &ChannelId) -> String {
+    format!("{}#{}#{}", platform.as_str(), team, channel)
+}
+
+/// How a run's job ended, as its reply said (`history`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunResult {
+    Success,
+    Failed,
+    Canceled,
+    Skipped,
+    /// The job no longer exists on GitLab (deleted with its pipeline).
+    Gone,
+}
+
+impl RunResult {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Failed => "failed",
+            RunResult::Canceled => "canceled",
+            RunResult::Skipped => "skipped",
+            RunResult::Gone => "gone",
+        }
+    }
+}
+
+/// The job's end, recorded with the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct JobOutcome {
+    pub result: RunResult,
+    /// GitLab's job duration, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<f64>,
 }
 
 /// Where a run stands.
@@ -123,6 +192,9 @@ pub struct RunRecord {
     /// Unix seconds: while in the future, one invocation is delivering the reply.
     #[serde(default)]
     pub reply_lease_until: u64,
+    /// How the job ended, recorded with the reply (`None` while open, or when refused).
+    #[serde(default)]
+    pub outcome: Option<JobOutcome>,
     /// Unix seconds: the DynamoDB TTL attribute.
     pub expires_at: u64,
 }
@@ -152,6 +224,7 @@ impl RunRecord {
             checks: 0,
             early_hook_at: None,
             reply_lease_until: 0,
+            outcome: None,
             expires_at: now + RUN_RETENTION_SECS,
         }
     }
@@ -210,4 +283,55 @@ pub struct PendingLink {
     #[serde(default)]
     pub pending: Option<RunRequest>,
     pub expires_at: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(kind: RequestKind) -> RunRequest {
+        RunRequest {
+            version: RUN_REQUEST_VERSION,
+            kind,
+            request_id: RequestId::new("r1"),
+            platform: Platform::Slack,
+            team_id: TeamId::new("T1"),
+            team_domain: None,
+            channel_id: ChannelId::new("C1"),
+            channel_name: "ops".into(),
+            user_id: ChatUserId::new("U1"),
+            user_name: "alice".into(),
+            command: "/chatops".into(),
+            job: "deploy".into(),
+            input: String::new(),
+            response_url: "https://hooks.slack.com/commands/T1/1/x".into(),
+            received_at: 1,
+            public_base: None,
+        }
+    }
+
+    #[test]
+    fn a_run_message_has_no_kind_and_an_old_message_is_a_run() {
+        let run = serde_json::to_value(request(RequestKind::Run)).unwrap();
+        assert!(run.get("kind").is_none(), "{run}");
+        let back: RunRequest = serde_json::from_value(run).unwrap();
+        assert_eq!(back.kind, RequestKind::Run);
+
+        let help = serde_json::to_value(request(RequestKind::Help)).unwrap();
+        assert_eq!(help["kind"], "help");
+        let back: RunRequest = serde_json::from_value(help).unwrap();
+        assert_eq!(back.kind, RequestKind::Help);
+    }
+
+    #[test]
+    fn channel_keys_keep_platforms_and_teams_apart() {
+        let r = request(RequestKind::Run);
+        assert_eq!(r.channel_key(), "slack#T1#C1");
+        let mut other = r.clone();
+        other.platform = Platform::Mattermost;
+        assert_ne!(other.channel_key(), r.channel_key());
+        other = r.clone();
+        other.team_id = TeamId::new("T2");
+        assert_ne!(other.channel_key(), r.channel_key());
+    }
 }

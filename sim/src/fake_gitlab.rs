@@ -434,6 +434,7 @@ impl GitLab for FakeGitLab {
             status: pipeline_status,
             git_ref: git_ref.to_owned(),
             web_url: format!("{web}/-/pipelines/{id}"),
+            user: None,
         };
         g.pipelines.push(CreatedPipeline {
             project,

@@ -113,6 +113,8 @@ struct State {
     rules: Vec<Rule>,
     /// `(X-Amz-Target or path, action taken)` of every request, in order.
     seen: Vec<(String, Option<String>)>,
+    /// The body of every request, in the same order (which table a DynamoDB call names).
+    bodies: Vec<Bytes>,
 }
 
 /// A running proxy; stops when dropped.
@@ -171,6 +173,11 @@ impl FaultProxy {
         self.lock().seen.clone()
     }
 
+    /// The bodies of what went through, in the order of [`FaultProxy::seen`].
+    pub fn seen_bodies(&self) -> Vec<Bytes> {
+        self.lock().bodies.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -202,6 +209,7 @@ async fn proxy(
             .unwrap_or_else(|| path.clone());
         g.seen
             .push((label, action.as_ref().map(|a| format!("{a:?}"))));
+        g.bodies.push(body.clone());
         action
     };
     match action {

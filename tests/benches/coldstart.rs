@@ -294,6 +294,7 @@ impl Bench {
     fn run_request(&self, id: &str) -> RunRequest {
         RunRequest {
             version: RUN_REQUEST_VERSION,
+            kind: chatops_core::run::RequestKind::Run,
             request_id: RequestId::new(id),
             platform: Platform::Slack,
             team_id: TeamId::new(TEAM),

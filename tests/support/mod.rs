@@ -152,6 +152,7 @@ pub fn run_request(
     use chatops_core::ids::{ChannelId, ChatUserId, RequestId, TeamId};
     chatops_core::run::RunRequest {
         version: chatops_core::run::RUN_REQUEST_VERSION,
+        kind: chatops_core::run::RequestKind::Run,
         request_id: RequestId::new(id),
         platform: chatops_core::run::Platform::Slack,
         team_id: TeamId::new("T1"),
@@ -193,6 +194,7 @@ pub fn dispatcher_config(
 ) -> chatops_core::dispatcher::DispatcherConfig {
     use chatops_core::secret::Secret;
     chatops_core::dispatcher::DispatcherConfig {
+        audit: Default::default(),
         gitlab_url,
         gitlab_token: Secret::new(gitlab_token),
         oauth: None,

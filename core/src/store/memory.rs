@@ -2,8 +2,11 @@
 //! as the DynamoDB adapter (one lock stands in for conditional writes).
 
 use super::{DispatchClaim, ReplyClaim, RunStore, StoreError};
-use crate::ids::{PipelineId, RequestId};
-use crate::run::{Grant, PendingLink, RunRecord, RunRequest, RunStatus, UserLink};
+use crate::ids::{ChannelId, PipelineId, RequestId, TeamId};
+use crate::run::{
+    channel_key, Grant, JobOutcome, PendingLink, Platform, RunRecord, RunRequest, RunStatus,
+    UserLink,
+};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -78,6 +81,7 @@ impl RunStore for MemoryStore {
             rec.response_url_uses = rec.response_url_uses.max(cur.response_url_uses);
             rec.early_hook_at = rec.early_hook_at.or(cur.early_hook_at);
             rec.reply_lease_until = rec.reply_lease_until.max(cur.reply_lease_until);
+            rec.outcome = rec.outcome.or(cur.outcome);
             if cur.replied_at.is_some() {
                 rec.replied_at = cur.replied_at;
                 rec.status = RunStatus::Replied;
@@ -157,7 +161,12 @@ impl RunStore for MemoryStore {
         Ok(ReplyClaim::Claimed { response_url: took })
     }
 
-    async fn finish_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError> {
+    async fn finish_reply(
+        &self,
+        id: &RequestId,
+        now: u64,
+        outcome: Option<&JobOutcome>,
+    ) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         match g.runs.get_mut(&id.0) {
             Some(rec) if rec.replied_at.is_none() => {
@@ -165,10 +174,35 @@ impl RunStore for MemoryStore {
                 rec.status = RunStatus::Replied;
                 rec.updated_at = now;
                 rec.reply_lease_until = 0;
+                rec.outcome = outcome.copied();
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+
+    async fn channel_runs(
+        &self,
+        platform: Platform,
+        team: &TeamId,
+        channel: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let key = channel_key(platform, team, channel);
+        let mut v: Vec<RunRecord> = self
+            .lock()?
+            .runs
+            .values()
+            .filter(|r| r.request.channel_key() == key)
+            .cloned()
+            .collect();
+        // Newest first; the id breaks ties so the order is stable within one second.
+        v.sort_by(|a, b| {
+            (b.request.received_at, &b.request.request_id)
+                .cmp(&(a.request.received_at, &a.request.request_id))
+        });
+        v.truncate(limit);
+        Ok(v)
     }
 
     async fn release_reply(&self, id: &RequestId, due_at: u64) -> Result<(), StoreError> {

@@ -7,8 +7,8 @@
 
 pub mod memory;
 
-use crate::ids::{PipelineId, RequestId};
-use crate::run::{Grant, PendingLink, RunRecord, RunRequest, UserLink};
+use crate::ids::{ChannelId, PipelineId, RequestId, TeamId};
+use crate::run::{Grant, JobOutcome, PendingLink, Platform, RunRecord, RunRequest, UserLink};
 
 pub use memory::MemoryStore;
 
@@ -87,8 +87,24 @@ pub trait RunStore: Send + Sync {
         response_url: Option<u32>,
     ) -> Result<ReplyClaim, StoreError>;
 
-    /// Record the reply as delivered (closes the run); false when it was recorded already.
-    async fn finish_reply(&self, id: &RequestId, now: u64) -> Result<bool, StoreError>;
+    /// Record the reply as delivered (closes the run), with how the job ended when known;
+    /// false when it was recorded already.
+    async fn finish_reply(
+        &self,
+        id: &RequestId,
+        now: u64,
+        outcome: Option<&JobOutcome>,
+    ) -> Result<bool, StoreError>;
+
+    /// The runs started from one channel, newest first (by when the command was received),
+    /// at most `limit`: `status` and `history`. One indexed query (`by-channel`), no scan.
+    async fn channel_runs(
+        &self,
+        platform: Platform,
+        team: &TeamId,
+        channel: &ChannelId,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError>;
 
     /// Give the reply back (delivery failed): drop the lease, look again at `due_at`.
     async fn release_reply(&self, id: &RequestId, due_at: u64) -> Result<(), StoreError>;
