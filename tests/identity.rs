@@ -534,6 +534,9 @@ async fn the_logs_of_a_full_run_hold_no_token() {
         !captured.contains(&state_of(&link)),
         "the state is in the logs"
     );
+    // Connecting and unlinking are audited (the audit's JSON log line; no table here).
+    assert!(captured.contains(r#"event="linked""#), "{captured}");
+    assert!(captured.contains(r#"event="unlinked""#), "{captured}");
     let _ = aws;
 }
 

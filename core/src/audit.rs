@@ -150,6 +150,10 @@ pub enum AuditEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         duration_secs: Option<f64>,
     },
+    /// The person connected their GitLab account (OAuth); the entry's `gitlab_user` is it.
+    Linked,
+    /// The person removed their link; `revoked` when GitLab confirmed the tokens revoked.
+    Unlinked { revoked: bool },
     /// A kind this version does not know (written by a newer one).
     #[serde(other)]
     Other,
@@ -163,6 +167,8 @@ impl AuditEvent {
             AuditEvent::Refused { .. } => "refused",
             AuditEvent::PipelineCreated { .. } => "pipeline_created",
             AuditEvent::Result { .. } => "result",
+            AuditEvent::Linked => "linked",
+            AuditEvent::Unlinked { .. } => "unlinked",
             AuditEvent::Other => "other",
         }
     }
@@ -192,6 +198,9 @@ impl AuditEvent {
                 Some(d) => format!("{} in {:.0}s", result.as_str(), d),
                 None => result.as_str().to_owned(),
             },
+            AuditEvent::Linked => "GitLab account connected".to_owned(),
+            AuditEvent::Unlinked { revoked: true } => "tokens revoked".to_owned(),
+            AuditEvent::Unlinked { revoked: false } => "revocation not confirmed".to_owned(),
             AuditEvent::Other => String::new(),
         }
     }
@@ -512,7 +521,10 @@ fn log_line(e: &AuditEntry) {
             f.result = Some(result.as_str());
             f.duration_secs = *duration_secs;
         }
-        AuditEvent::Other => {}
+        AuditEvent::Unlinked { revoked } => {
+            f.result = Some(if *revoked { "revoked" } else { "unconfirmed" });
+        }
+        AuditEvent::Linked | AuditEvent::Other => {}
     }
     tracing::info!(
         target: "audit",

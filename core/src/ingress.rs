@@ -592,11 +592,16 @@ impl Ingress {
                 Ok(Unlinked::NotLinked) => Notice::NotConnected {
                     slash: c.command.clone(),
                 },
-                Ok(Unlinked::Removed { username, revoked }) => Notice::Disconnected {
-                    username,
-                    personal: true,
-                    revoked,
-                },
+                Ok(Unlinked::Removed { username, revoked }) => {
+                    let mut e = self.audited(c, AuditEvent::Unlinked { revoked }, None);
+                    e.gitlab_user = Some(username.clone());
+                    self.audit.record(e).await;
+                    Notice::Disconnected {
+                        username,
+                        personal: true,
+                        revoked,
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %crate::report::chain(&e), "could not unlink");
                     Notice::IdentityUnavailable
@@ -640,6 +645,19 @@ impl Ingress {
                 );
             }
         };
+        // No channel: the callback comes from a browser, not from chat.
+        let mut e = self.audit.of_chat(
+            AuditEvent::Linked,
+            person.platform,
+            person.team_id.as_str(),
+            "",
+            "",
+            person.user_id.as_str(),
+            "",
+        );
+        e.channel = None;
+        e.gitlab_user = Some(username.clone());
+        self.audit.record(e).await;
         let mut sentence = format!("Connected as @{username}. You can close this tab.");
         if let Some(original) = pending {
             let mut request = *original;
