@@ -530,14 +530,7 @@ async fn world_as(mode: Mode) -> World {
         );
         // Developers may pass the contract's variables (people act with their own role).
         gl.set_variables_role(PROJECT, "developer");
-        let key = chatops_adapters::aws::kms(&moto_sdk)
-            .create_key()
-            .send()
-            .await
-            .expect("KMS key")
-            .key_metadata
-            .and_then(|m| m.arn)
-            .expect("key ARN");
+        let key = support::new_kms_key(&moto_sdk).await;
         // No GitLab token: every call of a run is made with the person's.
         dispatcher_env = Env::from_pairs([
             ("GITLAB_URL", gitlab.url()),

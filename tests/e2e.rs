@@ -235,25 +235,8 @@ async fn markup_in_commands_is_escaped_in_every_message() {
 async fn demo_scenarios_over_sqs_and_dynamodb() {
     let sdk = support::aws_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(support::unique_name("e2e-runs"))
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "5",
-        )
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url");
-    let table = support::unique_name("e2e-runs");
-    chatops_adapters::dynamo::DynamoStore::create_table(
-        &aws_sdk_dynamodb::Client::new(&sdk),
-        &table,
-    )
-    .await
-    .expect("create table");
+    let queue_url = support::new_queue(&sdk, "e2e-runs", 5).await;
+    let table = support::new_runs_table(&sdk, "e2e-runs").await;
     let world = DemoWorld::start(
         DemoBackends::Aws {
             sdk: Box::new(sdk.clone()),

@@ -41,31 +41,9 @@ async fn world_with(extra: &[(&str, &str)]) -> (DemoWorld, Aws) {
             .try_init();
     }
     let sdk = support::aws_config().await;
-    let queue_url = aws_sdk_sqs::Client::new(&sdk)
-        .create_queue()
-        .queue_name(support::unique_name("identity-q"))
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "5",
-        )
-        .send()
-        .await
-        .expect("queue")
-        .queue_url
-        .expect("queue url");
-    let table = support::unique_name("identity");
-    DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .await
-        .expect("table");
-    let key = chatops_adapters::aws::kms(&sdk)
-        .create_key()
-        .description("chatops tokens (test)")
-        .send()
-        .await
-        .expect("KMS key")
-        .key_metadata
-        .and_then(|m| m.arn)
-        .expect("key ARN");
+    let queue_url = support::new_queue(&sdk, "identity-q", 5).await;
+    let table = support::new_runs_table(&sdk, "identity").await;
+    let key = support::new_kms_key(&sdk).await;
     let mut env: Vec<(&str, &str)> = vec![("TOKEN_KEY_ID", key.as_str())];
     env.extend_from_slice(extra);
     let world = DemoWorld::start_oauth(

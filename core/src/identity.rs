@@ -15,6 +15,7 @@
 use crate::clock::Clock;
 use crate::gitlab::{GitLab, GitLabAs, GitLabError};
 use crate::ids::{ChatUserId, GitLabUserId, RequestId, TeamId};
+use crate::markup::html_escape;
 use crate::oauth::{
     self, CallbackQuery, OAuthClient, OAuthError, OAuthSettings, Tokens, REFRESH_EARLY_SECS,
     STATE_TTL_SECS,
@@ -176,21 +177,6 @@ pub fn html_page(title: &str, sentence: &str) -> String {
         t = html_escape(title),
         s = html_escape(sentence)
     )
-}
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The request id of a command queued again after its person connected: distinct from the

@@ -109,6 +109,14 @@ impl Rich {
     }
 }
 
+/// Text for an HTML page (the OAuth callback's): the three characters Slack escapes, and
+/// both quotes, so it is safe in element content and attribute values alike.
+pub fn html_escape(s: &str) -> String {
+    slack_escape(s)
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 /// Slack's three control characters, escaped as Slack asks.
 pub fn slack_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -270,6 +278,15 @@ fn mattermost_span(span: &Span, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn html_text_is_escaped_for_content_and_attributes() {
+        assert_eq!(
+            html_escape(r#"<script>"a"&'b'</script>"#),
+            "&lt;script&gt;&quot;a&quot;&amp;&#39;b&#39;&lt;/script&gt;"
+        );
+    }
+
     use super::*;
 
     const HOSTILE: &str = "<!channel> <@U123> & @here *bold* `tick` [x](https://evil)";

@@ -249,3 +249,44 @@ impl std::io::Write for LogWriter {
         Ok(())
     }
 }
+
+/// A new SQS queue in moto whose messages come back after `visibility_secs`; its URL.
+pub async fn new_queue(sdk: &aws_config::SdkConfig, prefix: &str, visibility_secs: u32) -> String {
+    aws_sdk_sqs::Client::new(sdk)
+        .create_queue()
+        .queue_name(unique_name(prefix))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            visibility_secs.to_string(),
+        )
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url")
+}
+
+/// A new runs table in moto, built as the product builds it; its name.
+pub async fn new_runs_table(sdk: &aws_config::SdkConfig, prefix: &str) -> String {
+    let table = unique_name(prefix);
+    chatops_adapters::dynamo::DynamoStore::create_table(
+        &aws_sdk_dynamodb::Client::new(sdk),
+        &table,
+    )
+    .await
+    .expect("create table");
+    table
+}
+
+/// A new symmetric KMS key in moto (what the template's `TokenKey` is); its ARN.
+pub async fn new_kms_key(sdk: &aws_config::SdkConfig) -> String {
+    chatops_adapters::aws::kms(sdk)
+        .create_key()
+        .description(unique_name("chatops-tokens"))
+        .send()
+        .await
+        .expect("create KMS key")
+        .key_metadata
+        .and_then(|m| m.arn)
+        .expect("a key ARN")
+}
