@@ -661,3 +661,41 @@ async fn a_mattermost_user_connects_the_same_way() {
     assert_eq!(link.gitlab_username, "alice");
     assert!(link.grant.is_some());
 }
+
+/// `help` lists the jobs with the person's own token (what they can see is what GitLab
+/// shows them); someone not connected gets the grammar, not a connect link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_reads_the_jobs_as_the_person() {
+    let (world, _aws) = world().await;
+    let c = world.command(BOB, "help").await.expect("help");
+    assert!(texts(&world, &c).contains("Usage"), "{}", texts(&world, &c));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(world.connect_link(&c).is_none(), "{}", texts(&world, &c));
+    assert!(!texts(&world, &c).contains("Jobs you can run here"));
+
+    connect(&world, ALICE).await;
+    let c = world.command(ALICE, "help").await.expect("help");
+    until("the jobs", || {
+        texts(&world, &c).contains("Jobs you can run here")
+    })
+    .await;
+    let shown = texts(&world, &c);
+    assert!(shown.contains("hello-world"), "{shown}");
+    assert!(
+        !shown.contains("deploy-production"),
+        "except: [chat] is not listed: {shown}"
+    );
+    let lint_as: Vec<Option<String>> = world
+        .gitlab
+        .state()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/ci/lint"))
+        .map(|r| r.user)
+        .collect();
+    assert!(!lint_as.is_empty());
+    assert!(
+        lint_as.iter().all(|u| u.as_deref() == Some("alice")),
+        "{lint_as:?}"
+    );
+}
