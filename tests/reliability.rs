@@ -429,7 +429,10 @@ async fn burst(
 
 /// The `Started`/`ManualWaiting` follow-up: not an answer, the job is under way.
 fn is_follow_up(p: &Post) -> bool {
-    p.text.contains("> started <") || p.text.contains("> requested <")
+    // The run's card in any state (its later states name who asked) is not an answer.
+    p.text.contains("> started <")
+        || p.text.contains("> requested <")
+        || p.text.contains("Requested by <@")
 }
 
 #[derive(Debug, Default)]
@@ -465,7 +468,9 @@ fn ledger(h: &Harness, sent: &[Sent]) -> Ledger {
     for p in h.world.slack.transcript() {
         let json = serde_json::to_string(&p).expect("post as JSON");
         let owner = match &p.via {
-            Via::ResponseUrl { id, .. } => by_id.get(id.as_str()).copied(),
+            Via::ResponseUrl { id, .. } | Via::CommandAnswer { id, .. } => {
+                by_id.get(id.as_str()).copied()
+            }
             Via::PostMessage | Via::FileUpload => {
                 l.by_channel += 1;
                 job_id_in(&json).and_then(|j| command_of_job(h, j))

@@ -12,7 +12,9 @@
 //! - runs: `record` (the `RunRecord` as JSON) plus the attributes conditions and indexes use:
 //!   `status` (S), `lease_until` (N), `replied_at` (N, once claimed), `response_url_uses` (N),
 //!   `updated_at` (N), `expires_at` (N), `pipeline_key` (S, the pipeline id, once one exists),
-//!   `open` (S `"1"`, only while the run is owed a reply).
+//!   `open` (S `"1"`, only while the run is owed a reply), and for interactive runs `card`
+//!   (S, the `CardRef` as JSON) and per button `action_<kind>` (S, the `ActionTaken` as JSON)
+//!   with `action_<kind>_key` (S, what the conditional write compares).
 //! - GSI `by-pipeline`: HASH `pipeline_key`, projection ALL.
 //! - GSI `due-runs`: HASH `open` + RANGE `due_at` (when the sweep looks next), projection ALL.
 //!
@@ -28,8 +30,11 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use chatops_core::ids::{ChatUserId, GitLabUserId, PipelineId, RequestId, TeamId};
-use chatops_core::run::{Grant, PendingLink, Platform, RunRecord, RunRequest, RunStatus, UserLink};
-use chatops_core::store::{DispatchClaim, ReplyClaim, RunStore, StoreError};
+use chatops_core::run::{
+    ActionKind, ActionTaken, CardRef, Grant, PendingLink, Platform, RunRecord, RunRequest,
+    RunStatus, UserLink,
+};
+use chatops_core::store::{ActionClaim, DispatchClaim, ReplyClaim, RunStore, StoreError};
 use std::collections::HashMap;
 
 /// The GSI that finds a run by its pipeline.
@@ -127,7 +132,28 @@ fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
         rec.early_hook_at = Some(v);
     }
     rec.reply_lease_until = get_n(item, "reply_lease_until").unwrap_or(0);
+    if let Some(json) = get_s(item, "card") {
+        rec.card = Some(
+            serde_json::from_str(json)
+                .map_err(|e| StoreError::Corrupt(format!("run card: {e}")))?,
+        );
+    }
+    for kind in ActionKind::ALL {
+        let taken = get_s(item, &action_attr(kind))
+            .map(|json| {
+                serde_json::from_str::<ActionTaken>(json)
+                    .map_err(|e| StoreError::Corrupt(format!("run action: {e}")))
+            })
+            .transpose()?;
+        rec.actions.set(kind, taken);
+    }
     Ok(rec)
+}
+
+/// The attribute holding a run's press of `kind` (`action_cancel`, …); its key is in
+/// `<attr>_key`.
+fn action_attr(kind: ActionKind) -> String {
+    format!("action_{}", kind.as_str())
 }
 
 fn record_json(rec: &RunRecord) -> Result<String, StoreError> {
@@ -846,6 +872,88 @@ impl RunStore for DynamoStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn claim_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        taken: &ActionTaken,
+    ) -> Result<ActionClaim, StoreError> {
+        let attr = action_attr(kind);
+        let json = serde_json::to_string(taken)
+            .map_err(|e| StoreError::Corrupt(format!("encode action: {e}")))?;
+        // A press released between our write and our read leaves nothing to report: try
+        // again (a release only follows a refusal, so this ends quickly).
+        for _ in 0..3 {
+            let res = self
+                .update_run(id)
+                .update_expression("SET #a = :taken, #k = :key")
+                .condition_expression(
+                    "attribute_exists(pk) AND (attribute_not_exists(#k) OR #k = :key)",
+                )
+                .expression_attribute_names("#a", &attr)
+                .expression_attribute_names("#k", format!("{attr}_key"))
+                .expression_attribute_values(":taken", s(&json))
+                .expression_attribute_values(":key", s(&taken.key))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let old = match res {
+                Ok(_) => return Ok(ActionClaim::Claimed),
+                Err(e) if is_condition_failed(&e) => old_item(e.into_service_error()),
+                Err(e) => return Err(unavailable(e)),
+            };
+            // Older servers do not return the item: read it.
+            let old = match old.filter(|i| !i.is_empty()) {
+                Some(item) => Some(item),
+                None => self.get_item(run_key(id)).await?,
+            };
+            let Some(item) = old else {
+                return Ok(ActionClaim::NoRun);
+            };
+            if let Some(first) = run_from_item(&item)?.actions.get(kind) {
+                return Ok(ActionClaim::Taken(first.clone()));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the {} press of run {id} kept changing",
+            kind.as_str()
+        )))
+    }
+
+    async fn release_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let attr = action_attr(kind);
+        let res = self
+            .update_run(id)
+            .update_expression("REMOVE #a, #k")
+            .condition_expression("#k = :key")
+            .expression_attribute_names("#a", &attr)
+            .expression_attribute_names("#k", format!("{attr}_key"))
+            .expression_attribute_values(":key", s(key))
+            .send()
+            .await;
+        applied(res).map(|_| ())
+    }
+
+    async fn set_card(&self, id: &RequestId, card: &CardRef) -> Result<(), StoreError> {
+        let json = serde_json::to_string(card)
+            .map_err(|e| StoreError::Corrupt(format!("encode card: {e}")))?;
+        let res = self
+            .update_run(id)
+            .update_expression("SET card = :card")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":card", s(json))
+            .send()
+            .await;
+        applied(res).map(|_| ())
     }
 
     async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError> {

@@ -16,6 +16,8 @@
 //! background (sweep, dispatcher) slow work is allowed up to the invocation's deadline, and a
 //! log that cannot be read in time still ends in an answer with the job's link.
 
+use crate::card::{Card, CardState};
+use crate::card_delivery::{CardDesk, Purpose};
 use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::delivery::{
@@ -156,7 +158,7 @@ impl Finisher<'_> {
                         }
                         .render(run.request.platform),
                     );
-                    return self.reply(run, &msg, mode).await;
+                    return self.reply(run, &msg, CardState::Failed, mode).await;
                 }
                 Some(Err(e)) => return Completed::Deferred(Deferral::Job(e)),
             },
@@ -180,7 +182,8 @@ impl Finisher<'_> {
             }
             Err(d) => return Completed::Deferred(d),
         };
-        self.reply(run, &msg, mode).await
+        self.reply(run, &msg, CardState::of_job(job.status), mode)
+            .await
     }
 
     async fn bounded<T>(&self, mode: Mode, f: impl std::future::Future<Output = T>) -> Option<T> {
@@ -268,8 +271,14 @@ impl Finisher<'_> {
         }
     }
 
-    /// Take the reply, deliver it, record it.
-    async fn reply(&self, run: &RunRecord, msg: &OutgoingMessage, mode: Mode) -> Completed {
+    /// Take the reply, show the run's card in its final `state`, deliver the reply, record it.
+    async fn reply(
+        &self,
+        run: &RunRecord,
+        msg: &OutgoingMessage,
+        state: CardState,
+        mode: Mode,
+    ) -> Completed {
         let id = &run.request.request_id;
         let now = self.clock.now();
         let age = now.saturating_sub(run.request.received_at);
@@ -286,6 +295,15 @@ impl Finisher<'_> {
             Ok(ReplyClaim::Done) => return Completed::AlreadyReplied,
             Err(e) => return Completed::Deferred(Deferral::Store(e)),
         };
+        // The card first: through the command's response_url, "replace the original" must come
+        // before the reply is posted there. A card that cannot be updated stays as it was.
+        let card = Card::of_run(run, state);
+        let desk = CardDesk {
+            deliverer: self.deliverer,
+        };
+        if let Err(e) = desk.show(run, &card, Purpose::Update).await {
+            tracing::warn!(request_id = %id, error = %e, "could not update the run's card");
+        }
         let waits = !mode.is_webhook();
         match self
             .deliverer

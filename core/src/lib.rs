@@ -18,6 +18,7 @@
 //! Modules depend "downwards" only (values ← ports ← text ← use cases); `tests/architecture.rs`
 //! checks there is no cycle.
 
+pub mod action;
 pub mod clock;
 pub mod config;
 pub mod ids;
@@ -34,6 +35,7 @@ pub mod queue;
 pub mod seal;
 pub mod store;
 
+pub mod card;
 pub mod markup;
 pub mod notice;
 pub mod render;
@@ -43,10 +45,12 @@ pub mod report;
 pub mod mattermost;
 pub mod slack;
 
+pub mod card_delivery;
 pub mod completion;
 pub mod delivery;
 pub mod dispatcher;
 pub mod finish;
 pub mod identity;
 pub mod ingress;
+pub mod interaction;
 pub mod users;

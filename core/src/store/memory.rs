@@ -1,9 +1,12 @@
 //! The in-memory run store: unit tests and `chatops local`'s embedded mode. Same semantics
 //! as the DynamoDB adapter (one lock stands in for conditional writes).
 
-use super::{DispatchClaim, ReplyClaim, RunStore, StoreError};
+use super::{ActionClaim, DispatchClaim, ReplyClaim, RunStore, StoreError};
 use crate::ids::{PipelineId, RequestId};
-use crate::run::{Grant, PendingLink, RunRecord, RunRequest, RunStatus, UserLink};
+use crate::run::{
+    ActionKind, ActionTaken, CardRef, Grant, PendingLink, RunRecord, RunRequest, RunStatus,
+    UserLink,
+};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -12,6 +15,8 @@ struct Inner {
     runs: HashMap<String, RunRecord>,
     users: HashMap<(String, String), UserLink>,
     pending: HashMap<String, PendingLink>,
+    /// Cards placed by `set_card`: like DynamoDB's separate attribute, a save keeps them.
+    cards: HashMap<String, CardRef>,
 }
 
 #[derive(Default)]
@@ -82,6 +87,10 @@ impl RunStore for MemoryStore {
                 rec.replied_at = cur.replied_at;
                 rec.status = RunStatus::Replied;
             }
+            rec.actions = cur.actions.clone();
+        }
+        if let Some(card) = g.cards.get(&run.request.request_id.0) {
+            rec.card = Some(card.clone());
         }
         g.runs.insert(rec.request.request_id.0.clone(), rec.clone());
         Ok(rec)
@@ -295,5 +304,49 @@ impl RunStore for MemoryStore {
 
     async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError> {
         Ok(self.lock()?.pending.remove(state))
+    }
+
+    async fn claim_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        taken: &ActionTaken,
+    ) -> Result<ActionClaim, StoreError> {
+        let mut g = self.lock()?;
+        let Some(rec) = g.runs.get_mut(&id.0) else {
+            return Ok(ActionClaim::NoRun);
+        };
+        match rec.actions.get(kind) {
+            Some(first) if first.key != taken.key => Ok(ActionClaim::Taken(first.clone())),
+            Some(_) => Ok(ActionClaim::Claimed),
+            None => {
+                rec.actions.set(kind, Some(taken.clone()));
+                Ok(ActionClaim::Claimed)
+            }
+        }
+    }
+
+    async fn release_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        if let Some(rec) = g.runs.get_mut(&id.0) {
+            if rec.actions.get(kind).is_some_and(|t| t.key == key) {
+                rec.actions.set(kind, None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_card(&self, id: &RequestId, card: &CardRef) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        g.cards.insert(id.0.clone(), card.clone());
+        if let Some(rec) = g.runs.get_mut(&id.0) {
+            rec.card = Some(card.clone());
+        }
+        Ok(())
     }
 }

@@ -8,7 +8,9 @@
 pub mod memory;
 
 use crate::ids::{PipelineId, RequestId};
-use crate::run::{Grant, PendingLink, RunRecord, RunRequest, UserLink};
+use crate::run::{
+    ActionKind, ActionTaken, CardRef, Grant, PendingLink, RunRecord, RunRequest, UserLink,
+};
 
 pub use memory::MemoryStore;
 
@@ -43,6 +45,17 @@ pub enum ReplyClaim {
     Busy,
     /// The reply was recorded already (or the run is gone / not open).
     Done,
+}
+
+/// The outcome of claiming a button press on a run (`RunStore::claim_action`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionClaim {
+    /// This press is the one that acts (new, or the same click delivered again).
+    Claimed,
+    /// Someone pressed it first: their press.
+    Taken(ActionTaken),
+    /// No such run.
+    NoRun,
 }
 
 #[async_trait::async_trait]
@@ -145,4 +158,28 @@ pub trait RunStore: Send + Sync {
 
     /// Take (and delete, atomically: single use) the connect link with this `state`.
     async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError>;
+
+    // Cards and their buttons (interactive runs). Both are kept apart from the record
+    // `save_run` writes, so a save never undoes them, and every read of the run shows them.
+
+    /// One conditional write: record `taken` as the run's `kind` press unless another press
+    /// (with another key) was recorded first. A double click therefore acts once.
+    async fn claim_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        taken: &ActionTaken,
+    ) -> Result<ActionClaim, StoreError>;
+
+    /// Undo this press's claim (GitLab refused it, so someone else may try); nothing when
+    /// another press holds it.
+    async fn release_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        key: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Remember where the run's card is on screen (a posted card's `ts`, or the clicked one).
+    async fn set_card(&self, id: &RequestId, card: &CardRef) -> Result<(), StoreError>;
 }
