@@ -338,3 +338,130 @@ async fn due_runs_and_find_by_pipeline_use_the_indexes() {
     assert_eq!(found.status, RunStatus::Refused);
     assert_eq!(st.find_by_pipeline(PipelineId(1)).await.unwrap(), None);
 }
+
+/// The card's buttons: one press claimed in one conditional write (a double click or two
+/// people act once; the same click again is told it is its own), released only by its own
+/// key, and neither a press nor the card's place is undone by a later `save_run`. The same
+/// contract for DynamoDB (moto) and the in-memory store.
+#[tokio::test]
+async fn button_presses_are_claimed_once_and_survive_saves() {
+    use chatops_core::ids::{ChannelId, MessageTs};
+    use chatops_core::run::{ActionKind, ActionTaken, CardRef};
+    use chatops_core::store::{ActionClaim, MemoryStore};
+    let stores: Vec<(&str, Arc<dyn RunStore>)> = vec![
+        ("dynamodb", Arc::new(store().await)),
+        ("memory", Arc::new(MemoryStore::new())),
+    ];
+    for (name, st) in stores {
+        let press = |key: &str, by: &str| ActionTaken {
+            key: key.into(),
+            by: ChatUserId::new(by),
+            by_name: by.to_lowercase(),
+            at: 1_100,
+        };
+        let id = RequestId::new("r-press");
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Cancel, &press("k1", "U1"))
+                .await
+                .unwrap(),
+            ActionClaim::NoRun,
+            "{name}"
+        );
+        let DispatchClaim::Claimed(rec) = st
+            .claim_dispatch(&request("r-press"), 1_000, 60)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: claim")
+        };
+        let mut rec = *rec;
+        rec.status = RunStatus::Running;
+        st.save_run(&rec).await.unwrap();
+
+        // Concurrent presses: exactly one wins.
+        let attempts: Vec<_> = (0..6)
+            .map(|i| {
+                let st = st.clone();
+                let id = id.clone();
+                let p = press(&format!("k{i}"), &format!("U{i}"));
+                tokio::spawn(async move { st.claim_action(&id, ActionKind::Cancel, &p).await })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for (i, a) in attempts.into_iter().enumerate() {
+            if let ActionClaim::Claimed { again } = a.await.unwrap().unwrap() {
+                assert!(!again, "{name}");
+                won.push(i);
+            }
+        }
+        assert_eq!(won.len(), 1, "{name}: {won:?}");
+        let winner = format!("k{}", won[0]);
+        let by = format!("U{}", won[0]);
+        // The same click again is its own; another is told who was first.
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Cancel, &press(&winner, &by))
+                .await
+                .unwrap(),
+            ActionClaim::Claimed { again: true },
+            "{name}"
+        );
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Cancel, &press("k-late", "U9"))
+                .await
+                .unwrap(),
+            ActionClaim::Taken(press(&winner, &by)),
+            "{name}"
+        );
+        // Other buttons are separate.
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Play, &press("k-play", "U9"))
+                .await
+                .unwrap(),
+            ActionClaim::Claimed { again: false },
+            "{name}"
+        );
+
+        // Neither the presses nor the card's place are undone by a save of an older view.
+        let card = CardRef {
+            channel: ChannelId::new("C1"),
+            ts: Some(MessageTs::new("1700000000.000100")),
+            answer: true,
+        };
+        st.set_card(&id, &card).await.unwrap();
+        rec.due_at = 2_000;
+        let saved = st.save_run(&rec).await.unwrap();
+        let read = st.get_run(&id).await.unwrap().unwrap();
+        for r in [&saved, &read] {
+            assert_eq!(r.card.as_ref(), Some(&card), "{name}");
+            assert_eq!(r.actions.cancel, Some(press(&winner, &by)), "{name}");
+            assert_eq!(
+                r.actions.play.as_ref().map(|p| p.key.as_str()),
+                Some("k-play")
+            );
+        }
+
+        // Only the press's own key releases it; then someone else may press.
+        st.release_action(&id, ActionKind::Cancel, "k-late")
+            .await
+            .unwrap();
+        assert!(st
+            .get_run(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .actions
+            .cancel
+            .is_some());
+        st.release_action(&id, ActionKind::Cancel, &winner)
+            .await
+            .unwrap();
+        assert_eq!(st.get_run(&id).await.unwrap().unwrap().actions.cancel, None);
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Cancel, &press("k-late", "U9"))
+                .await
+                .unwrap(),
+            ActionClaim::Claimed { again: false },
+            "{name}"
+        );
+    }
+}

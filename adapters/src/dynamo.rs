@@ -198,20 +198,17 @@ fn link_from_item(item: &Item) -> Result<UserLink, StoreError> {
         platform: get_s(item, "platform").and_then(|p| {
             serde_json::from_value::<Platform>(serde_json::Value::String(p.to_owned())).ok()
         }),
-        grant: match get_s(item, "grant_sealed") {
-            None => None,
-            Some(sealed) => Some(Grant {
-                sealed: sealed.to_owned(),
-                expires_at: get_n(item, "grant_expires_at").unwrap_or(0),
-                version: get_n(item, "grant_version").unwrap_or(0),
-                broken: item
-                    .get("grant_broken")
-                    .and_then(|v| v.as_bool().ok())
-                    .copied()
-                    .unwrap_or(false),
-                refresh_lock_until: get_n(item, "grant_lock_until").unwrap_or(0),
-            }),
-        },
+        grant: get_s(item, "grant_sealed").map(|sealed| Grant {
+            sealed: sealed.to_owned(),
+            expires_at: get_n(item, "grant_expires_at").unwrap_or(0),
+            version: get_n(item, "grant_version").unwrap_or(0),
+            broken: item
+                .get("grant_broken")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
+            refresh_lock_until: get_n(item, "grant_lock_until").unwrap_or(0),
+        }),
     })
 }
 
@@ -896,13 +893,22 @@ impl RunStore for DynamoStore {
                 .expression_attribute_names("#k", format!("{attr}_key"))
                 .expression_attribute_values(":taken", s(&json))
                 .expression_attribute_values(":key", s(&taken.key))
+                .return_values(ReturnValue::AllOld)
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
                 .send()
                 .await;
             let old = match res {
-                Ok(_) => return Ok(ActionClaim::Claimed),
+                Ok(out) => {
+                    // The key was there before this write: the same click, again.
+                    let again = out
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| get_s(a, &format!("{attr}_key")))
+                        .is_some_and(|k| k == taken.key);
+                    return Ok(ActionClaim::Claimed { again });
+                }
                 Err(e) if is_condition_failed(&e) => old_item(e.into_service_error()),
                 Err(e) => return Err(unavailable(e)),
             };

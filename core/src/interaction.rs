@@ -278,8 +278,8 @@ impl Clicks<'_> {
             at: self.clock.now(),
         };
         let id = run.request.request_id.clone();
-        match self.store.claim_action(&id, kind, &taken).await? {
-            ActionClaim::Claimed => {}
+        let again = match self.store.claim_action(&id, kind, &taken).await? {
+            ActionClaim::Claimed { again } => again,
             ActionClaim::NoRun => {
                 self.notice(click, ClickNotice::UnknownRun).await;
                 return Ok(Handled::Done);
@@ -296,12 +296,17 @@ impl Clicks<'_> {
                     .await;
                 return Ok(Handled::Done);
             }
-        }
+        };
         run.actions.set(kind, Some(taken));
         let acted = match kind {
             ActionKind::Cancel => gl.cancel_pipeline(project, pipeline).await,
             ActionKind::Play => gl.play_job(project, job_id).await.map(|_| ()),
             ActionKind::Retry => Ok(()),
+        };
+        let acted = match acted {
+            // `Unplayable Job` on a click delivered again: its first delivery played it.
+            Err(GitLabError::Rejected(_)) if again && kind == ActionKind::Play => Ok(()),
+            other => other,
         };
         if let Err(e) = acted {
             if !(e.is_retryable() || matches!(e, GitLabError::Protocol(_))) {

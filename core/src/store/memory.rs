@@ -318,10 +318,10 @@ impl RunStore for MemoryStore {
         };
         match rec.actions.get(kind) {
             Some(first) if first.key != taken.key => Ok(ActionClaim::Taken(first.clone())),
-            Some(_) => Ok(ActionClaim::Claimed),
+            Some(_) => Ok(ActionClaim::Claimed { again: true }),
             None => {
                 rec.actions.set(kind, Some(taken.clone()));
-                Ok(ActionClaim::Claimed)
+                Ok(ActionClaim::Claimed { again: false })
             }
         }
     }

@@ -50,8 +50,9 @@ pub enum ReplyClaim {
 /// The outcome of claiming a button press on a run (`RunStore::claim_action`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionClaim {
-    /// This press is the one that acts (new, or the same click delivered again).
-    Claimed,
+    /// This press is the one that acts; `again` when this very click (same key) had claimed
+    /// it already: a redelivery, whose first delivery may have acted.
+    Claimed { again: bool },
     /// Someone pressed it first: their press.
     Taken(ActionTaken),
     /// No such run.
