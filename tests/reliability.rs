@@ -390,6 +390,10 @@ async fn send(h: &Harness, i: usize, user: DemoUser, fail_response_url: u32) -> 
         }
         Err(e) => (0, serde_json::Value::String(e.to_string())),
     };
+    if status == 200 {
+        // Slack shows the answer (the run's card) as a message its response_url replaces.
+        h.world.slack.command_answered(&standin_url, &answer);
+    }
     Sent {
         i,
         kind,
@@ -468,9 +472,9 @@ fn ledger(h: &Harness, sent: &[Sent]) -> Ledger {
     for p in h.world.slack.transcript() {
         let json = serde_json::to_string(&p).expect("post as JSON");
         let owner = match &p.via {
-            Via::ResponseUrl { id, .. } | Via::CommandAnswer { id, .. } => {
-                by_id.get(id.as_str()).copied()
-            }
+            // The command's answer is the run's card, never its answer, whatever it shows.
+            Via::CommandAnswer { .. } => continue,
+            Via::ResponseUrl { id, .. } => by_id.get(id.as_str()).copied(),
             Via::PostMessage | Via::FileUpload => {
                 l.by_channel += 1;
                 job_id_in(&json).and_then(|j| command_of_job(h, j))

@@ -106,7 +106,7 @@ async fn one_reply_under_concurrency_in_one_write_each() {
         let st = st.clone();
         let id = req.request_id.clone();
         tasks.push(tokio::spawn(async move {
-            st.begin_reply(&id, 2_000, 120, Some(5)).await.unwrap()
+            st.begin_reply(&id, 2_000, 120, Some(5), 1).await.unwrap()
         }));
     }
     let mut claims = Vec::new();
@@ -129,7 +129,7 @@ async fn one_reply_under_concurrency_in_one_write_each() {
     // A failed delivery gives it back; the next one takes it again.
     st.release_reply(&req.request_id, 2_030).await.unwrap();
     assert!(matches!(
-        st.begin_reply(&req.request_id, 2_001, 120, Some(5))
+        st.begin_reply(&req.request_id, 2_001, 120, Some(5), 1)
             .await
             .unwrap(),
         ReplyClaim::Claimed { .. }
@@ -142,14 +142,14 @@ async fn one_reply_under_concurrency_in_one_write_each() {
     let saved = st.save_run(&rec).await.unwrap();
     assert_eq!(saved.status, RunStatus::Replied);
     assert_eq!(
-        st.begin_reply(&req.request_id, 9_000, 120, Some(5))
+        st.begin_reply(&req.request_id, 9_000, 120, Some(5), 1)
             .await
             .unwrap(),
         ReplyClaim::Done
     );
     // Unknown runs cannot be claimed.
     assert_eq!(
-        st.begin_reply(&RequestId::new("nope"), 3_000, 120, None)
+        st.begin_reply(&RequestId::new("nope"), 3_000, 120, None, 1)
             .await
             .unwrap(),
         ReplyClaim::Done
@@ -170,13 +170,41 @@ async fn spent_response_url_still_claims_the_reply_without_it() {
         st.take_response_url_use(&req.request_id, 5).await.unwrap();
     }
     assert_eq!(
-        st.begin_reply(&req.request_id, 2_000, 120, Some(5))
+        st.begin_reply(&req.request_id, 2_000, 120, Some(5), 1)
             .await
             .unwrap(),
         ReplyClaim::Claimed {
             response_url: false
         }
     );
+}
+
+/// The reply and the card's last state take their two `response_url` uses together or not at
+/// all: never more than five.
+#[tokio::test]
+async fn the_reply_takes_the_cards_use_with_its_own_or_neither() {
+    let st = store().await;
+    for (used, want, after) in [(3, true, 5), (4, false, 4)] {
+        let req = request(&format!("r-two-{used}"));
+        let DispatchClaim::Claimed(rec) = st.claim_dispatch(&req, 1_000, 60).await.unwrap() else {
+            panic!()
+        };
+        let mut rec = *rec;
+        rec.status = RunStatus::Running;
+        st.save_run(&rec).await.unwrap();
+        for _ in 0..used {
+            st.take_response_url_use(&req.request_id, 5).await.unwrap();
+        }
+        assert_eq!(
+            st.begin_reply(&req.request_id, 2_000, 120, Some(5), 2)
+                .await
+                .unwrap(),
+            ReplyClaim::Claimed { response_url: want },
+            "{used} used"
+        );
+        let stored = st.get_run(&req.request_id).await.unwrap().unwrap();
+        assert_eq!(stored.response_url_uses, after, "{used} used");
+    }
 }
 
 #[tokio::test]
@@ -311,7 +339,7 @@ async fn due_runs_and_find_by_pipeline_use_the_indexes() {
 
     // Replying closes a run: it leaves the open index. A check pushes one back.
     assert!(matches!(
-        st.begin_reply(&RequestId::new("r-open-3"), 1_400, 60, None)
+        st.begin_reply(&RequestId::new("r-open-3"), 1_400, 60, None, 1)
             .await
             .unwrap(),
         ReplyClaim::Claimed { .. }

@@ -572,8 +572,11 @@ impl RunStore for DynamoStore {
         now: u64,
         lease_secs: u64,
         response_url: Option<u32>,
+        uses: u32,
     ) -> Result<ReplyClaim, StoreError> {
         let open = [RunStatus::Running, RunStatus::WaitingManual];
+        // Never more than `max` in all: `uses` are taken only while at most `max - uses` are.
+        let response_url = response_url.and_then(|max| max.checked_sub(uses));
         let attempt = |with_url: Option<u32>| {
             let mut set = "SET reply_lease_until = :lease".to_owned();
             let mut cond = "attribute_exists(pk) AND attribute_not_exists(replied_at) \
@@ -593,17 +596,17 @@ impl RunStore for DynamoStore {
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 );
-            if let Some(max) = with_url {
+            if let Some(limit) = with_url {
                 set.push_str(
-                    ", response_url_uses = if_not_exists(response_url_uses, :zero) + :one",
+                    ", response_url_uses = if_not_exists(response_url_uses, :zero) + :take",
                 );
                 cond.push_str(
-                    " AND (attribute_not_exists(response_url_uses) OR response_url_uses < :max)",
+                    " AND (attribute_not_exists(response_url_uses) OR response_url_uses <= :limit)",
                 );
                 req = req
                     .expression_attribute_values(":zero", n(0))
-                    .expression_attribute_values(":one", n(1))
-                    .expression_attribute_values(":max", n(u64::from(max)));
+                    .expression_attribute_values(":take", n(u64::from(uses)))
+                    .expression_attribute_values(":limit", n(u64::from(limit)));
             }
             req.update_expression(set).condition_expression(cond)
         };

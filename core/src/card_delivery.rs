@@ -5,8 +5,8 @@
 //!    it): `chat.update` with the bot token (no `response_url` use spent);
 //! 2. the card is the slash command's own answer (or that update was refused) and the
 //!    command's `response_url` still takes messages: `replace_original: true` through it,
-//!    counted like every use
-//!    (`RunStore::take_response_url_use`), always leaving the last use for the job's reply;
+//!    counted like every use (`RunStore::take_response_url_use`; the last state's in the
+//!    write that takes the reply), always leaving the last use for the job's reply;
 //! 3. announcing a run (the dispatcher) when neither works: a new card with
 //!    `chat.postMessage`, whose `ts` is recorded for the next updates;
 //! 4. otherwise the card stays as it is (the reply still says how the job ended, and a click
@@ -18,7 +18,9 @@
 
 use crate::card::Card;
 use crate::chat::{ChatApi, ChatError, OutgoingMessage};
-use crate::delivery::{Deliverer, DeliveryError, RESPONSE_URL_MAX_AGE_SECS, RESPONSE_URL_MAX_USES};
+use crate::delivery::{
+    with_rate_limit, Deliverer, DeliveryError, RESPONSE_URL_MAX_AGE_SECS, RESPONSE_URL_MAX_USES,
+};
 use crate::run::{CardRef, Platform, RunRecord};
 
 /// Why a card is shown.
@@ -28,6 +30,9 @@ pub enum Purpose {
     Announce,
     /// A later state of a card already shown: in place, or not at all.
     Update,
+    /// The last state, just before the reply: like `Update`, but a `response_url` use for it
+    /// was taken already (`taken`), in the write that took the reply (`begin_reply`).
+    Final { taken: bool },
 }
 
 /// How a card got on screen.
@@ -46,6 +51,9 @@ pub enum Shown {
 /// The ports a card needs, borrowed from the use case that shows it.
 pub struct CardDesk<'a> {
     pub deliverer: &'a Deliverer,
+    /// Short Slack rate limits are waited out (background work); on the webhook path a 429
+    /// leaves the card as it is instead.
+    pub waits: bool,
 }
 
 impl CardDesk<'_> {
@@ -66,7 +74,7 @@ impl CardDesk<'_> {
         let req = &run.request;
         let msg = card.render(req.platform);
         if req.platform == Platform::Mattermost {
-            if purpose == Purpose::Update {
+            if purpose != Purpose::Announce {
                 return Ok(Shown::Skipped);
             }
             self.deliverer.deliver(req, &msg).await?;
@@ -79,7 +87,11 @@ impl CardDesk<'_> {
             ..
         }) = &run.card
         {
-            match api.update_message(channel, ts, &msg).await {
+            match with_rate_limit("chat.update", self.waits, || {
+                api.update_message(channel, ts, &msg)
+            })
+            .await
+            {
                 Ok(()) => return Ok(Shown::Updated),
                 Err(e) => {
                     tracing::info!(request_id = %req.request_id, error = %e, "chat.update refused the card; trying the response_url")
@@ -92,22 +104,33 @@ impl CardDesk<'_> {
             Some(c) => c.answer,
             None => purpose == Purpose::Announce,
         };
-        if is_answer && self.take_response_url(run).await? {
+        let use_taken = match purpose {
+            Purpose::Final { taken } => taken,
+            Purpose::Announce | Purpose::Update => is_answer && self.take_response_url(run).await?,
+        };
+        if is_answer && use_taken {
             let replace = OutgoingMessage {
                 replace_original: true,
                 ..msg.clone()
             };
-            match api.respond(&req.response_url, &replace).await {
+            match with_rate_limit("response_url", self.waits, || {
+                api.respond(&req.response_url, &replace)
+            })
+            .await
+            {
                 Ok(()) => return Ok(Shown::Replaced),
                 Err(e) => {
                     tracing::info!(request_id = %req.request_id, error = %e, "the response_url did not take the card")
                 }
             }
         }
-        if purpose == Purpose::Update {
+        if purpose != Purpose::Announce {
             return Ok(Shown::Skipped);
         }
-        let ts = api.post_card(&req.channel_id, &msg).await?;
+        let ts = with_rate_limit("chat.postMessage", self.waits, || {
+            api.post_card(&req.channel_id, &msg)
+        })
+        .await?;
         if let Some(ts) = ts {
             let card = CardRef {
                 channel: req.channel_id.clone(),
@@ -291,7 +314,10 @@ mod tests {
             ts: None,
             answer: true,
         });
-        let desk = CardDesk { deliverer: &d };
+        let desk = CardDesk {
+            deliverer: &d,
+            waits: false,
+        };
         for _ in 0..4 {
             assert_eq!(
                 desk.show(&run, &card(&run), Purpose::Update).await.unwrap(),
@@ -318,32 +344,60 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_known_ts_is_updated_and_a_refused_update_falls_back() {
+    async fn a_known_ts_is_updated_and_only_the_answer_falls_back_to_the_response_url() {
         let chat = Arc::new(Chat::default());
-        let (d, _, mut run) = setup(chat.clone(), "https://hooks/1", 1010).await;
+        let (d, store, mut run) = setup(chat.clone(), "https://hooks/1", 1010).await;
         run.card = Some(CardRef {
             channel: ChannelId::new("C1"),
             ts: Some(MessageTs::new("9.1")),
             answer: false,
         });
-        let desk = CardDesk { deliverer: &d };
+        let desk = CardDesk {
+            deliverer: &d,
+            waits: false,
+        };
         assert_eq!(
             desk.show(&run, &card(&run), Purpose::Update).await.unwrap(),
             Shown::Updated
         );
-        // A card whose ts is known is not the command's answer: an update that Slack refuses
-        // leaves it (the response_url would replace another message).
+        assert_eq!(*chat.calls.lock().unwrap(), vec!["update C1 9.1"]);
+        let id = run.request.request_id.clone();
+        assert_eq!(
+            store.get_run(&id).await.unwrap().unwrap().response_url_uses,
+            0
+        );
+
+        // Slack refuses the update. A card the bot posted is left as it is (the command's
+        // response_url would replace another message); the command's own answer is replaced
+        // through it instead.
         let refusing = Arc::new(Chat {
             refuse_updates: true,
             ..Chat::default()
         });
         let (d, _, _) = setup(refusing.clone(), "https://hooks/1", 1010).await;
-        let desk = CardDesk { deliverer: &d };
+        let desk = CardDesk {
+            deliverer: &d,
+            waits: false,
+        };
         assert_eq!(
             desk.show(&run, &card(&run), Purpose::Update).await.unwrap(),
             Shown::Skipped
         );
-        assert_eq!(*refusing.calls.lock().unwrap(), vec!["update C1 9.1"]);
+        if let Some(c) = run.card.as_mut() {
+            c.answer = true;
+        }
+        assert_eq!(
+            desk.show(&run, &card(&run), Purpose::Update).await.unwrap(),
+            Shown::Replaced
+        );
+        assert_eq!(
+            *refusing.calls.lock().unwrap(),
+            vec![
+                "update C1 9.1",
+                "update C1 9.1",
+                "respond https://hooks/1 replace=true"
+            ]
+        );
     }
 
     #[tokio::test]
@@ -351,7 +405,10 @@ mod tests {
         let chat = Arc::new(Chat::default());
         // 31 minutes after the command: the response_url is over.
         let (d, store, run) = setup(chat.clone(), "https://hooks/1", 1000 + 31 * 60).await;
-        let desk = CardDesk { deliverer: &d };
+        let desk = CardDesk {
+            deliverer: &d,
+            waits: false,
+        };
         assert_eq!(
             desk.show(&run, &card(&run), Purpose::Update).await.unwrap(),
             Shown::Skipped,

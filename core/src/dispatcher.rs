@@ -803,6 +803,7 @@ impl Dispatcher {
         let card = crate::card::Card::of_run(run, crate::card::CardState::of_job(job.status));
         let desk = crate::card_delivery::CardDesk {
             deliverer: &self.deliverer,
+            waits: true,
         };
         if let Err(e) = desk
             .show(run, &card, crate::card_delivery::Purpose::Announce)

@@ -285,9 +285,19 @@ impl Finisher<'_> {
         let response_url = (!run.request.response_url.is_empty()
             && age < RESPONSE_URL_MAX_AGE_SECS)
             .then_some(RESPONSE_URL_MAX_USES);
+        // The card's last state replaces the command's answer through the same response_url:
+        // its use is taken in the same write as the reply's (both or neither), when two are
+        // left (else the reply alone keeps the last one and the card stays as it is).
+        let card_by_url = run.request.platform == Platform::Slack
+            && run
+                .card
+                .as_ref()
+                .is_some_and(|c| c.answer && c.ts.is_none())
+            && run.response_url_uses + 2 <= RESPONSE_URL_MAX_USES;
+        let uses = if card_by_url { 2 } else { 1 };
         let taken = match self
             .store
-            .begin_reply(id, now, REPLY_LEASE_SECS, response_url)
+            .begin_reply(id, now, REPLY_LEASE_SECS, response_url, uses)
             .await
         {
             Ok(ReplyClaim::Claimed { response_url }) => response_url,
@@ -300,8 +310,12 @@ impl Finisher<'_> {
         let card = Card::of_run(run, state);
         let desk = CardDesk {
             deliverer: self.deliverer,
+            waits: !mode.is_webhook(),
         };
-        if let Err(e) = desk.show(run, &card, Purpose::Update).await {
+        let purpose = Purpose::Final {
+            taken: taken && card_by_url,
+        };
+        if let Err(e) = desk.show(run, &card, purpose).await {
             tracing::warn!(request_id = %id, error = %e, "could not update the run's card");
         }
         let waits = !mode.is_webhook();

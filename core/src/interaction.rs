@@ -202,6 +202,7 @@ impl Clicks<'_> {
     fn desk(&self) -> CardDesk<'_> {
         CardDesk {
             deliverer: self.deliverer,
+            waits: true,
         }
     }
 

@@ -144,6 +144,7 @@ impl RunStore for MemoryStore {
         now: u64,
         lease_secs: u64,
         response_url: Option<u32>,
+        uses: u32,
     ) -> Result<ReplyClaim, StoreError> {
         let mut g = self.lock()?;
         let Some(rec) = g.runs.get_mut(&id.0) else {
@@ -157,8 +158,8 @@ impl RunStore for MemoryStore {
         }
         rec.reply_lease_until = now + lease_secs;
         let took = match response_url {
-            Some(max) if rec.response_url_uses < max => {
-                rec.response_url_uses += 1;
+            Some(max) if rec.response_url_uses + uses <= max => {
+                rec.response_url_uses += uses;
                 true
             }
             _ => false,

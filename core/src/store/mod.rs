@@ -91,14 +91,16 @@ pub trait RunStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// One conditional write that takes the reply: no reply recorded, no live lease; sets a
-    /// lease until `now + lease_secs` and, when `response_url` is asked and fewer than `max`
-    /// uses were taken, takes one.
+    /// lease until `now + lease_secs` and, when `response_url` (the most uses, `max`) is asked
+    /// and `uses` more fit under it, takes `uses` of them (all or none: the reply's, and the
+    /// card's when it is replaced just before the reply).
     async fn begin_reply(
         &self,
         id: &RequestId,
         now: u64,
         lease_secs: u64,
         response_url: Option<u32>,
+        uses: u32,
     ) -> Result<ReplyClaim, StoreError>;
 
     /// Record the reply as delivered (closes the run); false when it was recorded already.
