@@ -195,12 +195,12 @@ pub async fn setup(
     // Listing hooks needs the same rights as changing them (Maintainer), so this is the
     // access check, done before anything is written.
     let hooks = gitlab.hooks(found.id).await.map_err(|e| match e {
-        GitLabError::Unauthorized(detail) | GitLabError::NotFound(detail) => {
-            SetupError::NoHookAccess {
-                project: found.path_with_namespace.clone(),
-                detail,
-            }
-        }
+        GitLabError::Unauthorized(detail)
+        | GitLabError::Forbidden(detail)
+        | GitLabError::NotFound(detail) => SetupError::NoHookAccess {
+            project: found.path_with_namespace.clone(),
+            detail,
+        },
         other => SetupError::GitLab(other),
     })?;
     let existing = hooks.iter().find(|h| same_url(&h.url, webhook_url));
@@ -219,10 +219,12 @@ pub async fn setup(
         )
         .await
         .map_err(|e| match e {
-            GitLabError::Unauthorized(detail) => SetupError::NoHookAccess {
-                project: found.path_with_namespace.clone(),
-                detail,
-            },
+            GitLabError::Unauthorized(detail) | GitLabError::Forbidden(detail) => {
+                SetupError::NoHookAccess {
+                    project: found.path_with_namespace.clone(),
+                    detail,
+                }
+            }
             other => SetupError::GitLab(other),
         })?;
     if !hook.pipeline_events {
