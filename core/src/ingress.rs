@@ -8,6 +8,9 @@
 //! `unlink` (tokens revoked), and the OAuth callback (`GET /oauth/gitlab/callback`) that
 //! stores the link and queues the command the person had typed before connecting.
 //!
+//! Clicks on a run card's buttons (`POST /slack/interactions`) are routed to
+//! `interaction::Intake`, which checks them exactly as commands are checked.
+//!
 //! Every refusal is decided in one place (`Refusal`) and mapped to HTTP once.
 
 use crate::chat::OutgoingMessage;
