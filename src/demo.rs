@@ -106,6 +106,20 @@ pub struct SentCommand {
     pub status: u16,
     /// The answer's body (a slash-command response).
     pub answer: serde_json::Value,
+    /// The answer as a message in the channel (a run's card), when Slack showed one.
+    pub answer_ts: Option<String>,
+}
+
+/// Slack's documented `block_actions` example (docs.slack.dev, "block_actions payload"):
+/// every click the demo sends is this payload with the click's values patched in.
+const BLOCK_ACTIONS_EXAMPLE: &str = include_str!("../tests/fixtures/slack/block_actions.json");
+
+/// A click as sent: the interaction's own `response_url` and the ingress's HTTP status.
+#[derive(Debug, Clone)]
+pub struct SentClick {
+    pub user: DemoUser,
+    pub response_url: String,
+    pub status: u16,
 }
 
 /// GitLab and Slack stand-ins with local mode between them.
@@ -217,7 +231,7 @@ impl DemoWorld {
             ("SLACK_API_URL", slack.api_url()),
             (
                 "ALLOWED_RESPONSE_URL_PREFIXES",
-                format!("{}/commands/", slack.base_url()),
+                format!("{0}/commands/,{0}/actions/", slack.base_url()),
             ),
             ("GITLAB_URL", gitlab.url()),
             ("GITLAB_TOKEN", STANDIN_TOKEN.to_owned()),
@@ -281,7 +295,7 @@ impl DemoWorld {
 
     /// Send `/chatops <text>` from `user` in the demo channel, signed as Slack signs.
     pub async fn command(&self, user: DemoUser, text: &str) -> Result<SentCommand, LocalError> {
-        let response_url = self.slack.response_url(DEMO_TEAM);
+        let response_url = self.slack.response_url_in(DEMO_TEAM, DEMO_CHANNEL);
         let n = self
             .next_trigger
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -326,13 +340,137 @@ impl DemoWorld {
             .map_err(|e| LocalError::Setup(format!("sending a slash command: {e}")))?;
         let status = resp.status().as_u16();
         let answer = resp.json().await.unwrap_or(serde_json::Value::Null);
+        // Slack shows the answer as a message; the command's response_url can replace it.
+        let answer_ts = (status == 200)
+            .then(|| self.slack.command_answered(&response_url, &answer))
+            .flatten();
         Ok(SentCommand {
             user,
             text: text.to_owned(),
             response_url,
             status,
             answer,
+            answer_ts,
         })
+    }
+
+    /// The run card of `cmd` as the channel shows it now (the command's answer, replaced in
+    /// place as the run moves on).
+    pub fn card(&self, cmd: &SentCommand) -> Option<Post> {
+        let ts = cmd.answer_ts.as_deref()?;
+        self.slack.transcript().into_iter().find(|p| p.ts == ts)
+    }
+
+    /// `user` presses the button `action_id` on `card` (a message as the channel showed it;
+    /// an old copy clicks a stale card), in `team`.
+    pub async fn click(
+        &self,
+        user: DemoUser,
+        card: &Post,
+        action_id: &str,
+    ) -> Result<SentClick, LocalError> {
+        let value = card
+            .blocks
+            .as_ref()
+            .and_then(|b| b.as_array())
+            .into_iter()
+            .flatten()
+            .filter(|b| b["type"] == "actions")
+            .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+            .find(|e| e["action_id"] == action_id)
+            .and_then(|e| e["value"].as_str().map(str::to_owned))
+            .ok_or_else(|| LocalError::Setup(format!("the card has no {action_id} button")))?;
+        let (payload, response_url) =
+            self.click_payload(user, DEMO_TEAM, &card.ts, action_id, &value)?;
+        let status = self.send_interaction(&payload, None, None).await?;
+        Ok(SentClick {
+            user,
+            response_url,
+            status,
+        })
+    }
+
+    /// Slack's `block_actions` example as `user` of `team` pressing `action_id` (value
+    /// `value`) on the message `ts`, with a fresh click `response_url`; returns the payload
+    /// JSON and that URL.
+    pub fn click_payload(
+        &self,
+        user: DemoUser,
+        team: &str,
+        ts: &str,
+        action_id: &str,
+        value: &str,
+    ) -> Result<(String, String), LocalError> {
+        let bad = |e: &dyn std::fmt::Display| LocalError::Setup(format!("click payload: {e}"));
+        let mut p: serde_json::Value =
+            serde_json::from_str(BLOCK_ACTIONS_EXAMPLE).map_err(|e| bad(&e))?;
+        let response_url = self
+            .slack
+            .action_response_url(team, ts)
+            .unwrap_or_else(|| format!("{}/actions/{team}/0/none", self.slack.base_url()));
+        let n = self
+            .next_trigger
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let now = self.local.clock.now();
+        p["team"] = serde_json::json!({"id": team, "domain": "demo"});
+        p["user"] = serde_json::json!({"id": user.slack_id, "username": user.name,
+                                       "name": user.name, "team_id": team});
+        p["api_app_id"] = serde_json::json!("A0DEMO");
+        p["container"] = serde_json::json!({"type": "message", "message_ts": ts,
+                                            "channel_id": DEMO_CHANNEL, "is_ephemeral": false});
+        p["channel"] = serde_json::json!({"id": DEMO_CHANNEL, "name": DEMO_CHANNEL_NAME});
+        p["message"]["ts"] = serde_json::json!(ts);
+        p["trigger_id"] = serde_json::json!(format!("{n}.{now}.demo-click"));
+        p["response_url"] = serde_json::json!(response_url);
+        p["actions"][0]["action_id"] = serde_json::json!(action_id);
+        p["actions"][0]["value"] = serde_json::json!(value);
+        p["actions"][0]["action_ts"] = serde_json::json!(format!("{now}.{n:06}"));
+        Ok((p.to_string(), response_url))
+    }
+
+    /// POST `payload` to the interactivity URL as Slack does (form `payload=…`), signed with
+    /// the demo's signing secret (or `secret`) at `timestamp` (default now); the HTTP status.
+    pub async fn send_interaction(
+        &self,
+        payload: &str,
+        secret: Option<&str>,
+        timestamp: Option<u64>,
+    ) -> Result<u16, LocalError> {
+        let body = serde_urlencoded::to_string([("payload", payload)])
+            .map_err(|e| LocalError::Setup(format!("encoding a click: {e}")))?;
+        let timestamp = timestamp
+            .unwrap_or_else(|| self.local.clock.now())
+            .to_string();
+        let signature = chatops_core::slack::verify::sign(
+            &chatops_core::secret::Secret::new(secret.unwrap_or(DEMO_SIGNING_SECRET)),
+            &timestamp,
+            body.as_bytes(),
+        );
+        let resp = self
+            .http
+            .post(format!(
+                "{}{}",
+                self.running.url(),
+                chatops_core::interaction::SLACK_INTERACTIONS_PATH
+            ))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(chatops_core::slack::verify::TIMESTAMP_HEADER, timestamp)
+            .header(chatops_core::slack::verify::SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| LocalError::Setup(format!("sending a click: {e}")))?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// Messages that reached Slack through a click's `response_url` (what the clicker saw).
+    pub fn click_posts(&self, click: &SentClick) -> Vec<Post> {
+        let id = response_url_id(&click.response_url);
+        self.slack
+            .transcript()
+            .into_iter()
+            .filter(|p| matches!(&p.via, Via::ResponseUrl { id: i, .. } if Some(i.as_str()) == id))
+            .collect()
     }
 
     /// The connect link ChatOps showed for `cmd` (its immediate answer, or what came back
@@ -397,13 +535,19 @@ impl DemoWorld {
         })
     }
 
-    /// Messages that reached Slack through this command's `response_url`.
+    /// Messages of this command: its answer (as it reads now) and what came through its
+    /// `response_url`.
     pub fn posts_for(&self, cmd: &SentCommand) -> Vec<Post> {
         let id = response_url_id(&cmd.response_url);
         self.slack
             .transcript()
             .into_iter()
-            .filter(|p| matches!(&p.via, Via::ResponseUrl { id: i, .. } if Some(i.as_str()) == id))
+            .filter(|p| match &p.via {
+                Via::ResponseUrl { id: i, .. } | Via::CommandAnswer { id: i, .. } => {
+                    Some(i.as_str()) == id
+                }
+                _ => false,
+            })
             .collect()
     }
 
@@ -412,7 +556,7 @@ impl DemoWorld {
         self.slack
             .transcript()
             .into_iter()
-            .filter(|p| !matches!(p.via, Via::ResponseUrl { .. }))
+            .filter(|p| !matches!(p.via, Via::ResponseUrl { .. } | Via::CommandAnswer { .. }))
             .collect()
     }
 
@@ -430,9 +574,15 @@ impl DemoWorld {
                 last_len = len;
                 quiet_since = now;
             }
-            let answered = cmds
-                .iter()
-                .all(|c| c.status != 200 || !self.posts_for(c).is_empty() || is_final_answer(c));
+            // Answered: something came after the answer, or the answer (the card) changed.
+            let answered = cmds.iter().all(|c| {
+                c.status != 200
+                    || is_final_answer(c)
+                    || self
+                        .posts_for(c)
+                        .iter()
+                        .any(|p| !matches!(p.via, Via::CommandAnswer { .. }) || p.edits > 0)
+            });
             let runs_settled = match self.local.store.due_runs(u64::MAX, 1000).await {
                 Ok(runs) => runs
                     .iter()
@@ -476,11 +626,14 @@ impl DemoWorld {
                     "  Slack: \"/chatops\" failed with the error \"http_{}\"\n",
                     c.status
                 ));
-            } else if !c.answer.is_null() && !c.answer["text"].as_str().unwrap_or("").is_empty() {
-                out.push_str(&speak(&answer_post(c), "answer"));
             }
             for p in self.posts_for(c) {
-                out.push_str(&speak(&p, "response_url"));
+                let how = match p.via {
+                    Via::CommandAnswer { .. } if p.edits > 0 => "answer, updated in place",
+                    Via::CommandAnswer { .. } => "answer",
+                    _ => "response_url",
+                };
+                out.push_str(&speak(&p, how));
             }
         }
         let others = self.channel_posts();
@@ -540,26 +693,13 @@ fn response_url_id(url: &str) -> Option<&str> {
     parts.next()
 }
 
-fn answer_post(c: &SentCommand) -> Post {
-    Post {
-        via: Via::ResponseUrl {
-            team: DEMO_TEAM.into(),
-            id: response_url_id(&c.response_url).unwrap_or("").into(),
-        },
-        channel: None,
-        response_type: c.answer["response_type"].as_str().map(str::to_owned),
-        text: c.answer["text"].as_str().unwrap_or("").to_owned(),
-        blocks: c.answer.get("blocks").cloned(),
-        attachments: c.answer.get("attachments").cloned(),
-        file: None,
-    }
-}
-
 /// One message as the channel shows it: who sees it, then its text.
 fn speak(p: &Post, how: &str) -> String {
     let seen = match (p.response_type.as_deref(), &p.via) {
         (Some("in_channel"), _) => "everyone sees".to_owned(),
-        (_, Via::ResponseUrl { .. }) => "only visible to you".to_owned(),
+        (_, Via::ResponseUrl { .. } | Via::CommandAnswer { .. }) => {
+            "only visible to you".to_owned()
+        }
         (_, Via::PostMessage) => format!("in #{}", p.channel.as_deref().unwrap_or("?")),
         (_, Via::FileUpload) => "file".to_owned(),
     };

@@ -858,6 +858,22 @@ pub fn slack_manifest(slack_request_url: &str, stack: &str, region: &str) -> Str
         "# Slack app manifest for chatops stack {stack} ({region}), written by chatops deploy.\n\
          # https://api.slack.com/apps -> Create New App -> From an app manifest -> paste this.\n{}",
         body.replace("REPLACE_WITH_SlackRequestUrl", slack_request_url)
+            .replace(
+                "REPLACE_WITH_SlackInteractivityUrl",
+                &interactivity_url(slack_request_url),
+            )
+    )
+}
+
+/// The interactivity request URL (run cards' buttons): the slash-command URL's host with
+/// `/slack/interactions`.
+pub fn interactivity_url(slack_request_url: &str) -> String {
+    let base = slack_request_url
+        .strip_suffix(chatops_core::ingress::SLACK_PATH)
+        .unwrap_or(slack_request_url.trim_end_matches('/'));
+    format!(
+        "{base}{}",
+        chatops_core::interaction::SLACK_INTERACTIONS_PATH
     )
 }
 

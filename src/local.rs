@@ -1,7 +1,8 @@
 //! Local mode (`chatops local`).
 //!
 //! Local mode is the whole product in one process: the ingress and completion routes
-//! (`POST /slack/commands`, `POST /mattermost/commands`, `POST /gitlab/webhook`) on
+//! (`POST /slack/commands`, `POST /slack/interactions`, `POST /mattermost/commands`,
+//! `POST /gitlab/webhook`) on
 //! `127.0.0.1:$PORT`, with the dispatcher and the sweep as in-process workers. The handlers
 //! are exactly the ones the Lambdas run; only the transport differs (axum instead of a
 //! Function URL, a worker loop instead of the SQS event source).
@@ -194,6 +195,7 @@ impl Local {
         let req: HttpRequest = http::Request::from_parts(parts, bytes);
         let resp = match req.uri().path() {
             chatops_core::ingress::SLACK_PATH
+            | chatops_core::interaction::SLACK_INTERACTIONS_PATH
             | chatops_core::ingress::MATTERMOST_PATH
             | chatops_core::oauth::CALLBACK_PATH => self.ingress.handle(req).await,
             p if p.trim_end_matches('/') == chatops_core::completion::WEBHOOK_PATH => {

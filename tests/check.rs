@@ -336,7 +336,14 @@ fn cases() -> Vec<Case> {
         Case {
             name: "the demo project",
             yaml: include_str!("demo-project/.gitlab-ci.yml"),
-            chat_jobs: &["db-check", "greet", "hello-world", "ls", "restart"],
+            chat_jobs: &[
+                "db-check",
+                "greet",
+                "hello-world",
+                "ls",
+                "restart",
+                "slow-task",
+            ],
             joining: &[],
             workflow_drops: false,
             edits: &[],

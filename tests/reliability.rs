@@ -390,6 +390,10 @@ async fn send(h: &Harness, i: usize, user: DemoUser, fail_response_url: u32) -> 
         }
         Err(e) => (0, serde_json::Value::String(e.to_string())),
     };
+    if status == 200 {
+        // Slack shows the answer (the run's card) as a message its response_url replaces.
+        h.world.slack.command_answered(&standin_url, &answer);
+    }
     Sent {
         i,
         kind,
@@ -429,7 +433,10 @@ async fn burst(
 
 /// The `Started`/`ManualWaiting` follow-up: not an answer, the job is under way.
 fn is_follow_up(p: &Post) -> bool {
-    p.text.contains("> started <") || p.text.contains("> requested <")
+    // The run's card in any state (its later states name who asked) is not an answer.
+    p.text.contains("> started <")
+        || p.text.contains("> requested <")
+        || p.text.contains("Requested by <@")
 }
 
 #[derive(Debug, Default)]
@@ -465,6 +472,8 @@ fn ledger(h: &Harness, sent: &[Sent]) -> Ledger {
     for p in h.world.slack.transcript() {
         let json = serde_json::to_string(&p).expect("post as JSON");
         let owner = match &p.via {
+            // The command's answer is the run's card, never its answer, whatever it shows.
+            Via::CommandAnswer { .. } => continue,
             Via::ResponseUrl { id, .. } => by_id.get(id.as_str()).copied(),
             Via::PostMessage | Via::FileUpload => {
                 l.by_channel += 1;

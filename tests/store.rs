@@ -106,7 +106,7 @@ async fn one_reply_under_concurrency_in_one_write_each() {
         let st = st.clone();
         let id = req.request_id.clone();
         tasks.push(tokio::spawn(async move {
-            st.begin_reply(&id, 2_000, 120, Some(5)).await.unwrap()
+            st.begin_reply(&id, 2_000, 120, Some(5), 1).await.unwrap()
         }));
     }
     let mut claims = Vec::new();
@@ -129,7 +129,7 @@ async fn one_reply_under_concurrency_in_one_write_each() {
     // A failed delivery gives it back; the next one takes it again.
     st.release_reply(&req.request_id, 2_030).await.unwrap();
     assert!(matches!(
-        st.begin_reply(&req.request_id, 2_001, 120, Some(5))
+        st.begin_reply(&req.request_id, 2_001, 120, Some(5), 1)
             .await
             .unwrap(),
         ReplyClaim::Claimed { .. }
@@ -142,14 +142,14 @@ async fn one_reply_under_concurrency_in_one_write_each() {
     let saved = st.save_run(&rec).await.unwrap();
     assert_eq!(saved.status, RunStatus::Replied);
     assert_eq!(
-        st.begin_reply(&req.request_id, 9_000, 120, Some(5))
+        st.begin_reply(&req.request_id, 9_000, 120, Some(5), 1)
             .await
             .unwrap(),
         ReplyClaim::Done
     );
     // Unknown runs cannot be claimed.
     assert_eq!(
-        st.begin_reply(&RequestId::new("nope"), 3_000, 120, None)
+        st.begin_reply(&RequestId::new("nope"), 3_000, 120, None, 1)
             .await
             .unwrap(),
         ReplyClaim::Done
@@ -170,7 +170,7 @@ async fn spent_response_url_still_claims_the_reply_without_it() {
         st.take_response_url_use(&req.request_id, 5).await.unwrap();
     }
     assert_eq!(
-        st.begin_reply(&req.request_id, 2_000, 120, Some(5))
+        st.begin_reply(&req.request_id, 2_000, 120, Some(5), 1)
             .await
             .unwrap(),
         ReplyClaim::Claimed {
@@ -311,7 +311,7 @@ async fn due_runs_and_find_by_pipeline_use_the_indexes() {
 
     // Replying closes a run: it leaves the open index. A check pushes one back.
     assert!(matches!(
-        st.begin_reply(&RequestId::new("r-open-3"), 1_400, 60, None)
+        st.begin_reply(&RequestId::new("r-open-3"), 1_400, 60, None, 1)
             .await
             .unwrap(),
         ReplyClaim::Claimed { .. }
@@ -377,7 +377,7 @@ async fn channel_runs_contract(st: &dyn RunStore) {
         duration_secs: Some(12.5),
     };
     assert!(matches!(
-        st.begin_reply(&RequestId::new("ch-5"), 6_000, 60, None)
+        st.begin_reply(&RequestId::new("ch-5"), 6_000, 60, None, 1)
             .await
             .unwrap(),
         ReplyClaim::Claimed { .. }
@@ -434,4 +434,159 @@ async fn channel_runs_on_dynamodb() {
 #[tokio::test]
 async fn channel_runs_in_memory() {
     channel_runs_contract(&chatops_core::store::MemoryStore::new()).await;
+}
+
+/// The card's buttons: one press claimed in one conditional write (a double click or two
+/// people act once; the same click again is told it is its own), released only by its own
+/// key, and neither a press nor the card's place is undone by a later `save_run`. The same
+/// contract for DynamoDB (moto) and the in-memory store.
+#[tokio::test]
+async fn button_presses_are_claimed_once_and_survive_saves() {
+    use chatops_core::ids::{ChannelId, MessageTs};
+    use chatops_core::run::{ActionKind, ActionTaken, CardRef};
+    use chatops_core::store::{ActionClaim, MemoryStore};
+    let stores: Vec<(&str, Arc<dyn RunStore>)> = vec![
+        ("dynamodb", Arc::new(store().await)),
+        ("memory", Arc::new(MemoryStore::new())),
+    ];
+    for (name, st) in stores {
+        let press = |key: &str, by: &str| ActionTaken {
+            key: key.into(),
+            by: ChatUserId::new(by),
+            by_name: by.to_lowercase(),
+            at: 1_100,
+        };
+        let id = RequestId::new("r-press");
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Cancel, &press("k1", "U1"))
+                .await
+                .unwrap(),
+            ActionClaim::NoRun,
+            "{name}"
+        );
+        let DispatchClaim::Claimed(rec) = st
+            .claim_dispatch(&request("r-press"), 1_000, 60)
+            .await
+            .unwrap()
+        else {
+            panic!("{name}: claim")
+        };
+        let mut rec = *rec;
+        rec.status = RunStatus::Running;
+        st.save_run(&rec).await.unwrap();
+
+        // Concurrent presses: exactly one wins.
+        let attempts: Vec<_> = (0..6)
+            .map(|i| {
+                let st = st.clone();
+                let id = id.clone();
+                let p = press(&format!("k{i}"), &format!("U{i}"));
+                tokio::spawn(async move { st.claim_action(&id, ActionKind::Cancel, &p).await })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for (i, a) in attempts.into_iter().enumerate() {
+            if let ActionClaim::Claimed { again } = a.await.unwrap().unwrap() {
+                assert!(!again, "{name}");
+                won.push(i);
+            }
+        }
+        assert_eq!(won.len(), 1, "{name}: {won:?}");
+        let winner = format!("k{}", won[0]);
+        let by = format!("U{}", won[0]);
+        // The same click again is its own; another is told who was first.
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Cancel, &press(&winner, &by))
+                .await
+                .unwrap(),
+            ActionClaim::Claimed { again: true },
+            "{name}"
+        );
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Cancel, &press("k-late", "U9"))
+                .await
+                .unwrap(),
+            ActionClaim::Taken(press(&winner, &by)),
+            "{name}"
+        );
+        // Other buttons are separate.
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Play, &press("k-play", "U9"))
+                .await
+                .unwrap(),
+            ActionClaim::Claimed { again: false },
+            "{name}"
+        );
+
+        // Neither the presses nor the card's place are undone by a save of an older view.
+        let card = CardRef {
+            channel: ChannelId::new("C1"),
+            ts: Some(MessageTs::new("1700000000.000100")),
+            answer: true,
+        };
+        st.set_card(&id, &card).await.unwrap();
+        rec.due_at = 2_000;
+        let saved = st.save_run(&rec).await.unwrap();
+        let read = st.get_run(&id).await.unwrap().unwrap();
+        for r in [&saved, &read] {
+            assert_eq!(r.card.as_ref(), Some(&card), "{name}");
+            assert_eq!(r.actions.cancel, Some(press(&winner, &by)), "{name}");
+            assert_eq!(
+                r.actions.play.as_ref().map(|p| p.key.as_str()),
+                Some("k-play")
+            );
+        }
+
+        // Only the press's own key releases it; then someone else may press.
+        st.release_action(&id, ActionKind::Cancel, "k-late")
+            .await
+            .unwrap();
+        assert!(st
+            .get_run(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .actions
+            .cancel
+            .is_some());
+        st.release_action(&id, ActionKind::Cancel, &winner)
+            .await
+            .unwrap();
+        assert_eq!(st.get_run(&id).await.unwrap().unwrap().actions.cancel, None);
+        assert_eq!(
+            st.claim_action(&id, ActionKind::Cancel, &press("k-late", "U9"))
+                .await
+                .unwrap(),
+            ActionClaim::Claimed { again: false },
+            "{name}"
+        );
+    }
+}
+
+/// The reply and the card's last state take their two `response_url` uses together or not at
+/// all: never more than five.
+#[tokio::test]
+async fn the_reply_takes_the_cards_use_with_its_own_or_neither() {
+    let st = store().await;
+    for (used, want, after) in [(3, true, 5), (4, false, 4)] {
+        let req = request(&format!("r-two-{used}"));
+        let DispatchClaim::Claimed(rec) = st.claim_dispatch(&req, 1_000, 60).await.unwrap() else {
+            panic!()
+        };
+        let mut rec = *rec;
+        rec.status = RunStatus::Running;
+        st.save_run(&rec).await.unwrap();
+        for _ in 0..used {
+            st.take_response_url_use(&req.request_id, 5).await.unwrap();
+        }
+        assert_eq!(
+            st.begin_reply(&req.request_id, 2_000, 120, Some(5), 2)
+                .await
+                .unwrap(),
+            ReplyClaim::Claimed { response_url: want },
+            "{used} used"
+        );
+        let stored = st.get_run(&req.request_id).await.unwrap().unwrap();
+        assert_eq!(stored.response_url_uses, after, "{used} used");
+    }
 }

@@ -722,7 +722,7 @@ async fn the_table_built_from_the_template_serves_the_store() {
 
     assert_eq!(
         store
-            .begin_reply(&req.request_id, now + 20, 60, Some(5))
+            .begin_reply(&req.request_id, now + 20, 60, Some(5), 1)
             .await
             .unwrap(),
         ReplyClaim::Claimed { response_url: true }

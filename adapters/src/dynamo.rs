@@ -14,7 +14,9 @@
 //!   `updated_at` (N), `expires_at` (N), `pipeline_key` (S, the pipeline id, once one exists),
 //!   `open` (S `"1"`, only while the run is owed a reply), `channel_key` (S,
 //!   `platform#team#channel`) and `received_at` (N) for `status` and `history`, `outcome`
-//!   (S, the job's end as JSON, written with the reply).
+//!   (S, the job's end as JSON, written with the reply), and for interactive runs `card`
+//!   (S, the `CardRef` as JSON) and per button `action_<kind>` (S, the `ActionTaken` as JSON)
+//!   with `action_<kind>_key` (S, what the conditional write compares).
 //! - GSI `by-pipeline`: HASH `pipeline_key`, projection ALL.
 //! - GSI `due-runs`: HASH `open` + RANGE `due_at` (when the sweep looks next), projection ALL.
 //! - GSI `by-channel`: HASH `channel_key` + RANGE `received_at`, projection ALL: a channel's
@@ -33,10 +35,10 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use chatops_core::ids::{ChannelId, ChatUserId, GitLabUserId, PipelineId, RequestId, TeamId};
 use chatops_core::run::{
-    channel_key, Grant, JobOutcome, PendingLink, Platform, RunRecord, RunRequest, RunStatus,
-    UserLink,
+    channel_key, ActionKind, ActionTaken, CardRef, Grant, JobOutcome, PendingLink, Platform,
+    RunRecord, RunRequest, RunStatus, UserLink,
 };
-use chatops_core::store::{DispatchClaim, ReplyClaim, RunStore, StoreError};
+use chatops_core::store::{ActionClaim, DispatchClaim, ReplyClaim, RunStore, StoreError};
 use std::collections::HashMap;
 
 /// The GSI that finds a run by its pipeline.
@@ -142,7 +144,28 @@ fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
                 .map_err(|e| StoreError::Corrupt(format!("run outcome {o:?}: {e}")))?,
         );
     }
+    if let Some(json) = get_s(item, "card") {
+        rec.card = Some(
+            serde_json::from_str(json)
+                .map_err(|e| StoreError::Corrupt(format!("run card: {e}")))?,
+        );
+    }
+    for kind in ActionKind::ALL {
+        let taken = get_s(item, &action_attr(kind))
+            .map(|json| {
+                serde_json::from_str::<ActionTaken>(json)
+                    .map_err(|e| StoreError::Corrupt(format!("run action: {e}")))
+            })
+            .transpose()?;
+        rec.actions.set(kind, taken);
+    }
     Ok(rec)
+}
+
+/// The attribute holding a run's press of `kind` (`action_cancel`, …); its key is in
+/// `<attr>_key`.
+fn action_attr(kind: ActionKind) -> String {
+    format!("action_{}", kind.as_str())
 }
 
 fn record_json(rec: &RunRecord) -> Result<String, StoreError> {
@@ -579,8 +602,11 @@ impl RunStore for DynamoStore {
         now: u64,
         lease_secs: u64,
         response_url: Option<u32>,
+        uses: u32,
     ) -> Result<ReplyClaim, StoreError> {
         let open = [RunStatus::Running, RunStatus::WaitingManual];
+        // Never more than `max` in all: `uses` are taken only while at most `max - uses` are.
+        let response_url = response_url.and_then(|max| max.checked_sub(uses));
         let attempt = |with_url: Option<u32>| {
             let mut set = "SET reply_lease_until = :lease".to_owned();
             let mut cond = "attribute_exists(pk) AND attribute_not_exists(replied_at) \
@@ -600,17 +626,17 @@ impl RunStore for DynamoStore {
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 );
-            if let Some(max) = with_url {
+            if let Some(limit) = with_url {
                 set.push_str(
-                    ", response_url_uses = if_not_exists(response_url_uses, :zero) + :one",
+                    ", response_url_uses = if_not_exists(response_url_uses, :zero) + :take",
                 );
                 cond.push_str(
-                    " AND (attribute_not_exists(response_url_uses) OR response_url_uses < :max)",
+                    " AND (attribute_not_exists(response_url_uses) OR response_url_uses <= :limit)",
                 );
                 req = req
                     .expression_attribute_values(":zero", n(0))
-                    .expression_attribute_values(":one", n(1))
-                    .expression_attribute_values(":max", n(u64::from(max)));
+                    .expression_attribute_values(":take", n(u64::from(uses)))
+                    .expression_attribute_values(":limit", n(u64::from(limit)));
             }
             req.update_expression(set).condition_expression(cond)
         };
@@ -910,6 +936,97 @@ impl RunStore for DynamoStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn claim_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        taken: &ActionTaken,
+    ) -> Result<ActionClaim, StoreError> {
+        let attr = action_attr(kind);
+        let json = serde_json::to_string(taken)
+            .map_err(|e| StoreError::Corrupt(format!("encode action: {e}")))?;
+        // A press released between our write and our read leaves nothing to report: try
+        // again (a release only follows a refusal, so this ends quickly).
+        for _ in 0..3 {
+            let res = self
+                .update_run(id)
+                .update_expression("SET #a = :taken, #k = :key")
+                .condition_expression(
+                    "attribute_exists(pk) AND (attribute_not_exists(#k) OR #k = :key)",
+                )
+                .expression_attribute_names("#a", &attr)
+                .expression_attribute_names("#k", format!("{attr}_key"))
+                .expression_attribute_values(":taken", s(&json))
+                .expression_attribute_values(":key", s(&taken.key))
+                .return_values(ReturnValue::AllOld)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let old = match res {
+                Ok(out) => {
+                    // The key was there before this write: the same click, again.
+                    let again = out
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| get_s(a, &format!("{attr}_key")))
+                        .is_some_and(|k| k == taken.key);
+                    return Ok(ActionClaim::Claimed { again });
+                }
+                Err(e) if is_condition_failed(&e) => old_item(e.into_service_error()),
+                Err(e) => return Err(unavailable(e)),
+            };
+            // Older servers do not return the item: read it.
+            let old = match old.filter(|i| !i.is_empty()) {
+                Some(item) => Some(item),
+                None => self.get_item(run_key(id)).await?,
+            };
+            let Some(item) = old else {
+                return Ok(ActionClaim::NoRun);
+            };
+            if let Some(first) = run_from_item(&item)?.actions.get(kind) {
+                return Ok(ActionClaim::Taken(first.clone()));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the {} press of run {id} kept changing",
+            kind.as_str()
+        )))
+    }
+
+    async fn release_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let attr = action_attr(kind);
+        let res = self
+            .update_run(id)
+            .update_expression("REMOVE #a, #k")
+            .condition_expression("#k = :key")
+            .expression_attribute_names("#a", &attr)
+            .expression_attribute_names("#k", format!("{attr}_key"))
+            .expression_attribute_values(":key", s(key))
+            .send()
+            .await;
+        applied(res).map(|_| ())
+    }
+
+    async fn set_card(&self, id: &RequestId, card: &CardRef) -> Result<(), StoreError> {
+        let json = serde_json::to_string(card)
+            .map_err(|e| StoreError::Corrupt(format!("encode card: {e}")))?;
+        let res = self
+            .update_run(id)
+            .update_expression("SET card = :card")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":card", s(json))
+            .send()
+            .await;
+        applied(res).map(|_| ())
     }
 
     async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError> {

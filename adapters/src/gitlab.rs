@@ -663,6 +663,21 @@ impl GitLab for GitLabClient {
         .await
     }
 
+    async fn play_job(&self, project: ProjectId, job: JobId) -> Result<Job, GitLabError> {
+        let url = format!(
+            "{}{}/jobs/{}/play",
+            self.api,
+            Self::project_path(project),
+            job.0
+        );
+        // Not repeated once sent: a second play of a job the first one started answers
+        // `Unplayable Job`, which would hide that the first one worked.
+        let resp = self
+            .send(Method::POST, &url, &[], None, Repeat::OnlyIfNotSent)
+            .await?;
+        read_json(resp).await
+    }
+
     async fn job_trace(&self, project: ProjectId, job: JobId) -> Result<TraceStream, GitLabError> {
         let url = format!(
             "{}{}/jobs/{}/trace",

@@ -174,9 +174,11 @@ impl OAuthClient for GitLabOAuth {
 mod tests {
     use super::*;
 
+    /// An HTTP status, GitLab's body, and what the answer must map to.
+    type Case = (u16, &'static str, fn(&OAuthError) -> bool);
+
     #[test]
     fn errors_map_by_oauth_error_code() {
-        type Case = (u16, &'static str, fn(&OAuthError) -> bool);
         let table: &[Case] = &[
             (
                 400,

@@ -1,5 +1,7 @@
-//! Slack's outgoing side: posting to a slash command's `response_url`, and the Web API
-//! (`chat.postMessage`, `files.getUploadURLExternal` + upload + `files.completeUploadExternal`,
+//! Slack's outgoing side: posting to a slash command's (or a click's) `response_url`, with
+//! `replace_original` when a run's card is updated in place, and the Web API
+//! (`chat.postMessage`, which answers the message's `ts`, `chat.update` for a card the bot
+//! posted, `files.getUploadURLExternal` + upload + `files.completeUploadExternal`,
 //! `conversations.open`) at `SLACK_API_URL` with the bot token as a Bearer header.
 //!
 //! The Web API answers HTTP 200 with `{"ok": false, "error": "…"}` for most failures and HTTP
@@ -7,7 +9,7 @@
 //! `used_url` once it no longer takes messages. All of it is mapped to `ChatError` here.
 
 use chatops_core::chat::{ChatApi, ChatError, FileAttachment, OutgoingMessage};
-use chatops_core::ids::{ChannelId, ChatUserId};
+use chatops_core::ids::{ChannelId, ChatUserId, MessageTs};
 use chatops_core::secret::Secret;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -117,6 +119,21 @@ async fn web_api_result(method: &str, resp: reqwest::Response) -> Result<Value, 
     Err(map_error(method, &error, wait))
 }
 
+/// The JSON body of `chat.postMessage` (no `ts`) or `chat.update` (with the message's `ts`).
+fn message_body(channel: &ChannelId, ts: Option<&MessageTs>, msg: &OutgoingMessage) -> Value {
+    let mut body = json!({"channel": channel.as_str(), "text": msg.text});
+    if let Some(ts) = ts {
+        body["ts"] = json!(ts.as_str());
+    }
+    if let Some(b) = &msg.blocks {
+        body["blocks"] = b.clone();
+    }
+    if let Some(a) = &msg.attachments {
+        body["attachments"] = a.clone();
+    }
+    body
+}
+
 /// One Slack error code to the kind of failure it is.
 pub fn map_error(method: &str, error: &str, retry_after: u64) -> ChatError {
     match error {
@@ -177,14 +194,29 @@ impl ChatApi for SlackApi {
         channel: &ChannelId,
         msg: &OutgoingMessage,
     ) -> Result<(), ChatError> {
-        let mut body = json!({"channel": channel.as_str(), "text": msg.text});
-        if let Some(b) = &msg.blocks {
-            body["blocks"] = b.clone();
-        }
-        if let Some(a) = &msg.attachments {
-            body["attachments"] = a.clone();
-        }
-        self.call_json("chat.postMessage", &body).await.map(|_| ())
+        self.post_card(channel, msg).await.map(|_| ())
+    }
+
+    async fn post_card(
+        &self,
+        channel: &ChannelId,
+        msg: &OutgoingMessage,
+    ) -> Result<Option<MessageTs>, ChatError> {
+        let v = self
+            .call_json("chat.postMessage", &message_body(channel, None, msg))
+            .await?;
+        Ok(v["ts"].as_str().map(MessageTs::new))
+    }
+
+    async fn update_message(
+        &self,
+        channel: &ChannelId,
+        ts: &MessageTs,
+        msg: &OutgoingMessage,
+    ) -> Result<(), ChatError> {
+        self.call_json("chat.update", &message_body(channel, Some(ts), msg))
+            .await
+            .map(|_| ())
     }
 
     async fn upload_file(

@@ -3,6 +3,7 @@
 //! `AWS_ENDPOINT_URL` (moto in tests) needs no code here. A FIFO queue (`.fifo`) gets the
 //! request id as deduplication id, so SQS itself drops a resent request.
 
+use chatops_core::action::ActionMessage;
 use chatops_core::queue::{QueueError, RunQueue};
 use chatops_core::run::RunRequest;
 use std::time::Duration;
@@ -54,6 +55,20 @@ impl SqsQueue {
 impl RunQueue for SqsQueue {
     async fn send(&self, request: &RunRequest) -> Result<(), QueueError> {
         let body = serde_json::to_string(request).map_err(|e| QueueError::Encode(e.to_string()))?;
+        self.send_body(body, request.request_id.as_str()).await
+    }
+
+    /// A click is deduplicated (FIFO) on its key, so the same click resent is dropped and a
+    /// second click is not.
+    async fn send_action(&self, action: &ActionMessage) -> Result<(), QueueError> {
+        let body = serde_json::to_string(action).map_err(|e| QueueError::Encode(e.to_string()))?;
+        self.send_body(body, &action.key).await
+    }
+}
+
+impl SqsQueue {
+    /// One message, `dedup_id` naming it on a FIFO queue.
+    async fn send_body(&self, body: String, dedup_id: &str) -> Result<(), QueueError> {
         let mut send = self
             .client
             .send_message()
@@ -61,8 +76,8 @@ impl RunQueue for SqsQueue {
             .message_body(body);
         if self.queue_url.ends_with(".fifo") {
             send = send
-                .message_group_id(request.request_id.as_str())
-                .message_deduplication_id(request.request_id.as_str());
+                .message_group_id(dedup_id)
+                .message_deduplication_id(dedup_id);
         }
         // Attempts until one succeeds, a 4xx refusal, or the budget is spent. The outcome is
         // "unconfirmed" as soon as any attempt may have queued the message (a timeout after

@@ -1,7 +1,7 @@
 //! What we say in a channel, independent of the platform, and the trait through which it is
 //! said. `slack::api` (Slack's `response_url` and Web API) and `mattermost` implement it.
 
-use crate::ids::{ChannelId, ChatUserId};
+use crate::ids::{ChannelId, ChatUserId, MessageTs};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -28,6 +28,10 @@ pub struct OutgoingMessage {
     /// The full output, to upload as a file when the message had to be shortened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileAttachment>,
+    /// Through a `response_url`: replace the message it belongs to (a run's card) instead of
+    /// posting a new one (Slack's `replace_original`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_original: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +73,9 @@ impl OutgoingMessage {
         }
         if let Some(a) = &self.attachments {
             v["attachments"] = a.clone();
+        }
+        if self.replace_original {
+            v["replace_original"] = serde_json::Value::Bool(true);
         }
         v
     }
@@ -116,4 +123,27 @@ pub trait ChatApi: Send + Sync {
     ) -> Result<(), ChatError>;
     /// The id of a direct-message channel with the user (`conversations.open`).
     async fn open_dm(&self, user: &ChatUserId) -> Result<ChannelId, ChatError>;
+
+    /// Post to a channel like `post_message`, and say which message it became (Slack's
+    /// `ts`), so it can be updated later. `None` where the platform cannot say.
+    async fn post_card(
+        &self,
+        channel: &ChannelId,
+        msg: &OutgoingMessage,
+    ) -> Result<Option<MessageTs>, ChatError> {
+        self.post_message(channel, msg).await.map(|()| None)
+    }
+
+    /// Replace a message the bot posted (`chat.update`). Platforms without it refuse.
+    async fn update_message(
+        &self,
+        channel: &ChannelId,
+        ts: &MessageTs,
+        msg: &OutgoingMessage,
+    ) -> Result<(), ChatError> {
+        let _ = (channel, ts, msg);
+        Err(ChatError::Refused(
+            "this platform's messages cannot be updated here".into(),
+        ))
+    }
 }

@@ -95,7 +95,11 @@ impl ChatSettings {
 }
 
 /// Run `call`, waiting out short rate limits.
-async fn with_rate_limit<T, F, Fut>(what: &str, waits: bool, mut call: F) -> Result<T, ChatError>
+pub(crate) async fn with_rate_limit<T, F, Fut>(
+    what: &str,
+    waits: bool,
+    mut call: F,
+) -> Result<T, ChatError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ChatError>>,

@@ -11,7 +11,9 @@
 //! after a Developer check (`members/all/:user_id`) → the job on the default branch
 //! (`ci/lint?include_jobs=true`) → `POST /pipeline` with the contract's variables → the
 //! pipeline must hold exactly that job (else it is cancelled and the user told which jobs
-//! joined) → the run is recorded and the user told who started what, with the link.
+//! joined) → the run is recorded and its card (the command's answer, replaced in place)
+//! shows who started what, with the links. A queued click on a card (`action`) is handed to
+//! `interaction::Clicks`; a Retry comes back here as a new run.
 //!
 //! GitLab being unavailable is retryable: the lease is released and the message goes back to
 //! SQS; on the `MAX_ATTEMPTS`th receive the user is told instead, so nothing ends silently.
@@ -30,7 +32,7 @@ use crate::finish::{FinishSettings, Finisher};
 use crate::gitlab::{AccessLevel, CiConfig, GitLab, GitLabError, Job, Pipeline, Project, Status};
 use crate::identity::{ChatPerson, CredentialError, Identity, IdentityError};
 use crate::ids::{ChannelId, ProjectRef, RequestId};
-use crate::notice::{Notice, Person, Unscheduled};
+use crate::notice::{Notice, Unscheduled};
 use crate::oauth::OAuthSettings;
 use crate::report::chain;
 use crate::run::{RequestKind, RunRecord, RunRequest, RunStatus, UserLink, RUN_REQUEST_VERSION};
@@ -197,6 +199,8 @@ pub enum RetryReason {
     Deadline,
     #[error("the person's GitLab identity is not available")]
     Identity(#[from] IdentityError),
+    #[error("a click could not be handled")]
+    Click(#[from] crate::interaction::ClickError),
 }
 
 /// Why a message can never be processed.
@@ -212,6 +216,8 @@ pub enum BadMessage {
     NoVersion,
     #[error("malformed run request")]
     Malformed(#[source] serde_json::Error),
+    #[error("unreadable click")]
+    Click(#[source] crate::action::ActionMessageError),
 }
 
 impl From<StoreError> for DispatchError {
@@ -324,7 +330,53 @@ impl Dispatcher {
         receive_count: u32,
         deadline: Instant,
     ) -> Result<(), DispatchError> {
+        if let Some(click) = crate::action::ActionMessage::from_body(body)
+            .map_err(|e| DispatchError::Permanent(BadMessage::Click(e)))?
+        {
+            return self.click(&click, receive_count, deadline).await;
+        }
         let request = parse_request(body)?;
+        self.attempt_request(request, receive_count, deadline).await
+    }
+
+    /// A click on a card (`interaction::Clicks`); a Retry dispatches its new run right here.
+    async fn click(
+        &self,
+        click: &crate::action::ActionMessage,
+        receive_count: u32,
+        deadline: Instant,
+    ) -> Result<(), DispatchError> {
+        let clicks = crate::interaction::Clicks {
+            gitlab: &self.gitlab,
+            identity: self.identity.as_ref(),
+            store: self.store.as_ref(),
+            deliverer: &self.deliverer,
+            clock: self.clock.as_ref(),
+            deadline: deadline.checked_sub(FINISH_MARGIN).unwrap_or(deadline),
+            first_check_secs: self.config.first_check_secs,
+        };
+        match clicks.handle(click).await {
+            Ok(crate::interaction::Handled::Done) => Ok(()),
+            Ok(crate::interaction::Handled::Dispatch(request)) => {
+                self.attempt_request(*request, receive_count, deadline)
+                    .await
+            }
+            Err(e) if receive_count >= MAX_ATTEMPTS => {
+                tracing::error!(run = %click.run, error = %chain(&e), "giving up on a click");
+                clicks.give_up(click).await;
+                Ok(())
+            }
+            Err(e) => Err(DispatchError::Retryable(e.into())),
+        }
+    }
+
+    /// One attempt at a parsed run request.
+    async fn attempt_request(
+        &self,
+        request: RunRequest,
+        receive_count: u32,
+        deadline: Instant,
+    ) -> Result<(), DispatchError> {
         if request.kind == RequestKind::Help {
             return self.help(&request, receive_count, deadline).await;
         }
@@ -512,8 +564,16 @@ impl Dispatcher {
             ran_as: pipeline.user.as_ref().map(|u| u.username.clone()),
         };
         self.audit.record(self.audit.of_run(event, rec)).await;
+        if rec.card.is_none() && !req.response_url.is_empty() {
+            // The command's answer is the run's card: its response_url replaces it.
+            rec.card = Some(crate::run::CardRef {
+                channel: req.channel_id.clone(),
+                ts: None,
+                answer: true,
+            });
+        }
         let stored = self.save(rec).await?;
-        self.announce(&req, &pipeline, &job).await;
+        self.announce(&stored, &job).await;
         if job.status.is_final() || stored.early_hook_at.is_some() {
             // The job ended before the run was saved: its webhook found the run still
             // dispatching (and marked it), so it is finished here rather than by the sweep.
@@ -770,30 +830,19 @@ impl Dispatcher {
         )))
     }
 
-    /// Tell the channel who started what (or that a manual job waits). Losing this note is
-    /// not worth failing the run: its reply comes later anyway.
-    async fn announce(&self, req: &RunRequest, pipeline: &Pipeline, job: &Job) {
-        let notice = if job.status == Status::Manual {
-            Notice::ManualWaiting {
-                who: Person::of(req),
-                job: req.job.clone(),
-                input: req.input.clone(),
-                job_id: job.id.0,
-                job_url: job.web_url.clone(),
-                pipeline_url: pipeline.web_url.clone(),
-            }
-        } else {
-            Notice::Started {
-                who: Person::of(req),
-                job: req.job.clone(),
-                input: req.input.clone(),
-                job_url: job.web_url.clone(),
-                pipeline_url: pipeline.web_url.clone(),
-            }
+    /// The run's card shows who started what (or that a manual job waits), in place of the
+    /// command's answer. Losing this is not worth failing the run: its reply comes anyway.
+    async fn announce(&self, run: &RunRecord, job: &Job) {
+        let card = crate::card::Card::of_run(run, crate::card::CardState::of_job(job.status));
+        let desk = crate::card_delivery::CardDesk {
+            deliverer: &self.deliverer,
+            waits: true,
         };
-        let msg = OutgoingMessage::in_channel(notice.render(req.platform));
-        if let Err(e) = self.deliverer.deliver(req, &msg).await {
-            tracing::error!(request_id = %req.request_id, error = %e, "could not post the follow-up");
+        if let Err(e) = desk
+            .show(run, &card, crate::card_delivery::Purpose::Announce)
+            .await
+        {
+            tracing::error!(request_id = %run.request.request_id, error = %e, "could not show the run's card");
         }
     }
 

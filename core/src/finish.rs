@@ -20,6 +20,8 @@
 //! log that cannot be read in time still ends in an answer with the job's link.
 
 use crate::audit::{Audit, AuditEvent};
+use crate::card::{Card, CardState};
+use crate::card_delivery::{CardDesk, Purpose};
 use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
 use crate::delivery::{
@@ -180,7 +182,9 @@ impl Finisher<'_> {
                         result: RunResult::Gone,
                         duration_secs: None,
                     };
-                    return self.reply(run, &msg, Some(gone), mode).await;
+                    return self
+                        .reply(run, &msg, Some(gone), CardState::Failed, mode)
+                        .await;
                 }
                 Some(Err(e)) => return Completed::Deferred(Deferral::Job(e)),
             },
@@ -204,7 +208,14 @@ impl Finisher<'_> {
             }
             Err(d) => return Completed::Deferred(d),
         };
-        self.reply(run, &msg, outcome_of(&job), mode).await
+        self.reply(
+            run,
+            &msg,
+            outcome_of(&job),
+            CardState::of_job(job.status),
+            mode,
+        )
+        .await
     }
 
     async fn bounded<T>(&self, mode: Mode, f: impl std::future::Future<Output = T>) -> Option<T> {
@@ -292,12 +303,14 @@ impl Finisher<'_> {
         }
     }
 
-    /// Take the reply, deliver it, record it (with the job's outcome, audited once).
+    /// Take the reply, show the run's card in its final `state`, deliver the reply, record it
+    /// (with the job's outcome, audited once).
     async fn reply(
         &self,
         run: &RunRecord,
         msg: &OutgoingMessage,
         outcome: Option<JobOutcome>,
+        state: CardState,
         mode: Mode,
     ) -> Completed {
         let id = &run.request.request_id;
@@ -306,9 +319,19 @@ impl Finisher<'_> {
         let response_url = (!run.request.response_url.is_empty()
             && age < RESPONSE_URL_MAX_AGE_SECS)
             .then_some(RESPONSE_URL_MAX_USES);
+        // The card's last state replaces the command's answer through the same response_url:
+        // its use is taken in the same write as the reply's (both or neither), when two are
+        // left (else the reply alone keeps the last one and the card stays as it is).
+        let card_by_url = run.request.platform == Platform::Slack
+            && run
+                .card
+                .as_ref()
+                .is_some_and(|c| c.answer && c.ts.is_none())
+            && run.response_url_uses + 2 <= RESPONSE_URL_MAX_USES;
+        let uses = if card_by_url { 2 } else { 1 };
         let taken = match self
             .store
-            .begin_reply(id, now, REPLY_LEASE_SECS, response_url)
+            .begin_reply(id, now, REPLY_LEASE_SECS, response_url, uses)
             .await
         {
             Ok(ReplyClaim::Claimed { response_url }) => response_url,
@@ -316,6 +339,19 @@ impl Finisher<'_> {
             Ok(ReplyClaim::Done) => return Completed::AlreadyReplied,
             Err(e) => return Completed::Deferred(Deferral::Store(e)),
         };
+        // The card first: through the command's response_url, "replace the original" must come
+        // before the reply is posted there. A card that cannot be updated stays as it was.
+        let card = Card::of_run(run, state);
+        let desk = CardDesk {
+            deliverer: self.deliverer,
+            waits: !mode.is_webhook(),
+        };
+        let purpose = Purpose::Final {
+            taken: taken && card_by_url,
+        };
+        if let Err(e) = desk.show(run, &card, purpose).await {
+            tracing::warn!(request_id = %id, error = %e, "could not update the run's card");
+        }
         let waits = !mode.is_webhook();
         match self
             .deliverer

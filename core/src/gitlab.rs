@@ -342,6 +342,9 @@ pub trait GitLab: Send + Sync {
     ) -> Result<(), GitLabError>;
     /// `GET /projects/:id/jobs/:job_id`
     async fn job(&self, project: ProjectId, job: JobId) -> Result<Job, GitLabError>;
+    /// `POST /projects/:id/jobs/:job_id/play`: runs a `when: manual` job, as the caller
+    /// (GitLab: Developer+, push access on a protected ref; 400 `Unplayable Job` otherwise).
+    async fn play_job(&self, project: ProjectId, job: JobId) -> Result<Job, GitLabError>;
     /// `GET /projects/:id/jobs/:job_id/trace`, streamed.
     async fn job_trace(&self, project: ProjectId, job: JobId) -> Result<TraceStream, GitLabError>;
     /// `GET /projects/:id/hooks`

@@ -72,6 +72,11 @@ string_id!(
     TeamId
 );
 string_id!(
+    /// A Slack message's `ts` (its id within a channel), as `chat.postMessage` returns it and
+    /// `chat.update` takes it.
+    MessageTs
+);
+string_id!(
     /// Our id for one slash-command request; stable across retries of the same request,
     /// so every later step can deduplicate on it.
     RequestId

@@ -13,6 +13,8 @@
 //! chat can run. Every command received, and every refusal after authentication, is
 //! audited (`audit`); unauthenticated requests are only logged, so nobody outside can fill
 //! the audit table.
+//! Clicks on a run card's buttons (`POST /slack/interactions`) are routed to
+//! `interaction::Intake`, which checks them exactly as commands are checked.
 //!
 //! Every refusal is decided in one place (`Refusal`) and mapped to HTTP once.
 
@@ -23,6 +25,7 @@ use crate::command::{self, Command};
 use crate::config::{ConfigError, Env, SecretSource};
 use crate::identity::{self, ChatPerson, Connected, Identity, Unlinked};
 use crate::ids::{ChannelId, ChatUserId, RequestId, TeamId};
+use crate::interaction::ClickRefusal;
 use crate::mattermost::incoming::{self, IncomingError};
 use crate::notice::Notice;
 use crate::oauth::{OAuthSettings, CALLBACK_PATH};
@@ -341,6 +344,9 @@ impl Ingress {
                 .callback(identity, req.uri().query().unwrap_or(""))
                 .await);
         }
+        if req.uri().path() == crate::interaction::SLACK_INTERACTIONS_PATH {
+            return self.slack_interaction(req).await;
+        }
         let platform = match req.uri().path() {
             SLACK_PATH if self.config.slack_signing_secret.is_some() => Platform::Slack,
             MATTERMOST_PATH if self.config.mattermost_token.is_some() => Platform::Mattermost,
@@ -360,6 +366,36 @@ impl Ingress {
             Platform::Mattermost => self.mattermost(req)?,
         };
         Ok(self.command(incoming).await)
+    }
+
+    /// A click on a card's button (`interaction::Intake`), refused like a command would be.
+    async fn slack_interaction(&self, req: &HttpRequest) -> Result<HttpResponse, Refusal> {
+        let secret = self
+            .config
+            .slack_signing_secret
+            .as_ref()
+            .ok_or(Refusal::NotFound)?;
+        if req.method() != http::Method::POST {
+            return Err(Refusal::MethodNotAllowed("POST"));
+        }
+        if req.body().len() > MAX_BODY_BYTES {
+            return Err(Refusal::TooLarge);
+        }
+        let allowed = |url: &str| self.config.response_url_allowed(url);
+        let intake = crate::interaction::Intake {
+            signing_secret: secret,
+            queue: self.queue.as_ref(),
+            clock: self.clock.as_ref(),
+            response_url_allowed: &allowed,
+        };
+        intake
+            .slack(req, public_base(req))
+            .await
+            .map_err(|r| match r {
+                ClickRefusal::Unauthorized => Refusal::Unauthorized,
+                ClickRefusal::BadRequest(why) => Refusal::BadRequest(why),
+                ClickRefusal::ResponseUrlNotAllowed => Refusal::ResponseUrlNotAllowed,
+            })
     }
 
     /// Authenticate and parse a Slack request; `None` for Slack's `ssl_check` probe.
@@ -496,9 +532,8 @@ impl Ingress {
                     job = %request.job,
                     "run request queued"
                 );
-                answer(&OutgoingMessage::in_channel(
-                    Notice::Scheduling { job: request.job }.render(request.platform),
-                ))
+                // The run's card, in its first state: later states replace it in place.
+                answer(&crate::card::Card::requested(&request).render(request.platform))
             }
             Err(e @ crate::queue::QueueError::Unconfirmed(_)) => {
                 tracing::warn!(request_id = %request.request_id, error = %e, "the queue did not confirm the run request");

@@ -21,6 +21,7 @@
 //! Modules depend "downwards" only (values ← ports ← text ← use cases); `tests/architecture.rs`
 //! checks there is no cycle.
 
+pub mod action;
 pub mod clock;
 pub mod config;
 pub mod ids;
@@ -39,6 +40,7 @@ pub mod queue;
 pub mod seal;
 pub mod store;
 
+pub mod card;
 pub mod markup;
 pub mod notice;
 pub mod render;
@@ -48,6 +50,7 @@ pub mod report;
 pub mod mattermost;
 pub mod slack;
 
+pub mod card_delivery;
 pub mod completion;
 pub mod delivery;
 pub mod dispatcher;
@@ -55,5 +58,6 @@ pub mod finish;
 pub mod help;
 pub mod identity;
 pub mod ingress;
+pub mod interaction;
 pub mod status;
 pub mod users;

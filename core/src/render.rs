@@ -426,6 +426,7 @@ pub fn slack(report: &JobReport, can_upload: bool) -> OutgoingMessage {
         blocks: Some(Value::Array(blocks)),
         attachments: None,
         file,
+        replace_original: false,
     }
 }
 
@@ -513,6 +514,7 @@ pub fn mattermost(report: &JobReport) -> OutgoingMessage {
         blocks: None,
         attachments: Some(attachments),
         file: None,
+        replace_original: false,
     }
 }
 

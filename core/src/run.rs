@@ -3,7 +3,7 @@
 //! job ended (`JobOutcome`, for `history`).
 
 use crate::ids::{
-    ChannelId, ChatUserId, GitLabUserId, JobId, PipelineId, ProjectId, RequestId, TeamId,
+    ChannelId, ChatUserId, GitLabUserId, JobId, MessageTs, PipelineId, ProjectId, RequestId, TeamId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -197,6 +197,91 @@ pub struct RunRecord {
     pub outcome: Option<JobOutcome>,
     /// Unix seconds: the DynamoDB TTL attribute.
     pub expires_at: u64,
+    /// Where the run's card is on screen (`None`: no card was shown for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardRef>,
+    /// What people did with the card's buttons, each at most once (`RunStore::claim_action`).
+    #[serde(default, skip_serializing_if = "RunActions::is_empty")]
+    pub actions: RunActions,
+}
+
+/// Where a run's card is: in `channel`; `ts` once known (`chat.postMessage` answered it, or a
+/// click on the card reported it). `answer`: the card is the slash command's own answer,
+/// which the command's `response_url` can replace (the only way while `ts` is unknown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRef {
+    pub channel: ChannelId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<MessageTs>,
+    #[serde(default)]
+    pub answer: bool,
+}
+
+/// A card's buttons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Cancel the run's pipeline.
+    Cancel,
+    /// Play the run's `when: manual` job.
+    Play,
+    /// A new run of the same job and input.
+    Retry,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 3] = [ActionKind::Cancel, ActionKind::Play, ActionKind::Retry];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ActionKind::Cancel => "cancel",
+            ActionKind::Play => "play",
+            ActionKind::Retry => "retry",
+        }
+    }
+}
+
+/// One button press that took effect (or is taking it): whose, when, and the click's key
+/// (Slack's `action_ts` + user + value), so a redelivered click is recognised as the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionTaken {
+    pub key: String,
+    pub by: ChatUserId,
+    pub by_name: String,
+    pub at: u64,
+}
+
+/// The buttons pressed on a run's card.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunActions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<ActionTaken>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub play: Option<ActionTaken>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<ActionTaken>,
+}
+
+impl RunActions {
+    pub fn is_empty(&self) -> bool {
+        self.cancel.is_none() && self.play.is_none() && self.retry.is_none()
+    }
+
+    pub fn get(&self, kind: ActionKind) -> Option<&ActionTaken> {
+        match kind {
+            ActionKind::Cancel => self.cancel.as_ref(),
+            ActionKind::Play => self.play.as_ref(),
+            ActionKind::Retry => self.retry.as_ref(),
+        }
+    }
+
+    pub fn set(&mut self, kind: ActionKind, taken: Option<ActionTaken>) {
+        match kind {
+            ActionKind::Cancel => self.cancel = taken,
+            ActionKind::Play => self.play = taken,
+            ActionKind::Retry => self.retry = taken,
+        }
+    }
 }
 
 /// How long run records are kept (the TTL).
@@ -226,6 +311,8 @@ impl RunRecord {
             reply_lease_until: 0,
             outcome: None,
             expires_at: now + RUN_RETENTION_SECS,
+            card: None,
+            actions: RunActions::default(),
         }
     }
 }

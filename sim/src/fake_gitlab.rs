@@ -522,6 +522,24 @@ impl GitLab for FakeGitLab {
         Ok(())
     }
 
+    async fn play_job(&self, project: ProjectId, job: JobId) -> Result<Job, GitLabError> {
+        let mut g = self.enter("play_job")?;
+        let Some((_, _, j)) = g
+            .jobs
+            .iter_mut()
+            .find(|(pr, _, j)| *pr == project && j.id == job)
+        else {
+            return Err(GitLabError::NotFound("404 Not found".into()));
+        };
+        if j.status != Status::Manual {
+            return Err(GitLabError::Rejected(
+                "400 Bad request - Unplayable Job".into(),
+            ));
+        }
+        j.status = Status::Pending;
+        Ok(j.clone())
+    }
+
     async fn job(&self, project: ProjectId, job: JobId) -> Result<Job, GitLabError> {
         let g = self.enter("job")?;
         g.jobs

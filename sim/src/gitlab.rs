@@ -40,7 +40,8 @@
 //!   protected branch (`protect_branch`) the caller may not push to),
 //!   `GET /projects/:id/pipelines/:pid` (with `user`, its creator), `GET …/pipelines/:pid/jobs`,
 //!   `GET …/bridges`, `POST …/pipelines/:pid/cancel` (Developer+, push access on a protected
-//!   ref), `GET /projects/:id/pipelines` (`source`, `ref`, `updated_after`, `sort`),
+//!   ref; the jobs it cancels stay cancelled when their script ends, and the Job and Pipeline
+//!   hooks go out as for any end), `GET /projects/:id/pipelines` (`source`, `ref`, `updated_after`, `sort`),
 //!   `GET …/pipelines/:pid/variables` (Developer+)
 //! - `GET /projects/:id/jobs/:job_id` (with `user`), `GET …/jobs/:job_id/trace`,
 //!   `POST …/jobs/:job_id/play` (Developer+, push access on a protected ref, 400 `Unplayable
@@ -1291,6 +1292,11 @@ impl StandinHandle {
             let pipeline = ej.pipeline_id;
             h.set_job_status(job, Status::Running);
             let out = exec.run(ej).await;
+            if h.job(job).is_some_and(|j| j.status == Status::Canceled) {
+                // Cancelled while it ran: GitLab stops the job and keeps it cancelled (its
+                // hooks went out with the cancel); the runner's late result changes nothing.
+                return;
+            }
             h.finish_job(job, out.status, out.trace);
             if h.lock().webhook.is_some() {
                 if let Err(e) = h.send_job_hook(job).await {
@@ -1960,17 +1966,34 @@ impl StandinHandle {
         let canceller = g.actor_info(actor);
         g.cancellers.insert(pipe_id, canceller);
         let t = now();
+        let mut cancelled = Vec::new();
         for j in g.jobs.iter_mut().filter(|j| j.pipeline == pipe_id) {
             if !j.status.is_final() {
                 j.status = Status::Canceled;
                 j.finished_at = Some(t);
+                cancelled.push(j.id);
             }
         }
         derive_pipeline_status(&mut g, pipe_id);
-        match g.pipelines.iter().find(|x| x.id == pipe_id) {
+        let resp = match g.pipelines.iter().find(|x| x.id == pipe_id) {
             Some(pipe) => axum::Json(pipeline_json(&g, pipe, true)).into_response(),
             None => message(404, "404 Not found"),
+        };
+        if g.webhook.is_some() && !cancelled.is_empty() {
+            // GitLab sends the Job and Pipeline hooks of a cancel like those of any end.
+            let h = self.clone();
+            tokio::spawn(async move {
+                for job in cancelled {
+                    if let Err(e) = h.send_job_hook(job).await {
+                        tracing::warn!(error = %e, "stand-in job hook not delivered");
+                    }
+                }
+                if let Err(e) = h.send_pipeline_hook(pipe_id).await {
+                    tracing::warn!(error = %e, "stand-in pipeline hook not delivered");
+                }
+            });
         }
+        resp
     }
 
     fn put_hook(&self, actor: Actor, id: &str, existing: Option<u64>, body: &Bytes) -> Response {

@@ -1,13 +1,19 @@
 //! A Slack HTTP stand-in on 127.0.0.1 (free port) for integration tests, end-to-end tests and
 //! the offline demo. It follows Slack's public behaviour for what we call:
 //!
-//! - `response_url` receivers at `/commands/<team>/<id>/<token>`: 5 uses within 30 minutes
-//!   (by an injectable clock), then HTTP 404 `used_url` / `expired_url`, like Slack. A URL is
-//!   registered by `response_url()` or, leniently, at its first use.
+//! - `response_url` receivers at `/commands/<team>/<id>/<token>` (a slash command's) and
+//!   `/actions/<team>/<id>/<token>` (a click's): 5 uses within 30 minutes (by an injectable
+//!   clock), then HTTP 404 `used_url` / `expired_url`, like Slack. A URL is registered by
+//!   `response_url()` / `response_url_in()` / `action_response_url()` or, leniently, at its
+//!   first use. `replace_original: true` replaces the message the URL belongs to (and counts
+//!   as a use): a command's answer (`command_answered`, else the first message posted through
+//!   it), or the message whose button was clicked.
 //! - Web API at `/api/<method>` with a Bearer bot token (`not_authed` / `invalid_auth`):
 //!   `chat.postMessage` (1 message per second per channel, else HTTP 429 + `Retry-After`;
 //!   `not_in_channel`, `channel_not_found`; `msg_too_long` over 40,000 characters;
-//!   `invalid_blocks` for more than 50 blocks or a section text over 3,000), and
+//!   `invalid_blocks` for more than 50 blocks or a section text over 3,000; answers the
+//!   message's `ts`), `chat.update` (`channel` + `ts` of a message the app posted, else
+//!   `message_not_found` / `cant_update_message`; the same message checks), and
 //!   `files.getUploadURLExternal`, the upload POST, `files.completeUploadExternal`,
 //!   `conversations.open`. JSON and form-encoded bodies are both accepted, as Slack does.
 //!
@@ -38,7 +44,16 @@ pub const MAX_BLOCKS: usize = 50;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Via {
-    ResponseUrl { team: String, id: String },
+    ResponseUrl {
+        team: String,
+        id: String,
+    },
+    /// The immediate answer to a slash command (what the app's HTTP response said), as
+    /// reported by `command_answered`.
+    CommandAnswer {
+        team: String,
+        id: String,
+    },
     PostMessage,
     FileUpload,
 }
@@ -55,6 +70,10 @@ pub struct UploadedFile {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Post {
     pub via: Via,
+    /// The message's id in its channel.
+    pub ts: String,
+    /// How many times it was replaced since (`replace_original`, `chat.update`).
+    pub edits: u32,
     /// The channel (Web API), or None for a `response_url` (Slack knows, we do not).
     pub channel: Option<String>,
     /// `in_channel` / `ephemeral` for `response_url` posts.
@@ -77,6 +96,10 @@ pub struct Refusal {
 struct ResponseUrl {
     created_at: u64,
     uses: u32,
+    /// The channel it posts to, when the test said.
+    channel: Option<String>,
+    /// The transcript index of the message `replace_original` replaces.
+    original: Option<usize>,
 }
 
 #[derive(Default)]
@@ -137,6 +160,10 @@ impl SlackStandIn {
         });
         let app = Router::new()
             .route("/commands/{team}/{id}/{token}", post(response_url))
+            .route(
+                "/actions/{team}/{id}/{token}",
+                post(action_response_url_handler),
+            )
             .route("/api/{method}", post(web_api))
             .route("/upload/{file_id}", post(upload))
             .with_state(shared.clone());
@@ -166,18 +193,88 @@ impl SlackStandIn {
 
     /// A fresh `response_url`, as Slack sends with a slash command; its 30 minutes start now.
     pub fn response_url(&self, team: &str) -> String {
+        self.register("commands", team, None, None)
+    }
+
+    /// A slash command's `response_url` in `channel` (its messages carry the channel, so
+    /// `chat.update` can find them by channel and `ts`).
+    pub fn response_url_in(&self, team: &str, channel: &str) -> String {
+        self.register("commands", team, Some(channel.to_owned()), None)
+    }
+
+    /// The `response_url` of a click on the message `ts`: `replace_original` replaces it.
+    /// `None` when no such message is in the transcript.
+    pub fn action_response_url(&self, team: &str, ts: &str) -> Option<String> {
+        let (index, channel) = {
+            let g = self.shared.lock();
+            let i = g.transcript.iter().position(|p| p.ts == ts)?;
+            (i, g.transcript[i].channel.clone())
+        };
+        Some(self.register("actions", team, channel, Some(index)))
+    }
+
+    fn register(
+        &self,
+        kind: &str,
+        team: &str,
+        channel: Option<String>,
+        original: Option<usize>,
+    ) -> String {
         let mut g = self.shared.lock();
         g.next_id += 1;
         let id = 1_000_000 + g.next_id;
-        let path = format!("/commands/{team}/{id}/tok{id}");
+        let path = format!("/{kind}/{team}/{id}/tok{id}");
         g.response_urls.insert(
             path.clone(),
             ResponseUrl {
                 created_at: self.shared.clock.now(),
                 uses: 0,
+                channel,
+                original,
             },
         );
         format!("{}{path}", self.base_url())
+    }
+
+    /// The app answered the slash command of `response_url` with `answer` (its HTTP
+    /// response): Slack shows it as a message, which that URL's `replace_original` replaces.
+    /// Returns its `ts`.
+    pub fn command_answered(&self, response_url: &str, answer: &Value) -> Option<String> {
+        let path = response_url.trim_start_matches(&self.base_url()).to_owned();
+        let mut parts = path.trim_start_matches('/').split('/');
+        let (Some(_), Some(team), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+            return None;
+        };
+        let msg = answer.as_object()?;
+        check_message(msg).ok()?;
+        let mut g = self.shared.lock();
+        let channel = g.response_urls.get(&path).and_then(|r| r.channel.clone());
+        let ts = next_ts(&self.shared, &mut g);
+        let post = Post {
+            via: Via::CommandAnswer {
+                team: team.to_owned(),
+                id: id.to_owned(),
+            },
+            ts: ts.clone(),
+            edits: 0,
+            channel,
+            response_type: Some(
+                msg.get("response_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ephemeral")
+                    .to_owned(),
+            ),
+            text: field(msg, "text").to_owned(),
+            blocks: msg.get("blocks").cloned(),
+            attachments: msg.get("attachments").cloned(),
+            file: None,
+        };
+        g.transcript.push(post);
+        let index = g.transcript.len() - 1;
+        if let Some(r) = g.response_urls.get_mut(&path) {
+            r.original = Some(index);
+        }
+        Some(ts)
     }
 
     /// How often a `response_url` was used successfully.
@@ -327,50 +424,102 @@ async fn response_url(
     body: Bytes,
 ) -> Response {
     let path = format!("/commands/{team}/{id}/{token}");
+    respond(&shared, path, team, id, &headers, &body)
+}
+
+async fn action_response_url_handler(
+    State(shared): State<Arc<Shared>>,
+    Path((team, id, token)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/actions/{team}/{id}/{token}");
+    respond(&shared, path, team, id, &headers, &body)
+}
+
+/// The next message `ts` (unique, increasing).
+fn next_ts(shared: &Shared, g: &mut Inner) -> String {
+    g.next_id += 1;
+    format!("{}.{:06}", shared.clock.now(), g.next_id)
+}
+
+/// One post to a `response_url`: a new message, or with `replace_original` the one it
+/// belongs to replaced in place.
+fn respond(
+    shared: &Shared,
+    path: String,
+    team: String,
+    id: String,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let now = shared.clock.now();
     {
         let mut g = shared.lock();
         let entry = g.response_urls.entry(path.clone()).or_insert(ResponseUrl {
             created_at: now,
             uses: 0,
+            channel: None,
+            original: None,
         });
         if now.saturating_sub(entry.created_at) >= RESPONSE_URL_MAX_AGE_SECS {
             drop(g);
-            return refuse(&shared, &path, 404, "expired_url");
+            return refuse(shared, &path, 404, "expired_url");
         }
         if entry.uses >= RESPONSE_URL_MAX_USES {
             drop(g);
-            return refuse(&shared, &path, 404, "used_url");
+            return refuse(shared, &path, 404, "used_url");
         }
     }
-    let Some(msg) = parse_body(&headers, &body) else {
-        return refuse(&shared, &path, 400, "invalid_payload");
+    let Some(msg) = parse_body(headers, body) else {
+        return refuse(shared, &path, 400, "invalid_payload");
     };
     if let Err(e) = check_message(&msg) {
-        return refuse(&shared, &path, 400, e);
+        return refuse(shared, &path, 400, e);
     }
+    let replace = msg.get("replace_original").and_then(Value::as_bool) == Some(true);
     let mut g = shared.lock();
+    let Some(url) = g.response_urls.get(&path).cloned() else {
+        return (StatusCode::OK, "ok").into_response();
+    };
     if let Some(r) = g.response_urls.get_mut(&path) {
         r.uses += 1;
     }
+    let text = field(&msg, "text").to_owned();
+    if let (true, Some(i)) = (replace, url.original) {
+        if let Some(p) = g.transcript.get_mut(i) {
+            p.text = text;
+            p.blocks = msg.get("blocks").cloned();
+            p.attachments = msg.get("attachments").cloned();
+            p.edits += 1;
+            return (StatusCode::OK, "ok").into_response();
+        }
+    }
+    let response_type = msg
+        .get("response_type")
+        .and_then(Value::as_str)
+        .unwrap_or("ephemeral")
+        .to_owned();
+    let ts = next_ts(shared, &mut g);
+    let in_channel = response_type == "in_channel";
     g.transcript.push(Post {
         via: Via::ResponseUrl { team, id },
-        channel: None,
-        response_type: Some(
-            msg.get("response_type")
-                .and_then(Value::as_str)
-                .unwrap_or("ephemeral")
-                .to_owned(),
-        ),
-        text: msg
-            .get("text")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned(),
+        ts,
+        edits: 0,
+        channel: url.channel.clone(),
+        response_type: Some(response_type),
+        text,
         blocks: msg.get("blocks").cloned(),
         attachments: msg.get("attachments").cloned(),
         file: None,
     });
+    let index = g.transcript.len() - 1;
+    if url.original.is_none() && (in_channel || replace) {
+        // The first message a command's URL posts is what its later replaces replace.
+        if let Some(r) = g.response_urls.get_mut(&path) {
+            r.original = Some(index);
+        }
+    }
     (StatusCode::OK, "ok").into_response()
 }
 
@@ -416,6 +565,7 @@ async fn web_api(
     };
     match method.as_str() {
         "chat.postMessage" => post_message(&shared, &endpoint, &args),
+        "chat.update" => update_message(&shared, &endpoint, &args),
         "files.getUploadURLExternal" => get_upload_url(&shared, &endpoint, &args),
         "files.completeUploadExternal" => complete_upload(&shared, &endpoint, &args),
         "conversations.open" => {
@@ -460,10 +610,11 @@ fn post_message(shared: &Shared, endpoint: &str, args: &Map<String, Value>) -> R
         return refuse(shared, endpoint, 200, e);
     }
     g.last_post.insert(channel.clone(), now);
-    g.next_id += 1;
-    let ts = format!("{}.{:06}", shared.clock.now(), g.next_id);
+    let ts = next_ts(shared, &mut g);
     g.transcript.push(Post {
         via: Via::PostMessage,
+        ts: ts.clone(),
+        edits: 0,
         channel: Some(channel.clone()),
         response_type: None,
         text: field(args, "text").to_owned(),
@@ -473,6 +624,46 @@ fn post_message(shared: &Shared, endpoint: &str, args: &Map<String, Value>) -> R
     });
     axum::Json(json!({"ok": true, "channel": channel, "ts": ts,
                       "message": {"text": field(args, "text")}}))
+    .into_response()
+}
+
+/// `chat.update`: the message `ts` in `channel`, if the app posted it (not a file, not an
+/// ephemeral message), gets the new text and blocks.
+fn update_message(shared: &Shared, endpoint: &str, args: &Map<String, Value>) -> Response {
+    let channel = field(args, "channel").to_owned();
+    let ts = field(args, "ts").to_owned();
+    if channel.is_empty() || ts.is_empty() {
+        return refuse(shared, endpoint, 200, "invalid_arguments");
+    }
+    if let Err(e) = check_message(args) {
+        return refuse(shared, endpoint, 200, e);
+    }
+    let mut g = shared.lock();
+    if let Err(e) = check_channel(&g, &channel) {
+        drop(g);
+        return refuse(shared, endpoint, 200, e);
+    }
+    let Some(p) = g
+        .transcript
+        .iter_mut()
+        .find(|p| p.ts == ts && p.channel.as_deref().is_none_or(|c| c == channel))
+    else {
+        drop(g);
+        return refuse(shared, endpoint, 200, "message_not_found");
+    };
+    if p.file.is_some() || p.response_type.as_deref() == Some("ephemeral") {
+        drop(g);
+        return refuse(shared, endpoint, 200, "cant_update_message");
+    }
+    p.text = field(args, "text").to_owned();
+    p.blocks = args.get("blocks").cloned();
+    p.attachments = args.get("attachments").cloned();
+    p.edits += 1;
+    let text = p.text.clone();
+    axum::Json(
+        json!({"ok": true, "channel": channel, "ts": ts, "text": text,
+                      "message": {"text": text}}),
+    )
     .into_response()
 }
 
@@ -539,8 +730,11 @@ fn complete_upload(shared: &Shared, endpoint: &str, args: &Map<String, Value>) -
             return refuse(shared, endpoint, 200, "file_not_found");
         };
         done.push(json!({"id": id, "title": title}));
+        let ts = next_ts(shared, &mut g);
         g.transcript.push(Post {
             via: Via::FileUpload,
+            ts,
+            edits: 0,
             channel: (!channel.is_empty()).then(|| channel.clone()),
             response_type: None,
             text: field(args, "initial_comment").to_owned(),
@@ -605,6 +799,15 @@ fn block_text(block: &Value) -> Option<String> {
                 .join(" "),
         ),
         "divider" => Some("────".into()),
+        "actions" => Some(
+            block["elements"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e.pointer("/text/text").and_then(Value::as_str))
+                .map(|t| format!("[{t}]"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
         _ => None,
     }
 }
@@ -616,6 +819,10 @@ pub fn render_posts(posts: &[Post]) -> String {
         let place = match (&p.via, &p.channel) {
             (Via::ResponseUrl { team, id }, _) => format!(
                 "response_url {team}/{id} ({})",
+                p.response_type.as_deref().unwrap_or("ephemeral")
+            ),
+            (Via::CommandAnswer { team, id }, _) => format!(
+                "answer to {team}/{id} ({})",
                 p.response_type.as_deref().unwrap_or("ephemeral")
             ),
             (Via::PostMessage, Some(c)) => format!("chat.postMessage in #{c}"),
@@ -669,6 +876,8 @@ mod tests {
     fn transcript_reads_like_slack() {
         let p = Post {
             via: Via::PostMessage,
+            ts: "1.000001".into(),
+            edits: 0,
             channel: Some("C1".into()),
             response_type: None,
             text: "fallback".into(),
@@ -685,6 +894,55 @@ mod tests {
             "#1 chat.postMessage in #C1\n    @U1 `deploy` succeeded · job #1 (https://g/j/1)\n    \
              ```\n    a < b\n    ```\n"
         );
+    }
+
+    #[tokio::test]
+    async fn cards_are_replaced_in_place_through_response_urls_and_chat_update() {
+        let s = SlackStandIn::start_with("xoxb-t", Arc::new(ManualClock::at(1_000)), false)
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let url = s.response_url_in("T1", "C1");
+        let ts = s
+            .command_answered(&url, &json!({"response_type": "in_channel", "text": "v1"}))
+            .unwrap();
+        let post = |u: &str, body: Value| http.post(u.to_owned()).json(&body).send();
+        let r = post(&url, json!({"replace_original": true, "text": "v2"}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let t = s.transcript();
+        assert_eq!((t.len(), t[0].text.as_str(), t[0].edits), (1, "v2", 1));
+        assert_eq!(s.response_url_uses(&url), 1, "a replace is a use");
+        post(
+            &url,
+            json!({"response_type": "in_channel", "text": "reply"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.transcript().len(), 2);
+
+        let update = |ts: &str, text: &str| {
+            http.post(format!("{}chat.update", s.api_url()))
+                .bearer_auth("xoxb-t")
+                .json(&json!({"channel": "C1", "ts": ts, "text": text}))
+                .send()
+        };
+        let v: Value = update(&ts, "v3").await.unwrap().json().await.unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(s.transcript()[0].text, "v3");
+        let v: Value = update("9.9", "v3").await.unwrap().json().await.unwrap();
+        assert_eq!(v["error"], "message_not_found");
+
+        // A click's response_url replaces the clicked message.
+        let click = s.action_response_url("T1", &ts).unwrap();
+        assert!(click.contains("/actions/T1/"), "{click}");
+        post(&click, json!({"replace_original": true, "text": "v4"}))
+            .await
+            .unwrap();
+        let t = s.transcript();
+        assert_eq!((t.len(), t[0].text.as_str(), t[0].edits), (2, "v4", 3));
+        assert!(s.action_response_url("T1", "no-such-ts").is_none());
     }
 
     #[tokio::test]

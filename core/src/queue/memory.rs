@@ -1,6 +1,7 @@
 //! An in-memory run queue: messages are the same JSON bodies SQS would carry.
 
 use super::{QueueError, RunQueue};
+use crate::action::ActionMessage;
 use crate::run::RunRequest;
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -47,18 +48,28 @@ impl MemoryQueue {
     }
 }
 
-#[async_trait::async_trait]
-impl RunQueue for MemoryQueue {
-    async fn send(&self, request: &RunRequest) -> Result<(), QueueError> {
+impl MemoryQueue {
+    fn push(&self, body: Result<String, serde_json::Error>) -> Result<(), QueueError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(QueueError::Unavailable("memory queue set to fail".into()));
         }
-        let body = serde_json::to_string(request).map_err(|e| QueueError::Encode(e.to_string()))?;
+        let body = body.map_err(|e| QueueError::Encode(e.to_string()))?;
         self.bodies
             .lock()
             .map_err(|_| QueueError::Unavailable("lock poisoned".into()))?
             .push(body);
         self.notify.notify_waiters();
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl RunQueue for MemoryQueue {
+    async fn send(&self, request: &RunRequest) -> Result<(), QueueError> {
+        self.push(serde_json::to_string(request))
+    }
+
+    async fn send_action(&self, action: &ActionMessage) -> Result<(), QueueError> {
+        self.push(serde_json::to_string(action))
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod memory;
 
+use crate::action::ActionMessage;
 use crate::run::RunRequest;
 
 pub use memory::MemoryQueue;
@@ -25,4 +26,7 @@ pub enum QueueError {
 pub trait RunQueue: Send + Sync {
     /// Send one run request; returns when the queue has accepted it.
     async fn send(&self, request: &RunRequest) -> Result<(), QueueError>;
+    /// Send one button click (its own message type, see `action`); returns when the queue
+    /// has accepted it.
+    async fn send_action(&self, action: &ActionMessage) -> Result<(), QueueError>;
 }

@@ -1,6 +1,8 @@
-//! Slack: request signing (`verify`), slash-command payloads (`slash`), the outgoing
-//! side (`response_url`, the Web API) is an adapter (`chatops_adapters::slack`).
+//! Slack: request signing (`verify`), slash-command payloads (`slash`), button clicks
+//! (`interaction`); the outgoing side (`response_url`, the Web API) is an adapter
+//! (`chatops_adapters::slack`).
 
+pub mod interaction;
 pub mod slash;
 pub mod verify;
 

@@ -1,11 +1,11 @@
 //! The in-memory run store: unit tests and `chatops local`'s embedded mode. Same semantics
 //! as the DynamoDB adapter (one lock stands in for conditional writes).
 
-use super::{DispatchClaim, ReplyClaim, RunStore, StoreError};
+use super::{ActionClaim, DispatchClaim, ReplyClaim, RunStore, StoreError};
 use crate::ids::{ChannelId, PipelineId, RequestId, TeamId};
 use crate::run::{
-    channel_key, Grant, JobOutcome, PendingLink, Platform, RunRecord, RunRequest, RunStatus,
-    UserLink,
+    channel_key, ActionKind, ActionTaken, CardRef, Grant, JobOutcome, PendingLink, Platform,
+    RunRecord, RunRequest, RunStatus, UserLink,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,6 +15,8 @@ struct Inner {
     runs: HashMap<String, RunRecord>,
     users: HashMap<(String, String), UserLink>,
     pending: HashMap<String, PendingLink>,
+    /// Cards placed by `set_card`: like DynamoDB's separate attribute, a save keeps them.
+    cards: HashMap<String, CardRef>,
 }
 
 #[derive(Default)]
@@ -86,6 +88,10 @@ impl RunStore for MemoryStore {
                 rec.replied_at = cur.replied_at;
                 rec.status = RunStatus::Replied;
             }
+            rec.actions = cur.actions.clone();
+        }
+        if let Some(card) = g.cards.get(&run.request.request_id.0) {
+            rec.card = Some(card.clone());
         }
         g.runs.insert(rec.request.request_id.0.clone(), rec.clone());
         Ok(rec)
@@ -139,6 +145,7 @@ impl RunStore for MemoryStore {
         now: u64,
         lease_secs: u64,
         response_url: Option<u32>,
+        uses: u32,
     ) -> Result<ReplyClaim, StoreError> {
         let mut g = self.lock()?;
         let Some(rec) = g.runs.get_mut(&id.0) else {
@@ -152,8 +159,8 @@ impl RunStore for MemoryStore {
         }
         rec.reply_lease_until = now + lease_secs;
         let took = match response_url {
-            Some(max) if rec.response_url_uses < max => {
-                rec.response_url_uses += 1;
+            Some(max) if rec.response_url_uses + uses <= max => {
+                rec.response_url_uses += uses;
                 true
             }
             _ => false,
@@ -329,5 +336,49 @@ impl RunStore for MemoryStore {
 
     async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError> {
         Ok(self.lock()?.pending.remove(state))
+    }
+
+    async fn claim_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        taken: &ActionTaken,
+    ) -> Result<ActionClaim, StoreError> {
+        let mut g = self.lock()?;
+        let Some(rec) = g.runs.get_mut(&id.0) else {
+            return Ok(ActionClaim::NoRun);
+        };
+        match rec.actions.get(kind) {
+            Some(first) if first.key != taken.key => Ok(ActionClaim::Taken(first.clone())),
+            Some(_) => Ok(ActionClaim::Claimed { again: true }),
+            None => {
+                rec.actions.set(kind, Some(taken.clone()));
+                Ok(ActionClaim::Claimed { again: false })
+            }
+        }
+    }
+
+    async fn release_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        if let Some(rec) = g.runs.get_mut(&id.0) {
+            if rec.actions.get(kind).is_some_and(|t| t.key == key) {
+                rec.actions.set(kind, None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_card(&self, id: &RequestId, card: &CardRef) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        g.cards.insert(id.0.clone(), card.clone());
+        if let Some(rec) = g.runs.get_mut(&id.0) {
+            rec.card = Some(card.clone());
+        }
+        Ok(())
     }
 }

@@ -8,7 +8,10 @@
 pub mod memory;
 
 use crate::ids::{ChannelId, PipelineId, RequestId, TeamId};
-use crate::run::{Grant, JobOutcome, PendingLink, Platform, RunRecord, RunRequest, UserLink};
+use crate::run::{
+    ActionKind, ActionTaken, CardRef, Grant, JobOutcome, PendingLink, Platform, RunRecord,
+    RunRequest, UserLink,
+};
 
 pub use memory::MemoryStore;
 
@@ -45,6 +48,18 @@ pub enum ReplyClaim {
     Done,
 }
 
+/// The outcome of claiming a button press on a run (`RunStore::claim_action`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionClaim {
+    /// This press is the one that acts; `again` when this very click (same key) had claimed
+    /// it already: a redelivery, whose first delivery may have acted.
+    Claimed { again: bool },
+    /// Someone pressed it first: their press.
+    Taken(ActionTaken),
+    /// No such run.
+    NoRun,
+}
+
 #[async_trait::async_trait]
 pub trait RunStore: Send + Sync {
     /// Claim `request` for dispatch with a lease of `lease_secs`.
@@ -77,14 +92,16 @@ pub trait RunStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// One conditional write that takes the reply: no reply recorded, no live lease; sets a
-    /// lease until `now + lease_secs` and, when `response_url` is asked and fewer than `max`
-    /// uses were taken, takes one.
+    /// lease until `now + lease_secs` and, when `response_url` (the most uses, `max`) is asked
+    /// and `uses` more fit under it, takes `uses` of them (all or none: the reply's, and the
+    /// card's when it is replaced just before the reply).
     async fn begin_reply(
         &self,
         id: &RequestId,
         now: u64,
         lease_secs: u64,
         response_url: Option<u32>,
+        uses: u32,
     ) -> Result<ReplyClaim, StoreError>;
 
     /// Record the reply as delivered (closes the run), with how the job ended when known;
@@ -161,4 +178,28 @@ pub trait RunStore: Send + Sync {
 
     /// Take (and delete, atomically: single use) the connect link with this `state`.
     async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError>;
+
+    // Cards and their buttons (interactive runs). Both are kept apart from the record
+    // `save_run` writes, so a save never undoes them, and every read of the run shows them.
+
+    /// One conditional write: record `taken` as the run's `kind` press unless another press
+    /// (with another key) was recorded first. A double click therefore acts once.
+    async fn claim_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        taken: &ActionTaken,
+    ) -> Result<ActionClaim, StoreError>;
+
+    /// Undo this press's claim (GitLab refused it, so someone else may try); nothing when
+    /// another press holds it.
+    async fn release_action(
+        &self,
+        id: &RequestId,
+        kind: ActionKind,
+        key: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Remember where the run's card is on screen (a posted card's `ts`, or the clicked one).
+    async fn set_card(&self, id: &RequestId, card: &CardRef) -> Result<(), StoreError>;
 }
