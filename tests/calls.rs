@@ -544,6 +544,7 @@ async fn world_as(mode: Mode) -> World {
             ("GITLAB_OAUTH_CLIENT_SECRET", OAUTH_SECRET.to_owned()),
             ("PUBLIC_BASE_URL", PUBLIC_BASE.to_owned()),
             ("TOKEN_KEY_ID", key),
+            ("AUDIT_TABLE", audit_table.clone()),
         ]);
         connect_people(&gitlab, &moto_sdk, &dispatcher_env, &table).await;
     }
