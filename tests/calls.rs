@@ -75,7 +75,7 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// The most a successful run may cost: what the product in this tree does, plus nothing.
 /// Lower it when the product makes fewer calls (README "Calls per run").
 const BUDGET: Figures = Figures {
-    gitlab: 7,
+    gitlab: 8,
     dynamodb_reads: 2,
     dynamodb_writes: 5,
     // command received, pipeline created, result.

@@ -1039,3 +1039,97 @@ fn could_not_schedule(job: &str) -> String {
          that defines a job with the name \"{job}\""
     )
 }
+
+/// The project's `.gitlab/chatops.yml` (issue 12, item 4): its rules refuse a run before any
+/// pipeline exists, each saying why; a file that does not name the job changes nothing.
+#[tokio::test]
+async fn policy_file_rules_refuse_before_any_pipeline() {
+    use chatops_core::policy::POLICY_PATH;
+    let h = harness().await;
+    let set = |text: &str| h.gitlab.state().set_file(PROJECT, POLICY_PATH, Some(text));
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "p-channel",
+            "jobs:\n  deploy:\n    channels: [C0THER, releases]\n",
+            "lets `deploy` be run only in `C0THER`, `releases`.",
+        ),
+        (
+            "p-role",
+            "jobs:\n  deploy:\n    min_role_to_request: maintainer\n",
+            "asks the Maintainer role or higher on the project to run `deploy`.",
+        ),
+        (
+            "p-approval",
+            "jobs:\n  deploy:\n    approvals: 1\n",
+            "says someone else must approve each run of `deploy`",
+        ),
+        (
+            "p-invalid",
+            "jobs:\n  deploy:\n    aprovals: 1\n",
+            ".gitlab/chatops.yml line 3: job \"deploy\": unknown key \"aprovals\"",
+        ),
+    ];
+    for (i, (id, text, said)) in cases.iter().enumerate() {
+        set(text);
+        // The client keeps a read file for a minute per token: each case with a fresh one.
+        let h2 = fresh_client(&h);
+        let req = h.request(id, "deploy", "");
+        h2.handle_message(&serde_json::to_string(&req).unwrap(), 1)
+            .await
+            .unwrap();
+        let t = h.slack.transcript();
+        assert_eq!(t.len(), i + 1, "{t:#?}");
+        let post = &t[i];
+        assert!(
+            post.text.starts_with(&could_not_schedule("deploy")),
+            "{}",
+            post.text
+        );
+        assert!(post.text.contains(said), "{id}: {}", post.text);
+        assert_eq!(h.status(&req).await, RunStatus::Refused, "{id}");
+        assert!(h.gitlab.state().pipelines().is_empty(), "{id}");
+    }
+
+    // Rules that fit (this channel by name, Developer asked of a Developer), or a file that
+    // does not name the job: the run goes ahead as without a file.
+    for (id, text) in [
+        (
+            "p-fits",
+            "jobs:\n  deploy:\n    channels: [ops]\n    min_role_to_request: developer\n",
+        ),
+        ("p-other", "jobs:\n  restart:\n    approvals: 1\n"),
+    ] {
+        set(text);
+        let h2 = fresh_client(&h);
+        let req = h.request(id, "deploy", "");
+        h2.handle_message(&serde_json::to_string(&req).unwrap(), 1)
+            .await
+            .unwrap();
+        assert_eq!(h.status(&req).await, RunStatus::Running, "{id}");
+    }
+    assert_eq!(h.gitlab.state().pipelines().len(), 2);
+}
+
+/// The harness's dispatcher with a GitLab client of its own (empty caches).
+fn fresh_client(h: &Harness) -> Dispatcher {
+    let client = GitLabClient::with_policy(
+        &h.gitlab.url(),
+        Secret::new(h.gitlab.token()),
+        fast_policy(),
+    )
+    .unwrap();
+    Dispatcher {
+        audit: Default::default(),
+        identity: None,
+        gitlab: Arc::new(client),
+        store: h.store.clone(),
+        deliverer: Deliverer {
+            slack: h.dispatcher.deliverer.slack.clone(),
+            mattermost: h.dispatcher.deliverer.mattermost.clone(),
+            store: h.store.clone(),
+            clock: h.dispatcher.clock.clone(),
+        },
+        clock: h.dispatcher.clock.clone(),
+        config: h.dispatcher.config.clone(),
+    }
+}

@@ -871,3 +871,70 @@ async fn blocked_users_are_forbidden_whatever_their_token() {
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()[0]["state"], "active");
 }
+
+/// The policy file through the repository files API, and each person's own access, as the
+/// REST client reads them: per-user permission, 404 as "no file", a minute's cache per token.
+#[tokio::test]
+async fn repository_files_and_own_access_per_person() {
+    use chatops_adapters::gitlab::GitLabClient;
+    use chatops_core::gitlab::{AccessLevel, GitLab, GitLabError};
+    use chatops_core::ids::ProjectId;
+    use chatops_core::policy::POLICY_PATH;
+    use chatops_core::secret::Secret;
+
+    let w = world().await;
+    let reporter = w.user("rita", 20);
+    let guest = w.user("gus", 10);
+    let maint = w.user("mia", 40);
+    let client = |u: &StandinUser| {
+        GitLabClient::new(&w.gl.url(), Secret::new(u.personal_token.clone())).unwrap()
+    };
+    let p = ProjectId(PROJECT);
+    let text = "jobs:\n  deploy:\n    approvals: 1\n";
+    w.gl.state().set_file(PROJECT, POLICY_PATH, Some(text));
+
+    let as_reporter = client(&reporter);
+    assert_eq!(
+        as_reporter
+            .repository_file(p, POLICY_PATH, "main")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(text)
+    );
+    assert_eq!(
+        as_reporter
+            .repository_file(p, "no/such.yml", "main")
+            .await
+            .unwrap(),
+        None
+    );
+    // `download_code` is Reporter+.
+    assert!(matches!(
+        client(&guest).repository_file(p, POLICY_PATH, "main").await,
+        Err(GitLabError::Forbidden(_))
+    ));
+    // Reused for a minute per token: an edit is seen by a token that has not read it yet.
+    w.gl.state().set_file(PROJECT, POLICY_PATH, None);
+    assert!(as_reporter
+        .repository_file(p, POLICY_PATH, "main")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        client(&maint)
+            .repository_file(p, POLICY_PATH, "main")
+            .await
+            .unwrap(),
+        None
+    );
+
+    assert_eq!(
+        as_reporter.project_access(p).await.unwrap(),
+        Some(AccessLevel::REPORTER)
+    );
+    assert_eq!(
+        client(&maint).project_access(p).await.unwrap(),
+        Some(AccessLevel::MAINTAINER)
+    );
+}

@@ -65,6 +65,11 @@ enum Auth {
 type ProjectCache = std::collections::HashMap<(u64, String), (Project, Instant)>;
 type CiCache = std::collections::HashMap<(u64, u64, String), (CiConfig, Instant)>;
 type MergedCache = std::collections::HashMap<(u64, u64, String), (MergedCi, Instant)>;
+/// `(token, project, path, ref)` → the file's text (`None`: no such file) and when read.
+type FileCache = std::collections::HashMap<(u64, u64, String, String), (Option<String>, Instant)>;
+
+/// The largest repository file read (the policy file is a few hundred bytes).
+const MAX_REPOSITORY_FILE: usize = 256 * 1024;
 
 /// GitLab REST API v4 client.
 pub struct GitLabClient {
@@ -85,6 +90,9 @@ pub struct GitLabClient {
     /// fresh, as an administrator checks an edit).
     merged: std::sync::Arc<std::sync::Mutex<MergedCache>>,
     cache_merged: bool,
+    /// Repository files (the policy file) likewise: every run reads it, and an edit to it is
+    /// seen within [`PROJECT_CACHE_TTL`].
+    files: std::sync::Arc<std::sync::Mutex<FileCache>>,
 }
 
 impl chatops_core::gitlab::GitLabAs for GitLabClient {
@@ -100,6 +108,7 @@ impl chatops_core::gitlab::GitLabAs for GitLabClient {
             ci: self.ci.clone(),
             merged: self.merged.clone(),
             cache_merged: self.cache_merged,
+            files: self.files.clone(),
         })
     }
 }
@@ -150,6 +159,7 @@ impl GitLabClient {
             ci: Default::default(),
             merged: Default::default(),
             cache_merged: false,
+            files: Default::default(),
         })
     }
 
@@ -752,6 +762,42 @@ impl GitLab for GitLabClient {
         project_settings_from_json(read_json(resp).await?)
     }
 
+    async fn repository_file(
+        &self,
+        project: ProjectId,
+        path: &str,
+        git_ref: &str,
+    ) -> Result<Option<String>, GitLabError> {
+        let key = (
+            self.token_key,
+            project.0,
+            path.to_owned(),
+            git_ref.to_owned(),
+        );
+        let cached = self
+            .files
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+            .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL);
+        if let Some((f, _)) = cached {
+            return Ok(f);
+        }
+        let file = self
+            .repository_file_uncached(project, path, git_ref)
+            .await?;
+        if let Ok(mut c) = self.files.lock() {
+            c.insert(key, (file.clone(), Instant::now()));
+        }
+        Ok(file)
+    }
+
+    async fn project_access(&self, project: ProjectId) -> Result<Option<AccessLevel>, GitLabError> {
+        // Never cached: a role just taken away must stop an approval at once.
+        let v: serde_json::Value = self.get_json(&Self::project_path(project), &[]).await?;
+        Ok(project_settings_from_json(v)?.token_access)
+    }
+
     async fn merged_ci_yaml(
         &self,
         project: ProjectId,
@@ -779,6 +825,43 @@ impl GitLab for GitLabClient {
 }
 
 impl GitLabClient {
+    async fn repository_file_uncached(
+        &self,
+        project: ProjectId,
+        path: &str,
+        git_ref: &str,
+    ) -> Result<Option<String>, GitLabError> {
+        // The file's path is one URL segment: `.gitlab%2Fchatops.yml`.
+        let encoded =
+            percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
+        let url = format!(
+            "{}{}/repository/files/{encoded}/raw",
+            self.api,
+            Self::project_path(project)
+        );
+        let query = [("ref", git_ref.to_owned())];
+        let resp = match self
+            .send(Method::GET, &url, &query, None, Repeat::Safe)
+            .await
+        {
+            Ok(r) => r,
+            // The project was read just before: a 404 here is the file (or the ref).
+            Err(GitLabError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bytes = crate::http::read_capped(resp, MAX_REPOSITORY_FILE)
+            .await
+            .map_err(|e| match e {
+                crate::http::ReadError::TooLarge(_) => {
+                    GitLabError::Protocol(format!("{path} is too large: {e}"))
+                }
+                crate::http::ReadError::Body(e) => GitLabError::Retryable(describe(&e)),
+            })?;
+        String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|_| GitLabError::Protocol(format!("{path} is not UTF-8 text")))
+    }
+
     async fn merged_ci_yaml_uncached(
         &self,
         project: ProjectId,

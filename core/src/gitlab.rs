@@ -347,6 +347,19 @@ pub trait GitLab: Send + Sync {
     async fn play_job(&self, project: ProjectId, job: JobId) -> Result<Job, GitLabError>;
     /// `GET /projects/:id/jobs/:job_id/trace`, streamed.
     async fn job_trace(&self, project: ProjectId, job: JobId) -> Result<TraceStream, GitLabError>;
+    /// `GET /projects/:id/repository/files/:file_path/raw?ref=`: a file's text on `git_ref`
+    /// (the project's policy file); `None` when the file does not exist (GitLab's 404 `File
+    /// Not Found`: the project itself was read before). Reporter+ (`download_code`).
+    async fn repository_file(
+        &self,
+        project: ProjectId,
+        path: &str,
+        git_ref: &str,
+    ) -> Result<Option<String>, GitLabError>;
+    /// The token user's own access to the project: `GET /projects/:id`'s `permissions` (the
+    /// higher of project and group access); `None` when GitLab gives none. How an approver's
+    /// role is read with their own token: GitLab decides, as for everything they do.
+    async fn project_access(&self, project: ProjectId) -> Result<Option<AccessLevel>, GitLabError>;
     /// `GET /projects/:id/hooks`
     async fn hooks(&self, project: ProjectId) -> Result<Vec<Hook>, GitLabError>;
     /// `POST /projects/:id/hooks`, or `PUT /projects/:id/hooks/:hook_id` when `existing`.

@@ -5,7 +5,8 @@
 //!
 //! - values: `ids` (newtypes), `clock`, `secret`, `run` (request, record, status), `command`
 //!   (the slash-command grammar), `runnable` (which jobs of a merged CI configuration chat
-//!   can run), `config` (typed configuration read from an `Env` map);
+//!   can run), `policy` (a project's `.gitlab/chatops.yml`: per-job approvals, roles,
+//!   channels, descriptions), `config` (typed configuration read from an `Env` map);
 //! - ports (traits the adapters implement): `audit::AuditLog` (+ `MemoryAudit`),
 //!   `gitlab::GitLab`, `store::RunStore`,
 //!   `queue::RunQueue`, `chat::ChatApi`, `config::SecretSource`, `seal::Sealer` (tokens at
@@ -30,6 +31,7 @@ pub mod secret;
 pub mod web;
 
 pub mod command;
+pub mod policy;
 pub mod runnable;
 
 pub mod audit;

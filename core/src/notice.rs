@@ -156,6 +156,21 @@ pub enum Unscheduled {
         reason: String,
         attempts: u32,
     },
+    /// The project's policy file (`.gitlab/chatops.yml`) is refused: its error names the line.
+    PolicyInvalid {
+        error: String,
+    },
+    /// The policy file lets the job be asked for only in these channels.
+    PolicyChannel {
+        channels: Vec<String>,
+    },
+    /// The policy file asks a higher GitLab role of whoever requests the job.
+    PolicyRole {
+        role: crate::policy::Role,
+    },
+    /// The policy file says someone else must approve each run, and approvals cannot be
+    /// collected from chat yet: refused rather than run unapproved.
+    NeedsApproval,
 }
 
 /// A message to a person.
@@ -633,6 +648,10 @@ impl Unscheduled {
             Unscheduled::TokenRefused { .. } => "token_refused",
             Unscheduled::GitLabAnswered { .. } => "gitlab_answered",
             Unscheduled::GaveUp { .. } => "gave_up",
+            Unscheduled::PolicyInvalid { .. } => "policy_invalid",
+            Unscheduled::PolicyChannel { .. } => "policy_channel",
+            Unscheduled::PolicyRole { .. } => "policy_role",
+            Unscheduled::NeedsApproval => "needs_approval",
         }
     }
 
@@ -764,6 +783,45 @@ impl Unscheduled {
                 "It could not be done right now ({reason}); the command was tried {attempts} \
                  times. Please try again later."
             )),
+            Unscheduled::PolicyInvalid { error } => Rich::new()
+                .text(
+                    "The project's policy file is refused, so no job runs from chat until it \
+                       is fixed on the default branch: ",
+                )
+                .text(error),
+            Unscheduled::PolicyChannel { channels } => {
+                let mut r = Rich::new()
+                    .text("The project's policy file (")
+                    .code(crate::policy::POLICY_PATH)
+                    .text(") lets ")
+                    .code(job)
+                    .text(" be run only in ");
+                for (i, c) in channels.iter().enumerate() {
+                    if i > 0 {
+                        r = r.text(", ");
+                    }
+                    r = r.code(c);
+                }
+                r.text(".")
+            }
+            Unscheduled::PolicyRole { role } => Rich::new()
+                .text("The project's policy file (")
+                .code(crate::policy::POLICY_PATH)
+                .text(format!(
+                    ") asks the {} role or higher on the project to run ",
+                    role.label()
+                ))
+                .code(job)
+                .text("."),
+            Unscheduled::NeedsApproval => Rich::new()
+                .text("The project's policy file (")
+                .code(crate::policy::POLICY_PATH)
+                .text(") says someone else must approve each run of ")
+                .code(job)
+                .text(
+                    ", and this ChatOps version cannot collect approvals yet, so it was not run. \
+                       Run it in GitLab, or ask an administrator.",
+                ),
         }
     }
 }
@@ -1156,6 +1214,25 @@ mod tests {
                     attempts: 5,
                 }),
             ),
+            (
+                "policy_invalid",
+                u(Unscheduled::PolicyInvalid {
+                    error: ".gitlab/chatops.yml line 3: job \"d\": unknown key \"<!channel>\"".into(),
+                }),
+            ),
+            (
+                "policy_channel",
+                u(Unscheduled::PolicyChannel {
+                    channels: vec!["C0123".into(), "<!here>".into()],
+                }),
+            ),
+            (
+                "policy_role",
+                u(Unscheduled::PolicyRole {
+                    role: crate::policy::Role::Maintainer,
+                }),
+            ),
+            ("needs_approval", u(Unscheduled::NeedsApproval)),
             (
                 "runnable_jobs",
                 Notice::RunnableJobs {

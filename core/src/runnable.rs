@@ -26,10 +26,9 @@ pub struct RunnableJob {
     pub name: String,
     /// Its contract rule says `when: manual`: it waits for someone to play it.
     pub manual: bool,
-    /// The one-line description a job policy file gives it. The policy file is not built
-    /// yet (its own issue): nothing sets this today, and `help` shows it when set.
+    /// The one-line description the project's policy file gives it (`help` fills it in).
     pub description: Option<String>,
-    /// The policy file says someone must approve a run (same issue): marked in `help`.
+    /// The policy file says someone must approve a run: marked in `help`.
     pub needs_approval: bool,
 }
 

@@ -82,6 +82,8 @@ struct State {
     variables_roles: HashMap<ProjectId, VariablesRole>,
     /// `ci/lint`'s `merged_yaml` per project.
     merged_yaml: HashMap<ProjectId, String>,
+    /// Repository files on the default branch: `(project, path)` → text.
+    files: HashMap<(ProjectId, String), String>,
     injected: Vec<Injected>,
     calls: Vec<String>,
     next_pipeline: u64,
@@ -184,6 +186,13 @@ impl FakeGitLab {
     /// What `merged_ci_yaml` answers for the project.
     pub fn set_merged_yaml(&self, project: ProjectId, yaml: &str) {
         self.lock().merged_yaml.insert(project, yaml.to_owned());
+    }
+
+    /// Put a file on the project's default branch (`repository_file` reads it).
+    pub fn set_file(&self, project: ProjectId, path: &str, text: &str) {
+        self.lock()
+            .files
+            .insert((project, path.to_owned()), text.to_owned());
     }
 
     /// Mark a CI job as joining every pipeline (a job without rules or only/except).
@@ -564,6 +573,26 @@ impl GitLab for FakeGitLab {
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         Ok(Box::pin(futures_util::stream::iter(chunks)))
+    }
+
+    async fn repository_file(
+        &self,
+        project: ProjectId,
+        path: &str,
+        _git_ref: &str,
+    ) -> Result<Option<String>, GitLabError> {
+        let g = self.enter("repository_file")?;
+        has_project(&g, project)?;
+        Ok(g.files.get(&(project, path.to_owned())).cloned())
+    }
+
+    /// The fake's one token is the first user added (like `current_user`).
+    async fn project_access(&self, project: ProjectId) -> Result<Option<AccessLevel>, GitLabError> {
+        let g = self.enter("project_access")?;
+        has_project(&g, project)?;
+        Ok(g.users
+            .first()
+            .and_then(|u| g.members.get(&(project, u.id)).copied()))
     }
 
     async fn hooks(&self, project: ProjectId) -> Result<Vec<Hook>, GitLabError> {

@@ -28,6 +28,9 @@
 //!   `restrict_user_defined_variables` / `ci_pipeline_variables_minimum_override_role` when
 //!   the caller is Maintainer or more), `PUT /projects/:id` (that role; GitLab's 403/400s),
 //!   `GET /users?username=`, `GET /projects/:id/members/all/:user_id`
+//! - `GET /projects/:id/repository/files/:file_path/raw?ref=` (Reporter+; the default
+//!   branch's files set with `set_file`; 404 `File Not Found`, 404 `Commit Not Found` for
+//!   another ref)
 //! - `GET /projects/:id/ci/lint?content_ref=&include_jobs=true` (Reporter+; `valid`,
 //!   `errors`, `warnings`, `merged_yaml`, `jobs` with `name`/`stage`/`when`/`only`/`except` as
 //!   GitLab reports them)
@@ -281,6 +284,8 @@ pub struct StandinProject {
     /// The project's own planner (a real CI file: `set_ci_yaml` in `runner`): pipelines then
     /// hold what it plans, workflow rules included, instead of what the [`JoinRule`]s say.
     pub planner: Option<ProjectPlanner>,
+    /// Files on the default branch (`repository/files/:path/raw`): path → text.
+    pub files: HashMap<String, String>,
 }
 
 /// A [`PipelinePlanner`] attached to one project.
@@ -732,7 +737,18 @@ impl StandinHandle {
             variables_role: "maintainer".to_owned(),
             merged_yaml: None,
             planner: None,
+            files: HashMap::new(),
         });
+    }
+
+    /// Put a file on the project's default branch (`None` removes it).
+    pub fn set_file(&self, project: u64, path: &str, text: Option<&str>) {
+        if let Some(p) = self.lock().projects.iter_mut().find(|p| p.id == project) {
+            match text {
+                Some(t) => p.files.insert(path.to_owned(), t.to_owned()),
+                None => p.files.remove(path),
+            };
+        }
     }
 
     /// The project's "Minimum role to use pipeline variables" (`no_one_allowed`,
@@ -1553,6 +1569,32 @@ impl StandinHandle {
                         v["jobs"] = Value::Array(jobs);
                     }
                     axum::Json(v).into_response()
+                })
+            }
+            ("GET", ["projects", id, "repository", "files", file, "raw"]) => {
+                let wanted_ref = q.get("ref").cloned();
+                self.with_project(id, actor, |_, p, access| {
+                    // `authorize! :download_code` (Reporter+ on a private project).
+                    if access < 20 {
+                        return message(403, "403 Forbidden");
+                    }
+                    // Only the default branch holds files here; GitLab's `ref` is required.
+                    match wanted_ref.as_deref() {
+                        None | Some("") => return message(400, "400 Bad request - ref is missing"),
+                        Some(r) if r != p.default_branch => {
+                            return message(404, "404 Commit Not Found")
+                        }
+                        Some(_) => {}
+                    }
+                    match p.files.get(*file) {
+                        Some(text) => (
+                            StatusCode::OK,
+                            [("content-type", "text/plain; charset=utf-8")],
+                            text.clone(),
+                        )
+                            .into_response(),
+                        None => message(404, "404 File Not Found"),
+                    }
                 })
             }
             ("POST", ["projects", id, "pipeline"]) => self.create_pipeline(actor, id, body),
