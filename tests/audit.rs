@@ -906,3 +906,47 @@ async fn chatops_audit_filters_and_formats() {
     assert_eq!(code, Some(2));
     assert!(out.is_empty() && err.contains("--since"), "{out}{err}");
 }
+
+/// The project's policy file gives `help` its descriptions and "needs approval" marks; a
+/// policy file that does not read is said instead of the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_shows_the_policy_files_descriptions_and_marks() {
+    let w = world(true).await;
+    w.gitlab.state().set_file(
+        PROJECT,
+        ".gitlab/chatops.yml",
+        Some(
+            "jobs:\n  hello-world:\n    description: Says hello <!channel>\n  db-check:\n    approvals: 1\n",
+        ),
+    );
+    let help = w.slack_command(ALICE, OPS, "help").await;
+    let posts = w.wait_for(&help, "Jobs you can run here").await;
+    let list = &posts[0].text;
+    assert_eq!(listed_jobs(list), RUNNABLE, "{list}");
+    let line = |job: &str| {
+        list.lines()
+            .find(|l| l.contains(&format!("`{job}`")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("hello-world").contains("Says hello"), "{list}");
+    assert!(
+        !list.contains("<!channel>"),
+        "the description is escaped: {list}"
+    );
+    assert!(line("db-check").contains("needs approval"), "{list}");
+    assert!(!line("restart").contains("needs approval"), "{list}");
+
+    // A file with a typo: the list gives way to the line that does not read (after the
+    // minute the file is cached for, so another token, or wait: a new world is simpler).
+    let w = world(true).await;
+    w.gitlab.state().set_file(
+        PROJECT,
+        ".gitlab/chatops.yml",
+        Some("jobs:\n  hello-world:\n    aprovals: 1\n"),
+    );
+    let help = w.slack_command(ALICE, OPS, "help").await;
+    let posts = w.wait_for(&help, "chatops.yml").await;
+    assert!(posts[0].text.contains("line 3"), "{}", posts[0].text);
+    assert!(posts[0].text.contains("aprovals"), "{}", posts[0].text);
+}
