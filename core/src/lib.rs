@@ -3,21 +3,27 @@
 //! No AWS SDK, no Lambda runtime, no HTTP client or server, no CLI parser: those are
 //! adapters (`chatops-adapters`), wired by `chatops_adapters::services`. What is here:
 //!
-//! - values: `ids` (newtypes), `clock`, `secret`, `run` (request, record, status), `command`
+//! - values: `ids` (newtypes), `clock`, `secret`, `run` (request, record, status), `action`
+//!   (a queued click on a card's button), `command`
 //!   (the slash-command grammar), `runnable` (which jobs of a merged CI configuration chat
 //!   can run), `policy` (a project's `.gitlab/chatops.yml`: per-job approvals, roles,
 //!   channels, descriptions), `config` (typed configuration read from an `Env` map);
 //! - ports (traits the adapters implement): `audit::AuditLog` (+ `MemoryAudit`),
-//!   `gitlab::GitLab`, `store::RunStore`,
+//!   `gitlab::GitLab` (+ `GitLabAs`: as one person), `oauth::OAuthClient` (GitLab's token and
+//!   revoke endpoints; PKCE and the callback's parsing), `store::RunStore`,
 //!   `queue::RunQueue`, `chat::ChatApi`, `config::SecretSource`, `seal::Sealer` (tokens at
 //!   rest, encrypted and bound to whose they are);
 //! - text: `markup` (the one layer that escapes, per platform), `notice` (every sentence a
-//!   person is told, typed), `render` (job reports), `reply` (reply extraction from job logs);
+//!   person is told, typed), `card` (a run's card per state, with its buttons), `render` (job
+//!   reports), `reply` (reply extraction from job logs);
 //! - platform payloads: `slack` (signature check, slash payload), `mattermost` (payload, token);
-//! - use cases: `ingress` (verify, answer, queue; `status` and `history` from the run store),
+//! - use cases: `identity` (connect links, the OAuth callback, each person's token refreshed
+//!   one at a time, unlink), `interaction` (card clicks: intake and handling as the clicker),
+//!   `card_delivery` (a card updated in place), `ingress` (verify, answer, queue; `status` and
+//!   `history` from the run store),
 //!   `dispatcher` (one request → one pipeline; `help`'s job list), `help`, `status`,
-//!   `completion` (webhook and sweep → one reply), `delivery` (response_url or channel),
-//!   `users` (chat ↔ GitLab links).
+//!   `completion` (webhook and sweep → one reply), `finish` (one reply for a run whose job
+//!   ended), `delivery` (response_url or channel), `users` (admin links, bot mode).
 //!
 //! Modules depend "downwards" only (values ← ports ← text ← use cases); `tests/architecture.rs`
 //! checks there is no cycle.
