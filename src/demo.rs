@@ -318,24 +318,8 @@ impl DemoWorld {
             ),
         ])
         .map_err(|e| LocalError::Setup(format!("encoding a slash command: {e}")))?;
-        let timestamp = self.local.clock.now().to_string();
-        let signature = chatops_core::slack::verify::sign(
-            &chatops_core::secret::Secret::new(DEMO_SIGNING_SECRET),
-            &timestamp,
-            body.as_bytes(),
-        );
         let resp = self
-            .http
-            .post(format!(
-                "{}{}",
-                self.running.url(),
-                chatops_core::ingress::SLACK_PATH
-            ))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header(chatops_core::slack::verify::TIMESTAMP_HEADER, timestamp)
-            .header(chatops_core::slack::verify::SIGNATURE_HEADER, signature)
-            .body(body)
-            .send()
+            .post_signed(chatops_core::ingress::SLACK_PATH, body, None, None)
             .await
             .map_err(|e| LocalError::Setup(format!("sending a slash command: {e}")))?;
         let status = resp.status().as_u16();
@@ -438,6 +422,27 @@ impl DemoWorld {
     ) -> Result<u16, LocalError> {
         let body = serde_urlencoded::to_string([("payload", payload)])
             .map_err(|e| LocalError::Setup(format!("encoding a click: {e}")))?;
+        let resp = self
+            .post_signed(
+                chatops_core::interaction::SLACK_INTERACTIONS_PATH,
+                body,
+                secret,
+                timestamp,
+            )
+            .await
+            .map_err(|e| LocalError::Setup(format!("sending a click: {e}")))?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// POST a form body to one of local mode's Slack paths, signed as Slack signs (with the
+    /// demo's signing secret unless `secret`, at `timestamp` unless now).
+    async fn post_signed(
+        &self,
+        path: &str,
+        body: String,
+        secret: Option<&str>,
+        timestamp: Option<u64>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
         let timestamp = timestamp
             .unwrap_or_else(|| self.local.clock.now())
             .to_string();
@@ -446,21 +451,14 @@ impl DemoWorld {
             &timestamp,
             body.as_bytes(),
         );
-        let resp = self
-            .http
-            .post(format!(
-                "{}{}",
-                self.running.url(),
-                chatops_core::interaction::SLACK_INTERACTIONS_PATH
-            ))
+        self.http
+            .post(format!("{}{path}", self.running.url()))
             .header("content-type", "application/x-www-form-urlencoded")
             .header(chatops_core::slack::verify::TIMESTAMP_HEADER, timestamp)
             .header(chatops_core::slack::verify::SIGNATURE_HEADER, signature)
             .body(body)
             .send()
             .await
-            .map_err(|e| LocalError::Setup(format!("sending a click: {e}")))?;
-        Ok(resp.status().as_u16())
     }
 
     /// Messages that reached Slack through a click's `response_url` (what the clicker saw).

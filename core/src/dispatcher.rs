@@ -696,24 +696,22 @@ impl Dispatcher {
     async fn project(&self, gl: &dyn GitLab, req: &RunRequest) -> Result<Project, Stop> {
         let project_ref = self.config.project_for(&req.channel_id);
         let personal = self.identity.is_some();
-        gl.project(project_ref).await.map_err(|e| match e {
-            GitLabError::NotFound(_) | GitLabError::Forbidden(_) => Stop::Refuse(unscheduled(
+        gl.project(project_ref).await.map_err(|e| {
+            // With a person's token a 401 means reconnecting (`gitlab_stop`), not a project
+            // the token cannot see.
+            let unseen = matches!(e, GitLabError::NotFound(_) | GitLabError::Forbidden(_))
+                || (matches!(e, GitLabError::Unauthorized(_)) && !personal);
+            if !unseen {
+                return self.gitlab_stop(req, e);
+            }
+            Stop::Refuse(unscheduled(
                 req,
                 Unscheduled::ProjectNotFound {
                     project: project_ref.to_string(),
                     detail: e.to_string(),
                     personal,
                 },
-            )),
-            GitLabError::Unauthorized(_) if !personal => Stop::Refuse(unscheduled(
-                req,
-                Unscheduled::ProjectNotFound {
-                    project: project_ref.to_string(),
-                    detail: e.to_string(),
-                    personal,
-                },
-            )),
-            other => self.gitlab_stop(req, other),
+            ))
         })
     }
 

@@ -500,25 +500,17 @@ impl Identity {
         self.store.unlink_user(team, user).await?;
         let mut revoked = false;
         if let Some(grant) = link.grant.as_ref().filter(|g| !g.broken) {
-            let bytes = STANDARD
-                .decode(&grant.sealed)
-                .map_err(|_| IdentityError::Corrupt)?;
-            match self.sealer.open(&bytes, &who.seal_context()).await {
-                Ok(secret) => {
-                    if let Some(t) = Tokens::from_secret(&secret, grant.expires_at) {
-                        // Revoking the refresh token revokes its access token too. Bounded:
-                        // the ingress answers within Slack's 3 seconds either way.
-                        revoked = matches!(
-                            tokio::time::timeout(
-                                REVOKE_BUDGET,
-                                self.oauth.revoke(&t.refresh_token)
-                            )
-                            .await,
-                            Ok(Ok(()))
-                        );
-                        if !revoked {
-                            tracing::warn!(team, user, "GitLab did not confirm the revocation");
-                        }
+            match self.open(grant, &who.seal_context()).await {
+                Ok(t) => {
+                    // Revoking the refresh token revokes its access token too. Bounded: the
+                    // ingress answers within Slack's 3 seconds either way.
+                    let revoke = self.oauth.revoke(&t.refresh_token);
+                    revoked = matches!(
+                        tokio::time::timeout(REVOKE_BUDGET, revoke).await,
+                        Ok(Ok(()))
+                    );
+                    if !revoked {
+                        tracing::warn!(team, user, "GitLab did not confirm the revocation");
                     }
                 }
                 Err(e) => {
