@@ -16,7 +16,8 @@
 //!   `platform#team#channel`) and `received_at` (N) for `status` and `history`, `outcome`
 //!   (S, the job's end as JSON, written with the reply), and for interactive runs `card`
 //!   (S, the `CardRef` as JSON) and per button `action_<kind>` (S, the `ActionTaken` as JSON)
-//!   with `action_<kind>_key` (S, what the conditional write compares).
+//!   with `action_<kind>_key` (S, what the conditional write compares); four-eyes runs keep
+//!   their one decision in `decision` (S, the `Decision` as JSON) with `decision_key`.
 //! - GSI `by-pipeline`: HASH `pipeline_key`, projection ALL.
 //! - GSI `due-runs`: HASH `open` + RANGE `due_at` (when the sweep looks next), projection ALL.
 //! - GSI `by-channel`: HASH `channel_key` + RANGE `received_at`, projection ALL: a channel's
@@ -35,10 +36,10 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use chatops_core::ids::{ChannelId, ChatUserId, GitLabUserId, PipelineId, RequestId, TeamId};
 use chatops_core::run::{
-    channel_key, ActionKind, ActionTaken, CardRef, Grant, JobOutcome, PendingLink, Platform,
-    RunRecord, RunRequest, RunStatus, UserLink,
+    channel_key, ActionKind, ActionTaken, CardRef, Decision, Grant, JobOutcome, PendingLink,
+    Platform, RunRecord, RunRequest, RunStatus, UserLink, Verdict,
 };
-use chatops_core::store::{ActionClaim, DispatchClaim, ReplyClaim, RunStore, StoreError};
+use chatops_core::store::{ActionClaim, Decided, DispatchClaim, ReplyClaim, RunStore, StoreError};
 use std::collections::HashMap;
 
 /// The GSI that finds a run by its pipeline.
@@ -158,6 +159,13 @@ fn run_from_item(item: &Item) -> Result<RunRecord, StoreError> {
             })
             .transpose()?;
         rec.actions.set(kind, taken);
+    }
+    if let Some(json) = get_s(item, "decision") {
+        let decision: Decision = serde_json::from_str(json)
+            .map_err(|e| StoreError::Corrupt(format!("run decision: {e}")))?;
+        if let Some(a) = rec.approval.as_mut() {
+            a.decision = Some(decision);
+        }
     }
     Ok(rec)
 }
@@ -1027,6 +1035,66 @@ impl RunStore for DynamoStore {
             .send()
             .await;
         applied(res).map(|_| ())
+    }
+
+    async fn decide(
+        &self,
+        id: &RequestId,
+        decision: &Decision,
+        now: u64,
+    ) -> Result<Decided, StoreError> {
+        let json = serde_json::to_string(decision)
+            .map_err(|e| StoreError::Corrupt(format!("encode decision: {e}")))?;
+        let status = match decision.verdict {
+            Verdict::Approved => RunStatus::Dispatching,
+            _ => RunStatus::Refused,
+        };
+        let res = self
+            .update_run(id)
+            .update_expression(
+                "SET decision = :d, decision_key = :key, #status = :status, lease_until = :zero, \
+                 updated_at = :now REMOVE #open",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND ((#status = :awaiting AND attribute_not_exists(decision_key)) \
+                 OR decision_key = :key)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":d", s(json))
+            .expression_attribute_values(":key", s(&decision.key))
+            .expression_attribute_values(":status", s(status_str(status)))
+            .expression_attribute_values(":awaiting", s(status_str(RunStatus::AwaitingApproval)))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match res {
+            Ok(out) => {
+                let again = out
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| get_s(a, "decision_key"))
+                    .is_some_and(|k| k == decision.key);
+                return Ok(Decided::Decided { again });
+            }
+            Err(e) if is_condition_failed(&e) => old_item(e.into_service_error()),
+            Err(e) => return Err(unavailable(e)),
+        };
+        // Older servers do not return the item: read it.
+        let old = match old.filter(|i| !i.is_empty()) {
+            Some(item) => Some(item),
+            None => self.get_item(run_key(id)).await?,
+        };
+        let Some(item) = old else {
+            return Ok(Decided::NoRun);
+        };
+        match run_from_item(&item)?.approval.and_then(|a| a.decision) {
+            Some(first) => Ok(Decided::Already(first)),
+            None => Ok(Decided::NotAwaiting),
+        }
     }
 
     async fn take_pending_link(&self, state: &str) -> Result<Option<PendingLink>, StoreError> {

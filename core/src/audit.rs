@@ -19,7 +19,8 @@
 
 use crate::config::{ConfigError, Env};
 use crate::ids::{ChannelId, ChatUserId, JobId, PipelineId, RequestId, TeamId};
-use crate::run::{Platform, RunRecord, RunRequest, RunResult};
+use crate::policy::Role;
+use crate::run::{Platform, RunRecord, RunRequest, RunResult, Verdict};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -154,6 +155,24 @@ pub enum AuditEvent {
     Linked,
     /// The person removed their link; `revoked` when GitLab confirmed the tokens revoked.
     Unlinked { revoked: bool },
+    /// Four-eyes: the run waits for someone else's approval; no pipeline exists yet.
+    ApprovalRequested {
+        /// The role an approver needs (`maintainer`, …).
+        min_role: Role,
+        /// Unix seconds when the request ends undecided.
+        expires_at: u64,
+    },
+    /// Four-eyes: the request was decided. `by` is who decided (none for an expiry), with
+    /// their GitLab username when they approved; the entry's user is who asked.
+    Decided {
+        verdict: Verdict,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<ChatUserId>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        by_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by_gitlab_user: Option<String>,
+    },
     /// A kind this version does not know (written by a newer one).
     #[serde(other)]
     Other,
@@ -169,6 +188,8 @@ impl AuditEvent {
             AuditEvent::Result { .. } => "result",
             AuditEvent::Linked => "linked",
             AuditEvent::Unlinked { .. } => "unlinked",
+            AuditEvent::ApprovalRequested { .. } => "approval_requested",
+            AuditEvent::Decided { .. } => "decided",
             AuditEvent::Other => "other",
         }
     }
@@ -201,6 +222,19 @@ impl AuditEvent {
             AuditEvent::Linked => "GitLab account connected".to_owned(),
             AuditEvent::Unlinked { revoked: true } => "tokens revoked".to_owned(),
             AuditEvent::Unlinked { revoked: false } => "revocation not confirmed".to_owned(),
+            AuditEvent::ApprovalRequested { min_role, .. } => {
+                format!("needs a {}", min_role.label())
+            }
+            AuditEvent::Decided {
+                verdict,
+                by_name,
+                by_gitlab_user,
+                ..
+            } => match (by_gitlab_user, by_name.is_empty()) {
+                (Some(u), _) => format!("{} by @{u}", verdict.as_str()),
+                (None, false) => format!("{} by {by_name}", verdict.as_str()),
+                (None, true) => verdict.as_str().to_owned(),
+            },
             AuditEvent::Other => String::new(),
         }
     }
@@ -523,6 +557,16 @@ fn log_line(e: &AuditEntry) {
         }
         AuditEvent::Unlinked { revoked } => {
             f.result = Some(if *revoked { "revoked" } else { "unconfirmed" });
+        }
+        AuditEvent::ApprovalRequested { min_role, .. } => f.reason = Some(min_role.as_str()),
+        AuditEvent::Decided {
+            verdict,
+            by_name,
+            by_gitlab_user,
+            ..
+        } => {
+            f.result = Some(verdict.as_str());
+            f.detail = Some(by_gitlab_user.as_deref().unwrap_or(by_name));
         }
         AuditEvent::Linked | AuditEvent::Other => {}
     }

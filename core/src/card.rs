@@ -1,7 +1,8 @@
-//! The card: one message per run that says where it stands (requested → pending → running →
-//! succeeded / failed / cancelled, or waiting for someone to run a `when: manual` job), who
-//! asked, who ran, cancelled or retried it, with links to the job and the pipeline and the
-//! buttons that fit the state (Cancel, Run, Retry). The job's output still comes as its own
+//! The card: one message per run that says where it stands (requested → waiting for
+//! approval → pending → running → succeeded / failed / cancelled, or waiting for someone to
+//! run a `when: manual` job; an approval request may end rejected, withdrawn or expired),
+//! who asked, who approved, ran, cancelled or retried it, with links to the job and the
+//! pipeline and the buttons that fit the state (Approve, Reject, Cancel, Run, Retry). The job's output still comes as its own
 //! reply (`render`); the card replaces the stream of status texts.
 //!
 //! Rendered per platform: Slack Block Kit (a section, a context line, an actions block: far
@@ -14,13 +15,16 @@ use crate::gitlab::Status;
 use crate::ids::RequestId;
 use crate::markup::Rich;
 use crate::notice::{Notice, Person};
-use crate::run::{ActionKind, Platform, RunRecord, RunRequest};
+use crate::policy::Role;
+use crate::run::{ActionKind, Platform, RunRecord, RunRequest, Verdict};
 use serde_json::{json, Value};
 
 /// The `action_id` of each button (what a click payload names).
 pub const CANCEL_ACTION_ID: &str = "chatops_cancel";
 pub const PLAY_ACTION_ID: &str = "chatops_play";
 pub const RETRY_ACTION_ID: &str = "chatops_retry";
+pub const APPROVE_ACTION_ID: &str = "chatops_approve";
+pub const REJECT_ACTION_ID: &str = "chatops_reject";
 
 /// Job names longer than this are shortened on the card (a section holds 3,000 characters).
 const MAX_JOB_CHARS: usize = 100;
@@ -33,6 +37,8 @@ pub fn action_kind(action_id: &str) -> Option<ActionKind> {
         CANCEL_ACTION_ID => Some(ActionKind::Cancel),
         PLAY_ACTION_ID => Some(ActionKind::Play),
         RETRY_ACTION_ID => Some(ActionKind::Retry),
+        APPROVE_ACTION_ID => Some(ActionKind::Approve),
+        REJECT_ACTION_ID => Some(ActionKind::Reject),
         _ => None,
     }
 }
@@ -42,6 +48,8 @@ pub fn action_id(kind: ActionKind) -> &'static str {
         ActionKind::Cancel => CANCEL_ACTION_ID,
         ActionKind::Play => PLAY_ACTION_ID,
         ActionKind::Retry => RETRY_ACTION_ID,
+        ActionKind::Approve => APPROVE_ACTION_ID,
+        ActionKind::Reject => REJECT_ACTION_ID,
     }
 }
 
@@ -50,6 +58,14 @@ pub fn action_id(kind: ActionKind) -> &'static str {
 pub enum CardState {
     /// The ingress took the command; no pipeline yet.
     Requested,
+    /// Four-eyes: no pipeline until someone else approves.
+    AwaitingApproval,
+    /// The approval request was turned down (no pipeline was created).
+    Rejected,
+    /// The person who asked took the request back.
+    Withdrawn,
+    /// Nobody approved in time.
+    Expired,
     /// The pipeline exists; the job waits for a runner.
     Pending,
     Running,
@@ -81,8 +97,24 @@ impl CardState {
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            CardState::Succeeded | CardState::Failed | CardState::Cancelled
+            CardState::Succeeded
+                | CardState::Failed
+                | CardState::Cancelled
+                | CardState::Rejected
+                | CardState::Withdrawn
+                | CardState::Expired
         )
+    }
+
+    /// How a decided approval request leaves its card.
+    pub fn of_verdict(verdict: Verdict) -> CardState {
+        match verdict {
+            // Approved: the dispatch is under way (the card moves on when it started).
+            Verdict::Approved => CardState::Requested,
+            Verdict::Rejected => CardState::Rejected,
+            Verdict::Withdrawn => CardState::Withdrawn,
+            Verdict::Expired => CardState::Expired,
+        }
     }
 
     /// Whether a button of `kind` acts in this state.
@@ -94,6 +126,7 @@ impl CardState {
             ),
             ActionKind::Play => *self == CardState::WaitingManual,
             ActionKind::Retry => matches!(self, CardState::Failed | CardState::Cancelled),
+            ActionKind::Approve | ActionKind::Reject => *self == CardState::AwaitingApproval,
         }
     }
 
@@ -101,6 +134,10 @@ impl CardState {
     fn label(&self) -> &'static str {
         match self {
             CardState::Requested => "Requested",
+            CardState::AwaitingApproval => "Waiting for approval",
+            CardState::Rejected => "Rejected",
+            CardState::Withdrawn => "Withdrawn",
+            CardState::Expired => "Expired without approval",
             CardState::Pending => "Pending",
             CardState::Running => "Running",
             CardState::WaitingManual => "Waiting for someone to run this manual job",
@@ -114,6 +151,10 @@ impl CardState {
     fn words(&self) -> &'static str {
         match self {
             CardState::Requested => "has not started yet",
+            CardState::AwaitingApproval => "is waiting for approval",
+            CardState::Rejected => "was rejected",
+            CardState::Withdrawn => "was withdrawn",
+            CardState::Expired => "expired without an approval",
             CardState::Pending => "is pending",
             CardState::Running => "is running",
             CardState::WaitingManual => "is waiting for someone to run it",
@@ -126,6 +167,8 @@ impl CardState {
     fn emoji(&self) -> &'static str {
         match self {
             CardState::Requested | CardState::Pending => "hourglass_flowing_sand",
+            CardState::AwaitingApproval => "lock",
+            CardState::Rejected | CardState::Withdrawn | CardState::Expired => "no_entry_sign",
             CardState::Running => "arrow_forward",
             CardState::WaitingManual => "raised_hand",
             CardState::Succeeded => "white_check_mark",
@@ -150,6 +193,21 @@ pub struct Card {
     pub played_by: Option<Person>,
     pub cancelled_by: Option<Person>,
     pub retried_by: Option<Person>,
+    /// Four-eyes runs: what approval they need, and who decided.
+    pub approval: Option<CardApproval>,
+}
+
+/// What a four-eyes run's card says about its approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardApproval {
+    /// The role an approver needs on the project.
+    pub min_role: Role,
+    pub requester_can_approve: bool,
+    /// How long the request waits (from when it was asked for).
+    pub minutes: u64,
+    /// The decision and who took it (nobody for an expiry).
+    pub verdict: Option<Verdict>,
+    pub by: Option<Person>,
 }
 
 fn person(id: &crate::ids::ChatUserId, name: &str) -> Person {
@@ -174,6 +232,7 @@ impl Card {
             played_by: None,
             cancelled_by: None,
             retried_by: None,
+            approval: None,
         }
     }
 
@@ -187,6 +246,16 @@ impl Card {
             played_by: by(ActionKind::Play),
             cancelled_by: by(ActionKind::Cancel),
             retried_by: by(ActionKind::Retry),
+            approval: run.approval.as_ref().map(|a| {
+                let decision = a.decision.as_ref();
+                CardApproval {
+                    min_role: a.min_role,
+                    requester_can_approve: a.requester_can_approve,
+                    minutes: a.expires_at.saturating_sub(run.request.received_at) / 60,
+                    verdict: decision.map(|d| d.verdict),
+                    by: decision.and_then(|d| d.by.as_ref().map(|id| person(id, &d.by_name))),
+                }
+            }),
             state,
             ..Card::requested(&run.request)
         }
@@ -194,7 +263,13 @@ impl Card {
 
     /// The buttons shown: those the state offers, less a retry already made.
     pub fn buttons(&self) -> Vec<ActionKind> {
-        [ActionKind::Play, ActionKind::Cancel, ActionKind::Retry]
+        [
+            ActionKind::Approve,
+            ActionKind::Reject,
+            ActionKind::Play,
+            ActionKind::Cancel,
+            ActionKind::Retry,
+        ]
             .into_iter()
             .filter(|k| self.state.offers(*k))
             .filter(|k| !(*k == ActionKind::Retry && self.retried_by.is_some()))
@@ -234,6 +309,30 @@ impl Card {
         let mut r = Rich::new()
             .text("Requested by ")
             .then(mention(&self.requested_by));
+        if let Some(a) = &self.approval {
+            r = match (a.verdict, &a.by) {
+                (None, _) => {
+                    let who = if a.requester_can_approve {
+                        "someone"
+                    } else {
+                        "someone else"
+                    };
+                    r.text(format!(
+                        " · needs approval by {who} with the {} role or higher, within {} minutes",
+                        a.min_role.label(),
+                        a.minutes
+                    ))
+                }
+                (Some(Verdict::Approved), Some(p)) => r.text(" · approved by ").then(mention(p)),
+                (Some(Verdict::Rejected), Some(p)) => r.text(" · rejected by ").then(mention(p)),
+                (Some(Verdict::Withdrawn), _) => r.text(" · withdrawn by who asked"),
+                (Some(Verdict::Expired), _) => r.text(format!(
+                    " · nobody approved it within {} minutes, so no pipeline was created",
+                    a.minutes
+                )),
+                (Some(_), None) => r,
+            };
+        }
         if let Some(url) = &self.pipeline_url {
             r = r.text(" · ").link(url, "pipeline");
         }
@@ -260,7 +359,7 @@ impl Card {
             pipeline_url: pipeline_url.clone(),
         };
         match (self.state, &self.job_url, &self.pipeline_url, self.job_id) {
-            (CardState::Requested, ..) => Notice::Scheduling {
+            (CardState::Requested, ..) if self.approval.is_none() => Notice::Scheduling {
                 job: self.job.clone(),
             }
             .rich(),
@@ -278,7 +377,7 @@ impl Card {
                 .rich()
             }
             (CardState::Pending | CardState::Running, Some(j), Some(p), _)
-                if self.played_by.is_none() =>
+                if self.played_by.is_none() && self.approval.is_none() =>
             {
                 started(j, p).rich()
             }
@@ -333,6 +432,27 @@ impl Card {
                 b["style"] = json!("primary");
             }
             ActionKind::Retry => b["text"] = plain("Retry"),
+            ActionKind::Approve => {
+                b["text"] = plain("Approve");
+                b["style"] = json!("primary");
+                // An approval creates a pipeline: Slack asks first.
+                b["confirm"] = json!({
+                    "title": plain("Approve this run?"),
+                    "text": {"type": "mrkdwn", "text": Rich::new()
+                        .text("This lets ")
+                        .code(shorten(&self.job, MAX_JOB_CHARS))
+                        .text(" run as ")
+                        .mention(&self.requested_by.id, &self.requested_by.name)
+                        .text(" asked; you are recorded as its approver.")
+                        .render(Platform::Slack)},
+                    "confirm": plain("Approve"),
+                    "deny": plain("Not now"),
+                });
+            }
+            ActionKind::Reject => {
+                b["text"] = plain("Reject");
+                b["style"] = json!("danger");
+            }
         }
         b
     }
@@ -395,6 +515,10 @@ pub enum ClickNotice {
     JobGone { job: String },
     /// The press could not be handled, even after retries.
     GaveUp { job: String },
+    /// Four-eyes: the person who asked cannot approve their own run.
+    OwnRequest { job: String },
+    /// Four-eyes: approving (or rejecting) needs this role on the project.
+    ApproverRole { job: String, role: Role },
 }
 
 fn verb(kind: ActionKind) -> &'static str {
@@ -402,6 +526,8 @@ fn verb(kind: ActionKind) -> &'static str {
         ActionKind::Cancel => "cancel",
         ActionKind::Play => "run",
         ActionKind::Retry => "retry",
+        ActionKind::Approve => "approve",
+        ActionKind::Reject => "reject",
     }
 }
 
@@ -410,6 +536,8 @@ fn done_verb(kind: ActionKind) -> &'static str {
         ActionKind::Cancel => "cancelled",
         ActionKind::Play => "ran",
         ActionKind::Retry => "retried",
+        ActionKind::Approve => "approved",
+        ActionKind::Reject => "rejected",
     }
 }
 
@@ -464,6 +592,21 @@ impl ClickNotice {
                 .text("Your click on ")
                 .then(job(j))
                 .text(" could not be handled right now; please try again in a moment."),
+            ClickNotice::OwnRequest { job: j } => Rich::new()
+                .text("You asked for ")
+                .then(job(j))
+                .text(
+                    ", so someone else must approve it (four-eyes). Nothing was done; \
+                     Reject takes your request back.",
+                ),
+            ClickNotice::ApproverRole { job: j, role } => Rich::new()
+                .text("Approving or rejecting ")
+                .then(job(j))
+                .text(format!(
+                    " needs the {} role or higher on the project, and GitLab says yours is \
+                     lower. Nothing was done.",
+                    role.label()
+                )),
         }
     }
 }
@@ -497,7 +640,20 @@ mod tests {
             played_by: None,
             cancelled_by: None,
             retried_by: None,
+            approval: None,
         }
+    }
+
+    fn four_eyes(state: CardState, verdict: Option<Verdict>, by: Option<Person>) -> Card {
+        let mut c = card(state);
+        c.approval = Some(CardApproval {
+            min_role: Role::Maintainer,
+            requester_can_approve: false,
+            minutes: 60,
+            verdict,
+            by,
+        });
+        c
     }
 
     /// Every state, and the presses a card can show.
@@ -520,6 +676,28 @@ mod tests {
         let mut retried = card(CardState::Failed);
         retried.retried_by = Some(who("U0BOB", "bob"));
         v.push(("failed_retried", retried));
+        let mut awaiting = four_eyes(CardState::AwaitingApproval, None, None);
+        awaiting.job_id = None;
+        awaiting.job_url = None;
+        awaiting.pipeline_url = None;
+        v.push(("awaiting_approval", awaiting));
+        let bob = || Some(who("U0BOB", "bob <!here>"));
+        v.push((
+            "approved_running",
+            four_eyes(CardState::Running, Some(Verdict::Approved), bob()),
+        ));
+        v.push((
+            "rejected",
+            four_eyes(CardState::Rejected, Some(Verdict::Rejected), bob()),
+        ));
+        v.push((
+            "withdrawn",
+            four_eyes(CardState::Withdrawn, Some(Verdict::Withdrawn), None),
+        ));
+        v.push((
+            "expired",
+            four_eyes(CardState::Expired, Some(Verdict::Expired), None),
+        ));
         v
     }
 
@@ -567,6 +745,11 @@ mod tests {
         assert!(kinds(CardState::Succeeded).is_empty());
         assert_eq!(kinds(CardState::Failed), vec![Retry]);
         assert_eq!(kinds(CardState::Cancelled), vec![Retry]);
+        assert_eq!(kinds(CardState::AwaitingApproval), vec![Approve, Reject]);
+        for s in [CardState::Rejected, CardState::Withdrawn, CardState::Expired] {
+            assert!(kinds(s).is_empty(), "{s:?}");
+            assert!(s.is_final());
+        }
         let mut retried = card(CardState::Failed);
         retried.retried_by = Some(who("U1", "bob"));
         assert!(retried.buttons().is_empty(), "one retry per run");
@@ -644,7 +827,15 @@ mod tests {
                 },
             ),
             ("job_gone", ClickNotice::JobGone { job: job.clone() }),
-            ("gave_up", ClickNotice::GaveUp { job }),
+            ("gave_up", ClickNotice::GaveUp { job: job.clone() }),
+            ("own_request", ClickNotice::OwnRequest { job: job.clone() }),
+            (
+                "approver_role",
+                ClickNotice::ApproverRole {
+                    job,
+                    role: Role::Maintainer,
+                },
+            ),
         ];
         let mut all = String::new();
         for (name, n) in notices {

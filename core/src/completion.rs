@@ -336,6 +336,8 @@ pub struct SweepReport {
     pub deferred: usize,
     /// Due runs left for the next sweep because the time budget ran out.
     pub left: usize,
+    /// Four-eyes requests nobody decided in time, ended by this sweep.
+    pub expired: usize,
 }
 
 pub struct Completion {
@@ -502,6 +504,24 @@ impl Completion {
             }
             report.examined += 1;
             let id = run.request.request_id.clone();
+            if run.status == RunStatus::AwaitingApproval {
+                // Its due time is its expiry: no GitLab call, the request just ends.
+                let expiry = crate::approval::Expiry {
+                    store: self.store.as_ref(),
+                    deliverer: &self.deliverer,
+                    clock: self.clock.as_ref(),
+                    audit: &self.audit,
+                };
+                match expiry.expire(&run).await {
+                    Ok(true) => report.expired += 1,
+                    Ok(false) => report.already_replied += 1,
+                    Err(e) => {
+                        tracing::warn!(request_id = %id, error = %e, "could not end an expired approval request");
+                        report.deferred += 1;
+                    }
+                }
+                continue;
+            }
             let mode = Mode::Background { deadline };
             let outcome = finisher.finish(&run, None, mode).await;
             let later = match &outcome {

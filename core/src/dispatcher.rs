@@ -61,6 +61,8 @@ pub const CREATE_NEEDS: Duration = Duration::from_secs(15);
 /// The pipeline variable that carries the request id, so a retry finds the pipeline an
 /// earlier attempt created (when that attempt died or timed out on the create's answer).
 pub const REQUEST_ID_VARIABLE: &str = "CHATOPS_REQUEST_ID";
+/// Four-eyes runs: who approved (their GitLab username), so the job can record or check it.
+pub const APPROVED_BY_VARIABLE: &str = "CHAT_APPROVED_BY";
 /// How far before the request a found pipeline may have been updated (clock skew).
 const FIND_SLACK_SECS: u64 = 300;
 
@@ -267,6 +269,8 @@ enum Stop {
     Retry(RetryReason),
     /// GitLab no longer accepts the person's token: they are sent a connect link.
     Reconnect,
+    /// Four-eyes: the job's policy wants someone else's approval first (`approval`).
+    AwaitApproval(Box<JobPolicy>),
 }
 
 impl From<StoreError> for Stop {
@@ -353,6 +357,7 @@ impl Dispatcher {
             store: self.store.as_ref(),
             deliverer: &self.deliverer,
             clock: self.clock.as_ref(),
+            audit: &self.audit,
             deadline: deadline.checked_sub(FINISH_MARGIN).unwrap_or(deadline),
             first_check_secs: self.config.first_check_secs,
         };
@@ -421,6 +426,7 @@ impl Dispatcher {
         match outcome {
             Ok(()) => Ok(()),
             Err(Stop::Reconnect) => unreachable_reconnect(),
+            Err(Stop::AwaitApproval(rule)) => self.await_approval(rec, &rule).await,
             Err(Stop::Refuse(notice)) => self.refuse(rec, &notice).await,
             Err(Stop::Retry(reason)) if receive_count >= MAX_ATTEMPTS => {
                 let why = chain(&reason);
@@ -543,7 +549,8 @@ impl Dispatcher {
             .within(self.job_policy(gl, &req, &project, &branch))
             .await?
         {
-            at.within(self.check_policy(gl, &req, &project, &rule, access))
+            let approved = rec.approved().is_some();
+            at.within(self.check_policy(gl, &req, &project, &rule, access, approved))
                 .await?;
         }
         let pipeline = self.pipeline(gl, rec, &project, &branch, at).await?;
@@ -584,7 +591,8 @@ impl Dispatcher {
             });
         }
         let stored = self.save(rec).await?;
-        self.announce(&stored, &job).await;
+        self.announce(&stored, crate::card::CardState::of_job(job.status))
+            .await;
         if job.status.is_final() || stored.early_hook_at.is_some() {
             // The job ended before the run was saved: its webhook found the run still
             // dispatching (and marked it), so it is finished here rather than by the sweep.
@@ -768,7 +776,11 @@ impl Dispatcher {
             // Never start a create that the deadline could cut: its outcome would be unknown.
             return Err(Stop::Retry(RetryReason::Deadline));
         }
-        let vars = pipeline_variables(&req);
+        let mut vars = pipeline_variables(&req);
+        if let Some(d) = rec.approved() {
+            let by = d.gitlab_user.clone().unwrap_or_else(|| d.by_name.clone());
+            vars.push((APPROVED_BY_VARIABLE.to_owned(), by));
+        }
         let personal = self.identity.is_some();
         let p = match gl.create_pipeline(project.id, branch, &vars).await {
             Ok(p) => p,
@@ -839,10 +851,42 @@ impl Dispatcher {
         )))
     }
 
-    /// The run's card shows who started what (or that a manual job waits), in place of the
-    /// command's answer. Losing this is not worth failing the run: its reply comes anyway.
-    async fn announce(&self, run: &RunRecord, job: &Job) {
-        let card = crate::card::Card::of_run(run, crate::card::CardState::of_job(job.status));
+    /// Four-eyes: no pipeline yet. The run waits (stored first, so a click on its card finds
+    /// it waiting), its card asks for an approval in the channel, and the sweep ends it when
+    /// it expires.
+    async fn await_approval(&self, mut rec: RunRecord, rule: &JobPolicy) -> Result<(), DispatchError> {
+        let now = self.clock.now();
+        let asked = crate::approval::request(rule, now);
+        rec.due_at = asked.expires_at;
+        rec.checks = 0;
+        rec.approval = Some(asked.clone());
+        rec.status = RunStatus::AwaitingApproval;
+        rec.lease_until = 0;
+        rec.updated_at = now;
+        if rec.card.is_none() && !rec.request.response_url.is_empty() {
+            rec.card = Some(crate::run::CardRef {
+                channel: rec.request.channel_id.clone(),
+                ts: None,
+                answer: true,
+            });
+        }
+        let stored = self.save(&mut rec).await?;
+        let event = AuditEvent::ApprovalRequested {
+            min_role: asked.min_role,
+            expires_at: asked.expires_at,
+        };
+        self.audit.record(self.audit.of_run(event, &stored)).await;
+        tracing::info!(request_id = %stored.request.request_id, expires_at = asked.expires_at, "waiting for approval");
+        self.announce(&stored, crate::card::CardState::AwaitingApproval)
+            .await;
+        Ok(())
+    }
+
+    /// The run's card shows who started what (or that a manual job waits, or that it needs
+    /// an approval), in place of the command's answer. Losing this is not worth failing the
+    /// run: its reply comes anyway (an approval request unseen ends when it expires).
+    async fn announce(&self, run: &RunRecord, state: crate::card::CardState) {
+        let card = crate::card::Card::of_run(run, state);
         let desk = crate::card_delivery::CardDesk {
             deliverer: &self.deliverer,
             waits: true,
@@ -883,7 +927,8 @@ impl Dispatcher {
 
     /// The job's rule against this request: the channel, the requester's role (bot mode: the
     /// membership just read; with their own token: their `permissions`, read only when the
-    /// rule asks for a role), and approval.
+    /// rule asks for a role), and approval (checked last: nobody is asked to approve a run
+    /// that would be refused anyway).
     async fn check_policy(
         &self,
         gl: &dyn GitLab,
@@ -891,6 +936,7 @@ impl Dispatcher {
         project: &Project,
         rule: &JobPolicy,
         access: Option<AccessLevel>,
+        approved: bool,
     ) -> Result<(), Stop> {
         if !rule.allows_channel(req.channel_id.as_str(), &req.channel_name) {
             return Err(Stop::Refuse(unscheduled(
@@ -915,9 +961,8 @@ impl Dispatcher {
                 )));
             }
         }
-        if rule.needs_approval() {
-            // Fail closed until approvals can be collected from chat.
-            return Err(Stop::Refuse(unscheduled(req, Unscheduled::NeedsApproval)));
+        if rule.needs_approval() && !approved {
+            return Err(Stop::AwaitApproval(Box::new(rule.clone())));
         }
         Ok(())
     }

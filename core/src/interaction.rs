@@ -14,7 +14,7 @@
 //!   double click, or two people, act once; the same click delivered again resumes. Then:
 //!   Cancel → `POST …/pipelines/:id/cancel`, Run → `POST …/jobs/:id/play`, Retry → a new run
 //!   of the same job and input by the clicker (returned to the dispatcher, which dispatches
-//!   it like a command). GitLab refusing the clicker releases the claim and tells them, in
+//!   it like a command); Approve / Reject decide a four-eyes run (`approval`). GitLab refusing the clicker releases the claim and tells them, in
 //!   GitLab's words. A button on a run that moved on answers with the current state (the
 //!   card redrawn), never an error.
 
@@ -178,8 +178,15 @@ pub enum ClickError {
 }
 
 /// Who acts for a click.
-enum Clicker {
-    Acts(Arc<dyn GitLab>),
+pub(crate) enum Clicker {
+    Acts {
+        gl: Arc<dyn GitLab>,
+        /// Their role on the project when it was read on the way (bot mode); with their own
+        /// token GitLab decides each action, and `project_access` says it when asked.
+        access: Option<AccessLevel>,
+        /// The GitLab user their link names.
+        gitlab_user: String,
+    },
     /// Cannot act; they were told why (connect, not linked, no access).
     Told,
 }
@@ -192,6 +199,8 @@ pub struct Clicks<'a> {
     pub store: &'a dyn RunStore,
     pub deliverer: &'a Deliverer,
     pub clock: &'a dyn Clock,
+    /// Four-eyes decisions are audited.
+    pub audit: &'a crate::audit::Audit,
     /// When this attempt must be done (a token refresh waits at most until then).
     pub deadline: Instant,
     /// When the sweep first looks at a job a click started.
@@ -218,12 +227,12 @@ impl Clicks<'_> {
         }
     }
 
-    async fn notice(&self, click: &ActionMessage, notice: ClickNotice) {
+    pub(crate) async fn notice(&self, click: &ActionMessage, notice: ClickNotice) {
         self.tell(click, &notice.render(click.platform)).await;
     }
 
     /// Redraw the clicked card.
-    async fn redraw(&self, click: &ActionMessage, card: &Card) {
+    pub(crate) async fn redraw(&self, click: &ActionMessage, card: &Card) {
         if let Err(e) = self
             .desk()
             .replace_clicked(click.platform, &click.response_url, card)
@@ -251,7 +260,15 @@ impl Clicks<'_> {
         }
         self.remember_card(&mut run, click).await;
         let kind = click.kind;
+        if kind.decides() {
+            return self.decide(click, run).await;
+        }
         let job = run.request.job.clone();
+        if run.status == crate::run::RunStatus::AwaitingApproval {
+            self.moved_on(click, &run, CardState::AwaitingApproval)
+                .await;
+            return Ok(Handled::Done);
+        }
         let (Some(project), Some(job_id), Some(pipeline)) =
             (run.project_id, run.job_id, run.pipeline_id)
         else {
@@ -260,7 +277,7 @@ impl Clicks<'_> {
             return Ok(Handled::Done);
         };
         let gl = match self.clicker(click, &run, project).await? {
-            Clicker::Acts(gl) => gl,
+            Clicker::Acts { gl, .. } => gl,
             Clicker::Told => return Ok(Handled::Done),
         };
         // Where the run stands now, as the clicker sees it.
@@ -302,7 +319,8 @@ impl Clicks<'_> {
         let acted = match kind {
             ActionKind::Cancel => gl.cancel_pipeline(project, pipeline).await,
             ActionKind::Play => gl.play_job(project, job_id).await.map(|_| ()),
-            ActionKind::Retry => Ok(()),
+            // Retry dispatches below; Approve / Reject were decided in `decide` above.
+            ActionKind::Retry | ActionKind::Approve | ActionKind::Reject => Ok(()),
         };
         let acted = match acted {
             // `Unplayable Job` on a click delivered again: its first delivery played it.
@@ -353,6 +371,7 @@ impl Clicks<'_> {
                     self.clock.now(),
                 ))))
             }
+            ActionKind::Approve | ActionKind::Reject => Ok(Handled::Done),
         }
     }
 
@@ -375,7 +394,7 @@ impl Clicks<'_> {
     }
 
     /// The card redrawn in its current state, and the clicker told the button no longer fits.
-    async fn moved_on(&self, click: &ActionMessage, run: &RunRecord, state: CardState) {
+    pub(crate) async fn moved_on(&self, click: &ActionMessage, run: &RunRecord, state: CardState) {
         self.redraw(click, &Card::of_run(run, state)).await;
         self.notice(
             click,
@@ -389,7 +408,7 @@ impl Clicks<'_> {
     }
 
     /// GitLab's refusal, told to the clicker; unavailable GitLab is tried again later.
-    async fn refused(
+    pub(crate) async fn refused(
         &self,
         click: &ActionMessage,
         run: &RunRecord,
@@ -431,7 +450,7 @@ impl Clicks<'_> {
     }
 
     /// The clicker's GitLab: their own token (OAuth), or the bot's after checking their role.
-    async fn clicker(
+    pub(crate) async fn clicker(
         &self,
         click: &ActionMessage,
         run: &RunRecord,
@@ -453,7 +472,11 @@ impl Clicks<'_> {
             }
             (Some(identity), Some(link)) => {
                 match identity.gitlab_for(&person, &link, self.deadline).await {
-                    Ok(gl) => Ok(Clicker::Acts(gl)),
+                    Ok(gl) => Ok(Clicker::Acts {
+                        gl,
+                        access: None,
+                        gitlab_user: link.gitlab_username,
+                    }),
                     Err(CredentialError::Reconnect(why)) => {
                         tracing::info!(run = %click.run, why, "the clicker must connect GitLab");
                         self.connect(identity, click, link.grant.is_some()).await?;
@@ -497,7 +520,11 @@ impl Clicks<'_> {
                     None => None,
                 };
                 if level.is_some_and(|l| l >= AccessLevel::DEVELOPER) {
-                    return Ok(Clicker::Acts(self.gitlab.clone()));
+                    return Ok(Clicker::Acts {
+                        gl: self.gitlab.clone(),
+                        access: level,
+                        gitlab_user: link.gitlab_username,
+                    });
                 }
                 let notice = Notice::AccessDenied {
                     project_url: run.project_web_url.clone().unwrap_or_default(),

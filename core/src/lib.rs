@@ -19,6 +19,7 @@
 //! - platform payloads: `slack` (signature check, slash payload), `mattermost` (payload, token);
 //! - use cases: `identity` (connect links, the OAuth callback, each person's token refreshed
 //!   one at a time, unlink), `interaction` (card clicks: intake and handling as the clicker),
+//!   `approval` (four-eyes runs: asked for, decided once from the card, expired by the sweep),
 //!   `card_delivery` (a card updated in place), `ingress` (verify, answer, queue; `status` and
 //!   `history` from the run store),
 //!   `dispatcher` (one request → one pipeline; `help`'s job list), `help`, `status`,
@@ -58,6 +59,7 @@ pub mod report;
 pub mod mattermost;
 pub mod slack;
 
+pub mod approval;
 pub mod card_delivery;
 pub mod completion;
 pub mod delivery;

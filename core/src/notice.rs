@@ -47,6 +47,8 @@ pub enum RunState {
     Running,
     /// Waits for someone to play it.
     Manual,
+    /// Four-eyes: waits for someone else's approval (no pipeline yet).
+    AwaitingApproval,
     Succeeded,
     Failed,
     Canceled,
@@ -64,7 +66,10 @@ impl RunState {
     pub fn is_open(&self) -> bool {
         matches!(
             self,
-            RunState::Starting | RunState::Running | RunState::Manual
+            RunState::Starting
+                | RunState::Running
+                | RunState::Manual
+                | RunState::AwaitingApproval
         )
     }
 
@@ -73,6 +78,7 @@ impl RunState {
             RunState::Starting => "starting",
             RunState::Running => "running",
             RunState::Manual => "waiting to be played",
+            RunState::AwaitingApproval => "waiting for approval",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::Canceled => "canceled",
@@ -86,6 +92,7 @@ impl RunState {
         match self {
             RunState::Starting | RunState::Running => "hourglass_flowing_sand",
             RunState::Manual => "double_vertical_bar",
+            RunState::AwaitingApproval => "lock",
             RunState::Succeeded => "white_check_mark",
             RunState::Failed => "x",
             RunState::Canceled | RunState::Skipped | RunState::Gone => "heavy_minus_sign",
@@ -168,9 +175,6 @@ pub enum Unscheduled {
     PolicyRole {
         role: crate::policy::Role,
     },
-    /// The policy file says someone else must approve each run, and approvals cannot be
-    /// collected from chat yet: refused rather than run unapproved.
-    NeedsApproval,
 }
 
 /// A message to a person.
@@ -203,6 +207,8 @@ pub enum Notice {
         job_url: String,
         pipeline_url: String,
     },
+    /// Four-eyes: nobody approved the run in time; no pipeline was created.
+    ApprovalExpired { job: String, minutes: u64 },
     /// The chat user has no GitLab link.
     Unlinked {
         job: String,
@@ -337,6 +343,13 @@ impl Notice {
                 .link(job_url, job_url)
                 .text(format!(
                     " (job {job_id}). Its output comes here when it has run."
+                )),
+            Notice::ApprovalExpired { job, minutes } => Rich::new()
+                .text("Nobody approved your request to run ")
+                .code(job)
+                .text(format!(
+                    " within {minutes} minutes, so it ended and no pipeline was created. \
+                     Ask again when an approver is around."
                 )),
             Notice::Unlinked { job, team, user } => Rich::new()
                 .text("Your chat account is not linked to a GitLab user yet, so I cannot run ")
@@ -572,6 +585,7 @@ impl Notice {
             Notice::CouldNotQueue { .. } => "could_not_queue",
             Notice::QueueUnconfirmed { .. } => "queue_unconfirmed",
             Notice::Unlinked { .. } => "unlinked",
+            Notice::ApprovalExpired { .. } => "approval_expired",
             Notice::LinkedUserMissing { .. } => "linked_user_missing",
             Notice::AccessDenied { .. } => "access_denied",
             Notice::Connect { again: false, .. } => "must_connect",
@@ -651,7 +665,6 @@ impl Unscheduled {
             Unscheduled::PolicyInvalid { .. } => "policy_invalid",
             Unscheduled::PolicyChannel { .. } => "policy_channel",
             Unscheduled::PolicyRole { .. } => "policy_role",
-            Unscheduled::NeedsApproval => "needs_approval",
         }
     }
 
@@ -813,15 +826,6 @@ impl Unscheduled {
                 ))
                 .code(job)
                 .text("."),
-            Unscheduled::NeedsApproval => Rich::new()
-                .text("The project's policy file (")
-                .code(crate::policy::POLICY_PATH)
-                .text(") says someone else must approve each run of ")
-                .code(job)
-                .text(
-                    ", and this ChatOps version cannot collect approvals yet, so it was not run. \
-                       Run it in GitLab, or ask an administrator.",
-                ),
         }
     }
 }
@@ -1232,7 +1236,13 @@ mod tests {
                     role: crate::policy::Role::Maintainer,
                 }),
             ),
-            ("needs_approval", u(Unscheduled::NeedsApproval)),
+            (
+                "approval_expired",
+                Notice::ApprovalExpired {
+                    job: job.clone(),
+                    minutes: 60,
+                },
+            ),
             (
                 "runnable_jobs",
                 Notice::RunnableJobs {

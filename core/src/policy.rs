@@ -38,7 +38,10 @@ pub const DEFAULT_EXPIRY_MINUTES: u32 = 60;
 pub const MAX_EXPIRY_MINUTES: u32 = 24 * 60;
 
 /// A GitLab role, as the policy names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     Guest,
     Reporter,

@@ -134,15 +134,22 @@ pub enum RunStatus {
     WaitingManual,
     /// The final reply was claimed (and sent).
     Replied,
-    /// The run ended before a pipeline ran (refused, job missing, cancelled foreign jobs…);
-    /// the user was told why.
+    /// The run ended before a pipeline ran (refused, job missing, cancelled foreign jobs,
+    /// approval rejected or expired…); the user was told why.
     Refused,
+    /// Four-eyes: the job's policy wants someone else's approval before any pipeline exists.
+    /// The sweep ends it when the request expires.
+    AwaitingApproval,
 }
 
 impl RunStatus {
-    /// Runs whose reply is still owed: the sweep looks at these.
+    /// Runs whose reply is still owed: the sweep looks at these (an approval request: when
+    /// it expires).
     pub fn is_open(&self) -> bool {
-        matches!(self, RunStatus::Running | RunStatus::WaitingManual)
+        matches!(
+            self,
+            RunStatus::Running | RunStatus::WaitingManual | RunStatus::AwaitingApproval
+        )
     }
 }
 
@@ -203,6 +210,78 @@ pub struct RunRecord {
     /// What people did with the card's buttons, each at most once (`RunStore::claim_action`).
     #[serde(default, skip_serializing_if = "RunActions::is_empty")]
     pub actions: RunActions,
+    /// Four-eyes: what the job's policy asked for, and the decision once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRequest>,
+}
+
+/// A run that needs someone else's approval before its pipeline exists: the rule as the
+/// policy said it when the run was asked for (a later edit of the file does not change a
+/// request already made), and the one decision (`RunStore::decide`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    /// Unix seconds: undecided by then, the request ends (the sweep).
+    pub expires_at: u64,
+    /// The GitLab role an approver needs on the project.
+    pub min_role: crate::policy::Role,
+    /// Whether the person who asked may approve it themselves.
+    #[serde(default)]
+    pub requester_can_approve: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// How an approval request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Someone else approved: the run is dispatched (as the person who asked).
+    Approved,
+    /// Someone with the approver's role said no.
+    Rejected,
+    /// The person who asked took it back.
+    Withdrawn,
+    /// Nobody decided in time.
+    Expired,
+}
+
+impl Verdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Approved => "approved",
+            Verdict::Rejected => "rejected",
+            Verdict::Withdrawn => "withdrawn",
+            Verdict::Expired => "expired",
+        }
+    }
+}
+
+/// The decision on an approval request: one per run, taken by one conditional write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The click that decided (`ActionMessage::key`), or `expired`: the same click delivered
+    /// again is recognised as the one that decided.
+    pub key: String,
+    /// Who decided (none for an expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<ChatUserId>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by_name: String,
+    /// The approver's GitLab username, as their link says (`CHAT_APPROVED_BY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab_user: Option<String>,
+    pub at: u64,
+}
+
+impl RunRecord {
+    /// The approval that lets this run's pipeline be created, if it was approved.
+    pub fn approved(&self) -> Option<&Decision> {
+        self.approval
+            .as_ref()
+            .and_then(|a| a.decision.as_ref())
+            .filter(|d| d.verdict == Verdict::Approved)
+    }
 }
 
 /// Where a run's card is: in `channel`; `ts` once known (`chat.postMessage` answered it, or a
@@ -227,17 +306,35 @@ pub enum ActionKind {
     Play,
     /// A new run of the same job and input.
     Retry,
+    /// Four-eyes: approve someone else's request (its pipeline is then created).
+    Approve,
+    /// Four-eyes: say no (or, by the person who asked, take the request back).
+    Reject,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 3] = [ActionKind::Cancel, ActionKind::Play, ActionKind::Retry];
+    pub const ALL: [ActionKind; 5] = [
+        ActionKind::Cancel,
+        ActionKind::Play,
+        ActionKind::Retry,
+        ActionKind::Approve,
+        ActionKind::Reject,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             ActionKind::Cancel => "cancel",
             ActionKind::Play => "play",
             ActionKind::Retry => "retry",
+            ActionKind::Approve => "approve",
+            ActionKind::Reject => "reject",
         }
+    }
+
+    /// Approve and Reject decide an approval request (`RunStore::decide`, one decision per
+    /// run) instead of being pressed once each (`RunStore::claim_action`).
+    pub fn decides(&self) -> bool {
+        matches!(self, ActionKind::Approve | ActionKind::Reject)
     }
 }
 
@@ -267,19 +364,23 @@ impl RunActions {
         self.cancel.is_none() && self.play.is_none() && self.retry.is_none()
     }
 
+    /// The press of `kind` (never one for Approve / Reject: those are the run's `Decision`).
     pub fn get(&self, kind: ActionKind) -> Option<&ActionTaken> {
         match kind {
             ActionKind::Cancel => self.cancel.as_ref(),
             ActionKind::Play => self.play.as_ref(),
             ActionKind::Retry => self.retry.as_ref(),
+            ActionKind::Approve | ActionKind::Reject => None,
         }
     }
 
+    /// Record the press of `kind` (Approve / Reject are kept as the run's `Decision`).
     pub fn set(&mut self, kind: ActionKind, taken: Option<ActionTaken>) {
         match kind {
             ActionKind::Cancel => self.cancel = taken,
             ActionKind::Play => self.play = taken,
             ActionKind::Retry => self.retry = taken,
+            ActionKind::Approve | ActionKind::Reject => {}
         }
     }
 }
@@ -313,6 +414,7 @@ impl RunRecord {
             expires_at: now + RUN_RETENTION_SECS,
             card: None,
             actions: RunActions::default(),
+            approval: None,
         }
     }
 }

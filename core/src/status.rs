@@ -32,6 +32,7 @@ pub fn line(run: &RunRecord, now: u64) -> RunLine {
         (RunStatus::Dispatching, _) => RunState::Starting,
         (RunStatus::Running, _) => RunState::Running,
         (RunStatus::WaitingManual, _) => RunState::Manual,
+        (RunStatus::AwaitingApproval, _) => RunState::AwaitingApproval,
         (RunStatus::Refused, _) => RunState::Refused,
         (RunStatus::Replied, Some(RunResult::Success)) => RunState::Succeeded,
         (RunStatus::Replied, Some(RunResult::Failed)) => RunState::Failed,

@@ -1,11 +1,11 @@
 //! The in-memory run store: unit tests and `chatops local`'s embedded mode. Same semantics
 //! as the DynamoDB adapter (one lock stands in for conditional writes).
 
-use super::{ActionClaim, DispatchClaim, ReplyClaim, RunStore, StoreError};
+use super::{ActionClaim, Decided, DispatchClaim, ReplyClaim, RunStore, StoreError};
 use crate::ids::{ChannelId, PipelineId, RequestId, TeamId};
 use crate::run::{
-    channel_key, ActionKind, ActionTaken, CardRef, Grant, JobOutcome, PendingLink, Platform,
-    RunRecord, RunRequest, RunStatus, UserLink,
+    channel_key, ActionKind, ActionTaken, CardRef, Decision, Grant, JobOutcome, PendingLink,
+    Platform, RunRecord, RunRequest, RunStatus, UserLink, Verdict,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -89,6 +89,13 @@ impl RunStore for MemoryStore {
                 rec.status = RunStatus::Replied;
             }
             rec.actions = cur.actions.clone();
+            // Like the actions, the decision is its own write: a save keeps it.
+            if let (Some(a), Some(d)) = (
+                rec.approval.as_mut(),
+                cur.approval.as_ref().and_then(|a| a.decision.clone()),
+            ) {
+                a.decision = Some(d);
+            }
         }
         if let Some(card) = g.cards.get(&run.request.request_id.0) {
             rec.card = Some(card.clone());
@@ -371,6 +378,35 @@ impl RunStore for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn decide(
+        &self,
+        id: &RequestId,
+        decision: &Decision,
+        now: u64,
+    ) -> Result<Decided, StoreError> {
+        let mut g = self.lock()?;
+        let Some(rec) = g.runs.get_mut(&id.0) else {
+            return Ok(Decided::NoRun);
+        };
+        let Some(approval) = rec.approval.as_mut() else {
+            return Ok(Decided::NotAwaiting);
+        };
+        match &approval.decision {
+            Some(d) if d.key == decision.key => return Ok(Decided::Decided { again: true }),
+            Some(d) => return Ok(Decided::Already(d.clone())),
+            None if rec.status != RunStatus::AwaitingApproval => return Ok(Decided::NotAwaiting),
+            None => {}
+        }
+        approval.decision = Some(decision.clone());
+        rec.status = match decision.verdict {
+            Verdict::Approved => RunStatus::Dispatching,
+            _ => RunStatus::Refused,
+        };
+        rec.lease_until = 0;
+        rec.updated_at = now;
+        Ok(Decided::Decided { again: false })
     }
 
     async fn set_card(&self, id: &RequestId, card: &CardRef) -> Result<(), StoreError> {

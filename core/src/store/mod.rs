@@ -9,8 +9,8 @@ pub mod memory;
 
 use crate::ids::{ChannelId, PipelineId, RequestId, TeamId};
 use crate::run::{
-    ActionKind, ActionTaken, CardRef, Grant, JobOutcome, PendingLink, Platform, RunRecord,
-    RunRequest, UserLink,
+    ActionKind, ActionTaken, CardRef, Decision, Grant, JobOutcome, PendingLink, Platform,
+    RunRecord, RunRequest, UserLink,
 };
 
 pub use memory::MemoryStore;
@@ -56,6 +56,20 @@ pub enum ActionClaim {
     Claimed { again: bool },
     /// Someone pressed it first: their press.
     Taken(ActionTaken),
+    /// No such run.
+    NoRun,
+}
+
+/// The outcome of deciding an approval request (`RunStore::decide`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// This decision holds; `again` when this very decision (same key) had been taken
+    /// already: a redelivered click, whose first delivery may not have finished.
+    Decided { again: bool },
+    /// Another decision came first (another click, or the expiry): that one.
+    Already(Decision),
+    /// The run does not wait for an approval (it never needed one).
+    NotAwaiting,
     /// No such run.
     NoRun,
 }
@@ -202,4 +216,15 @@ pub trait RunStore: Send + Sync {
 
     /// Remember where the run's card is on screen (a posted card's `ts`, or the clicked one).
     async fn set_card(&self, id: &RequestId, card: &CardRef) -> Result<(), StoreError>;
+
+    /// Four-eyes: one conditional write decides a run that waits for approval (or finds the
+    /// same decision, by its key, taken already). Approved → `Dispatching` with a lease
+    /// anyone may take at once (the dispatcher then claims it like a command); any other
+    /// verdict → `Refused`. Either way the run leaves the sweep's index.
+    async fn decide(
+        &self,
+        id: &RequestId,
+        decision: &Decision,
+        now: u64,
+    ) -> Result<Decided, StoreError>;
 }
