@@ -1059,11 +1059,6 @@ async fn policy_file_rules_refuse_before_any_pipeline() {
             "asks the Maintainer role or higher on the project to run `deploy`.",
         ),
         (
-            "p-approval",
-            "jobs:\n  deploy:\n    approvals: 1\n",
-            "says someone else must approve each run of `deploy`",
-        ),
-        (
             "p-invalid",
             "jobs:\n  deploy:\n    aprovals: 1\n",
             ".gitlab/chatops.yml line 3: job \"deploy\": unknown key \"aprovals\"",

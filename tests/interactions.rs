@@ -11,10 +11,14 @@ mod support;
 
 use chatops::demo::{
     demo_project_dir, DemoBackends, DemoUser, DemoWorld, SentClick, SentCommand, ALICE, BOB, CAROL,
-    DEMO_TEAM,
+    DEMO_PROJECT_ID, DEMO_TEAM,
 };
-use chatops_core::card::{CANCEL_ACTION_ID, PLAY_ACTION_ID, RETRY_ACTION_ID};
+use chatops_core::card::{
+    APPROVE_ACTION_ID, CANCEL_ACTION_ID, PLAY_ACTION_ID, REJECT_ACTION_ID, RETRY_ACTION_ID,
+};
 use chatops_core::gitlab::Status;
+use chatops_core::run::RunStatus;
+use chatops_core::store::RunStore;
 use chatops_sim::slack::{render_posts, Post, Via};
 use std::time::Duration;
 
@@ -614,4 +618,232 @@ async fn retry_starts_a_new_run_by_the_clicker() {
         .expect("click");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(pipelines_of(&world, "db-check").len(), 2);
+}
+
+/// The four-eyes rule the tests give the demo project's `release` job.
+const FOUR_EYES: &str = "jobs:\n  release:\n    description: Release to staging\n    approvals: 1\n    min_role_to_approve: maintainer\n";
+
+fn four_eyes(world: &DemoWorld) {
+    world
+        .gitlab
+        .state()
+        .set_file(DEMO_PROJECT_ID, ".gitlab/chatops.yml", Some(FOUR_EYES));
+}
+
+/// What `user` alone was told through their clicks' `response_url`s and ephemerals.
+fn ephemeral_text(world: &DemoWorld) -> String {
+    render_posts(
+        &world
+            .slack
+            .transcript()
+            .into_iter()
+            .filter(|p| p.response_type.as_deref() == Some("ephemeral"))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The run a card's buttons carry.
+fn button_value(card: &Post, action_id: &str) -> String {
+    card.blocks
+        .as_ref()
+        .and_then(|b| b.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["action_id"] == action_id)
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+        .expect("a button value")
+}
+
+async fn run_status(world: &DemoWorld, run: &str) -> Option<RunStatus> {
+    world
+        .local
+        .store
+        .get_run(&chatops_core::ids::RequestId::new(run))
+        .await
+        .expect("store")
+        .map(|r| r.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_eyes_run_waits_for_someone_elses_approval_then_runs_as_the_requester() {
+    let world = world().await;
+    four_eyes(&world);
+    connect(&world, ALICE).await;
+    connect(&world, BOB).await;
+    connect(&world, CAROL).await;
+    let (cmd, card) = card_with(&world, ALICE, "run release v1.2", APPROVE_ACTION_ID).await;
+    let shown = card_text(&world, &cmd);
+    assert!(shown.contains("*Waiting for approval*"), "{shown}");
+    assert!(
+        shown.contains("needs approval by someone else with the Maintainer role or higher"),
+        "{shown}"
+    );
+    assert!(has_button(&card, REJECT_ACTION_ID));
+    assert!(!has_button(&card, CANCEL_ACTION_ID));
+    assert!(
+        pipelines_of(&world, "release").is_empty(),
+        "no pipeline before approval"
+    );
+    let run = button_value(&card, APPROVE_ACTION_ID);
+    assert_eq!(
+        run_status(&world, &run).await,
+        Some(RunStatus::AwaitingApproval)
+    );
+
+    // Alice cannot approve her own run.
+    let own = world
+        .click(ALICE, &card, APPROVE_ACTION_ID)
+        .await
+        .expect("click");
+    until("alice told", || {
+        told(&world, &own).contains("someone else must approve it")
+    })
+    .await;
+    // Bob is a Reporter: GitLab (asked with bob's own token) says his role is too low.
+    let low = world
+        .click(BOB, &card, APPROVE_ACTION_ID)
+        .await
+        .expect("click");
+    until("bob told", || {
+        told(&world, &low).contains("needs the Maintainer role or higher")
+    })
+    .await;
+    assert!(pipelines_of(&world, "release").is_empty());
+    assert_eq!(
+        run_status(&world, &run).await,
+        Some(RunStatus::AwaitingApproval)
+    );
+
+    // Carol (Maintainer) approves, twice at once: one decision, one pipeline.
+    let (a, _) = world
+        .click_payload(CAROL, DEMO_TEAM, &card.ts, APPROVE_ACTION_ID, &run)
+        .expect("payload");
+    let (b, _) = world
+        .click_payload(CAROL, DEMO_TEAM, &card.ts, APPROVE_ACTION_ID, &run)
+        .expect("payload");
+    let (x, y) = tokio::join!(
+        world.send_interaction(&a, None, None),
+        world.send_interaction(&b, None, None)
+    );
+    assert_eq!((x.unwrap(), y.unwrap()), (200, 200));
+    until("the pipeline", || {
+        pipelines_of(&world, "release").len() == 1
+    })
+    .await;
+    let p = pipelines_of(&world, "release")[0];
+    let pipeline = world
+        .gitlab
+        .state()
+        .pipelines()
+        .into_iter()
+        .find(|q| q.id == p)
+        .expect("pipeline");
+    assert_eq!(pipeline.variable("CHAT_APPROVED_BY"), Some("carol"));
+    assert_eq!(pipeline.variable("CHAT_INPUT"), Some("v1.2"));
+    assert_eq!(
+        world.gitlab.state().pipeline_creator(p).as_deref(),
+        Some("alice"),
+        "created with the requester's own token"
+    );
+    until("the reply", || {
+        replies(&world, &cmd).contains("approved by carol")
+    })
+    .await;
+    until("the card's last state", || {
+        let t = card_text(&world, &cmd);
+        t.contains("*Succeeded*") && t.contains("approved by @U0CAROL")
+    })
+    .await;
+    // The second of carol's clicks was told it is decided already (or found it moved on).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pipelines_of(&world, "release").len(), 1, "one pipeline");
+    let said = ephemeral_text(&world);
+    assert!(
+        said.contains("already approved") || said.contains("so there is nothing to approve"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_withdrawn_and_expired_requests_create_no_pipeline() {
+    let world = world().await;
+    four_eyes(&world);
+    connect(&world, ALICE).await;
+    connect(&world, CAROL).await;
+
+    // Rejected by a Maintainer.
+    let (cmd, card) = card_with(&world, ALICE, "run release v1", REJECT_ACTION_ID).await;
+    world
+        .click(CAROL, &card, REJECT_ACTION_ID)
+        .await
+        .expect("click");
+    until("the card says who rejected", || {
+        let t = card_text(&world, &cmd);
+        t.contains("*Rejected*") && t.contains("rejected by @U0CAROL")
+    })
+    .await;
+    let rejected = button_value(&card, APPROVE_ACTION_ID);
+    assert_eq!(
+        run_status(&world, &rejected).await,
+        Some(RunStatus::Refused)
+    );
+    // Approving it afterwards does nothing.
+    let late = world
+        .click(CAROL, &card, APPROVE_ACTION_ID)
+        .await
+        .expect("click");
+    until("carol told", || {
+        told(&world, &late).contains("already rejected")
+    })
+    .await;
+
+    // Withdrawn: the person who asked presses Reject.
+    let (cmd2, card2) = card_with(&world, ALICE, "run release v2", REJECT_ACTION_ID).await;
+    world
+        .click(ALICE, &card2, REJECT_ACTION_ID)
+        .await
+        .expect("click");
+    until("the card says withdrawn", || {
+        card_text(&world, &cmd2).contains("*Withdrawn*")
+    })
+    .await;
+
+    // Expired: the sweep, an hour and a minute later, ends it and tells alice.
+    let (cmd3, card3) = card_with(&world, ALICE, "run release v3", APPROVE_ACTION_ID).await;
+    let expiring = button_value(&card3, APPROVE_ACTION_ID);
+    let report = world
+        .local
+        .completion
+        .sweep(world.local.clock.now() + 3_660)
+        .await;
+    assert!(report.expired >= 1, "{report:?}");
+    assert_eq!(
+        run_status(&world, &expiring).await,
+        Some(RunStatus::Refused)
+    );
+    until("the card says expired", || {
+        card_text(&world, &cmd3).contains("*Expired without approval*")
+    })
+    .await;
+    until("alice told", || {
+        ephemeral_text(&world).contains("Nobody approved your request to run `release`")
+    })
+    .await;
+    // A click on the expired card: it moved on.
+    let after = world
+        .click(CAROL, &card3, APPROVE_ACTION_ID)
+        .await
+        .expect("click");
+    until("carol told", || {
+        told(&world, &after).contains("expired without an approval")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        pipelines_of(&world, "release").is_empty(),
+        "no pipeline at all"
+    );
+    let _ = (cmd, cmd2);
 }

@@ -55,7 +55,10 @@ fn decided(decision: &Decision) -> AuditEvent {
 
 /// Where a run stands as its card would say it, without asking GitLab.
 fn stored_state(run: &RunRecord) -> CardState {
-    match (run.status, run.approval.as_ref().and_then(|a| a.decision.as_ref())) {
+    match (
+        run.status,
+        run.approval.as_ref().and_then(|a| a.decision.as_ref()),
+    ) {
         (RunStatus::AwaitingApproval, _) => CardState::AwaitingApproval,
         (_, Some(d)) if d.verdict != Verdict::Approved => CardState::of_verdict(d.verdict),
         (RunStatus::WaitingManual, _) => CardState::WaitingManual,
@@ -216,8 +219,11 @@ impl Clicks<'_> {
                 .record(self.audit.of_run(decided(decision), run))
                 .await;
         }
-        self.redraw(click, &Card::of_run(run, CardState::of_verdict(decision.verdict)))
-            .await;
+        self.redraw(
+            click,
+            &Card::of_run(run, CardState::of_verdict(decision.verdict)),
+        )
+        .await;
         match decision.verdict {
             Verdict::Approved => Handled::Dispatch(Box::new(run.request.clone())),
             _ => Handled::Done,

@@ -270,10 +270,10 @@ impl Card {
             ActionKind::Cancel,
             ActionKind::Retry,
         ]
-            .into_iter()
-            .filter(|k| self.state.offers(*k))
-            .filter(|k| !(*k == ActionKind::Retry && self.retried_by.is_some()))
-            .collect()
+        .into_iter()
+        .filter(|k| self.state.offers(*k))
+        .filter(|k| !(*k == ActionKind::Retry && self.retried_by.is_some()))
+        .collect()
     }
 
     pub fn render(&self, platform: Platform) -> OutgoingMessage {
@@ -592,13 +592,12 @@ impl ClickNotice {
                 .text("Your click on ")
                 .then(job(j))
                 .text(" could not be handled right now; please try again in a moment."),
-            ClickNotice::OwnRequest { job: j } => Rich::new()
-                .text("You asked for ")
-                .then(job(j))
-                .text(
+            ClickNotice::OwnRequest { job: j } => {
+                Rich::new().text("You asked for ").then(job(j)).text(
                     ", so someone else must approve it (four-eyes). Nothing was done; \
                      Reject takes your request back.",
-                ),
+                )
+            }
             ClickNotice::ApproverRole { job: j, role } => Rich::new()
                 .text("Approving or rejecting ")
                 .then(job(j))
@@ -746,7 +745,11 @@ mod tests {
         assert_eq!(kinds(CardState::Failed), vec![Retry]);
         assert_eq!(kinds(CardState::Cancelled), vec![Retry]);
         assert_eq!(kinds(CardState::AwaitingApproval), vec![Approve, Reject]);
-        for s in [CardState::Rejected, CardState::Withdrawn, CardState::Expired] {
+        for s in [
+            CardState::Rejected,
+            CardState::Withdrawn,
+            CardState::Expired,
+        ] {
             assert!(kinds(s).is_empty(), "{s:?}");
             assert!(s.is_final());
         }

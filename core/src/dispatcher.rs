@@ -854,7 +854,11 @@ impl Dispatcher {
     /// Four-eyes: no pipeline yet. The run waits (stored first, so a click on its card finds
     /// it waiting), its card asks for an approval in the channel, and the sweep ends it when
     /// it expires.
-    async fn await_approval(&self, mut rec: RunRecord, rule: &JobPolicy) -> Result<(), DispatchError> {
+    async fn await_approval(
+        &self,
+        mut rec: RunRecord,
+        rule: &JobPolicy,
+    ) -> Result<(), DispatchError> {
         let now = self.clock.now();
         let asked = crate::approval::request(rule, now);
         rec.due_at = asked.expires_at;

@@ -66,10 +66,7 @@ impl RunState {
     pub fn is_open(&self) -> bool {
         matches!(
             self,
-            RunState::Starting
-                | RunState::Running
-                | RunState::Manual
-                | RunState::AwaitingApproval
+            RunState::Starting | RunState::Running | RunState::Manual | RunState::AwaitingApproval
         )
     }
 
