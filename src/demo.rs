@@ -535,6 +535,32 @@ impl DemoWorld {
 
     /// Messages of this command: its answer (as it reads now) and what came through its
     /// `response_url`.
+    /// `user` connects their GitLab account: `/chatops link`, then the link in their
+    /// browser; whether the callback page said they are connected.
+    pub async fn connect(&self, user: DemoUser) -> Result<bool, LocalError> {
+        let c = self.command(user, "link").await?;
+        let mut link = None;
+        eventually(Duration::from_secs(30), || {
+            link = self.connect_link(&c);
+            link.is_some()
+        })
+        .await;
+        let Some(link) = link else { return Ok(false) };
+        let visit = self.open_in_browser(user, &link).await?;
+        Ok(visit.page.contains(&format!("Connected as @{}", user.name)))
+    }
+
+    /// A run's card as the channel shows it now, then its other messages (the job's reply).
+    pub fn transcript_after_card(&self, cmd: &SentCommand) -> String {
+        let mut posts: Vec<Post> = self.card(cmd).into_iter().collect();
+        posts.extend(
+            self.posts_for(cmd)
+                .into_iter()
+                .filter(|p| !matches!(p.via, Via::CommandAnswer { .. })),
+        );
+        render_posts(&posts)
+    }
+
     pub fn posts_for(&self, cmd: &SentCommand) -> Vec<Post> {
         let id = response_url_id(&cmd.response_url);
         self.slack
@@ -805,8 +831,168 @@ pub async fn run_demo() -> anyhow::Result<i32> {
         println!("\nthe identity part did not go as it should");
         return Ok(1);
     }
+    drop(world);
+
+    println!(
+        "\n--- Cards: each run is one message that changes in place, and its buttons act in \
+         GitLab as whoever clicks. The project's .gitlab/chatops.yml makes `release` a \
+         four-eyes job."
+    );
+    let world = match DemoWorld::start_oauth(DemoBackends::Embedded, &dir, &[]).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("chatops demo: {e}");
+            return Ok(1);
+        }
+    };
+    let (story, ok) = cards_script(&world).await?;
+    print!("{story}");
+    if !ok {
+        println!("\nthe cards part did not go as it should");
+        return Ok(1);
+    }
     println!("\nEvery command answered. Try your own: `chatops local` (README, 'Local mode').");
     Ok(0)
+}
+
+/// The demo's four-eyes rule (what a project keeps in `.gitlab/chatops.yml`).
+pub const DEMO_POLICY: &str = "jobs:\n  release:\n    description: Release to staging\n    \
+approvals: 1\n    min_role_to_approve: maintainer\n";
+
+/// Wait until `cond` holds or `timeout` passes; whether it held.
+async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// The cards part of the demo: alice asks for the four-eyes `release`, cannot approve it
+/// herself, carol (a Maintainer) approves and it runs as alice with `CHAT_APPROVED_BY`;
+/// then a runaway `slow-task` is cancelled from its card by carol. Returns the story and
+/// whether each step happened.
+pub async fn cards_script(world: &DemoWorld) -> Result<(String, bool), LocalError> {
+    let mut out = String::new();
+    let mut ok = true;
+    world.gitlab.state().set_file(
+        DEMO_PROJECT_ID,
+        chatops_core::policy::POLICY_PATH,
+        Some(DEMO_POLICY),
+    );
+    out.push_str(&format!(
+        "{}:\n{}",
+        chatops_core::policy::POLICY_PATH,
+        DEMO_POLICY
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    ));
+    for user in [ALICE, CAROL] {
+        ok &= world.connect(user).await?;
+    }
+    out.push_str("alice and carol connect their GitLab accounts (`/chatops link`).\n");
+
+    let release = world.command(ALICE, "run release v1.2").await?;
+    let approve = chatops_core::card::APPROVE_ACTION_ID;
+    let mut card = None;
+    ok &= eventually(Duration::from_secs(30), || {
+        card = world.card(&release).filter(|c| has_button(c, approve));
+        card.is_some()
+    })
+    .await;
+    let Some(card) = card else {
+        out.push_str("  (no card asked for an approval)\n");
+        return Ok((out, false));
+    };
+    out.push_str(&format!("\nalice › /chatops run release v1.2\n"));
+    out.push_str(&indent(&render_posts(std::slice::from_ref(&card))));
+    ok &= world.gitlab.state().pipelines().is_empty();
+    out.push_str("  (GitLab: no pipeline yet)\n");
+
+    let own = world.click(ALICE, &card, approve).await?;
+    ok &= eventually(Duration::from_secs(30), || {
+        !world.click_posts(&own).is_empty()
+    })
+    .await;
+    out.push_str("\nalice presses Approve; only she sees:\n");
+    out.push_str(&indent(&render_posts(&world.click_posts(&own))));
+
+    let yes = world.click(CAROL, &card, approve).await?;
+    ok &= yes.status == 200;
+    ok &= eventually(Duration::from_secs(60), || {
+        world
+            .card(&release)
+            .is_some_and(|c| render_posts(&[c]).contains("*Succeeded*"))
+            && world.posts_for(&release).len() > 1
+    })
+    .await;
+    out.push_str("\ncarol (a Maintainer) presses Approve; the card, then the job's reply:\n");
+    out.push_str(&indent(&world.transcript_after_card(&release)));
+    let pipeline = world.gitlab.state().pipelines().last().cloned();
+    let creator = pipeline
+        .as_ref()
+        .and_then(|p| world.gitlab.state().pipeline_creator(p.id));
+    let approved_by = pipeline
+        .as_ref()
+        .and_then(|p| p.variable("CHAT_APPROVED_BY").map(str::to_owned));
+    out.push_str(&format!(
+        "  (GitLab: the pipeline was created by {}, with CHAT_APPROVED_BY={})\n",
+        creator.as_deref().unwrap_or("nobody"),
+        approved_by.as_deref().unwrap_or("")
+    ));
+    ok &= creator.as_deref() == Some(ALICE.name) && approved_by.as_deref() == Some(CAROL.name);
+
+    let slow = world.command(ALICE, "run slow-task").await?;
+    let cancel = chatops_core::card::CANCEL_ACTION_ID;
+    let mut card = None;
+    ok &= eventually(Duration::from_secs(30), || {
+        card = world.card(&slow).filter(|c| has_button(c, cancel));
+        card.is_some()
+    })
+    .await;
+    let Some(card) = card else {
+        out.push_str("  (no card with Cancel)\n");
+        return Ok((out, false));
+    };
+    out.push_str("\nalice › /chatops run slow-task   (a runaway job: it sleeps a minute)\n");
+    out.push_str(&indent(&render_posts(std::slice::from_ref(&card))));
+    world.click(CAROL, &card, cancel).await?;
+    ok &= eventually(Duration::from_secs(60), || {
+        world.card(&slow).is_some_and(|c| {
+            let t = render_posts(&[c]);
+            t.contains("*Cancelled*") && t.contains("cancelled by")
+        }) && world.posts_for(&slow).len() > 1
+    })
+    .await;
+    out.push_str("\ncarol presses Cancel (Slack asks her to confirm); the card, then the reply:\n");
+    out.push_str(&indent(&world.transcript_after_card(&slow)));
+    let cancelled_by = world
+        .gitlab
+        .state()
+        .pipelines()
+        .last()
+        .and_then(|p| world.gitlab.state().pipeline_canceller(p.id));
+    out.push_str(&format!(
+        "  (GitLab: the pipeline was cancelled by {})\n",
+        cancelled_by.as_deref().unwrap_or("nobody")
+    ));
+    ok &= cancelled_by.as_deref() == Some(CAROL.name);
+    Ok((out, ok))
+}
+
+/// Every line indented by two spaces.
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+fn has_button(card: &Post, action_id: &str) -> bool {
+    card.blocks
+        .as_ref()
+        .is_some_and(|b| b.to_string().contains(&format!("\"{action_id}\"")))
 }
 
 /// The identity part of the demo: alice connects from her first command (the demo "clicks"

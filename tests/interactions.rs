@@ -18,7 +18,6 @@ use chatops_core::card::{
 };
 use chatops_core::gitlab::Status;
 use chatops_core::run::RunStatus;
-use chatops_core::store::RunStore;
 use chatops_sim::slack::{render_posts, Post, Via};
 use std::time::Duration;
 
@@ -88,21 +87,10 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Connect `user` through `/chatops link` and their browser.
 async fn connect(world: &DemoWorld, user: DemoUser) {
-    let c = world.command(user, "link").await.expect("link");
-    let mut link = None;
-    until("a connect link", || {
-        link = world.connect_link(&c);
-        link.is_some()
-    })
-    .await;
-    let visit = world
-        .open_in_browser(user, &link.unwrap_or_default())
-        .await
-        .expect("browser");
     assert!(
-        visit.page.contains(&format!("Connected as @{}", user.name)),
-        "{}",
-        visit.page
+        world.connect(user).await.expect("connect"),
+        "{} connected",
+        user.name
     );
 }
 
