@@ -341,6 +341,7 @@ fn cases() -> Vec<Case> {
                 "greet",
                 "hello-world",
                 "ls",
+                "release",
                 "restart",
                 "slow-task",
             ],
