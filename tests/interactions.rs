@@ -835,3 +835,45 @@ async fn rejected_withdrawn_and_expired_requests_create_no_pipeline() {
     );
     let _ = (cmd, cmd2);
 }
+
+/// Bot mode: the approver's role is their membership, read with the bot token; the pipeline
+/// is the bot's, and `CHAT_APPROVED_BY` still names the approver's linked GitLab user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_eyes_in_bot_mode_checks_the_approvers_membership() {
+    let world = DemoWorld::start(DemoBackends::Embedded, &demo_project_dir())
+        .await
+        .expect("bot world");
+    four_eyes(&world);
+    world
+        .local
+        .link(DEMO_TEAM, CAROL.slack_id, CAROL.name)
+        .await
+        .expect("link carol");
+    let (_cmd, card) = card_with(&world, ALICE, "run release v7", APPROVE_ACTION_ID).await;
+    // Bob is linked but a Reporter: refused before anything is decided.
+    let low = world
+        .click(BOB, &card, APPROVE_ACTION_ID)
+        .await
+        .expect("click");
+    until("bob told", || {
+        told(&world, &low).contains("You are not allowed to perform the given ChatOps command")
+    })
+    .await;
+    assert!(pipelines_of(&world, "release").is_empty());
+    let run = button_value(&card, APPROVE_ACTION_ID);
+    assert_eq!(
+        run_status(&world, &run).await,
+        Some(RunStatus::AwaitingApproval)
+    );
+    world
+        .click(CAROL, &card, APPROVE_ACTION_ID)
+        .await
+        .expect("click");
+    until("the pipeline", || {
+        pipelines_of(&world, "release").len() == 1
+    })
+    .await;
+    let p = world.gitlab.state().pipelines()[0].clone();
+    assert_eq!(p.variable("CHAT_APPROVED_BY"), Some("carol"));
+    assert_eq!(p.variable("CHAT_USER_NAME"), Some("alice"));
+}
