@@ -195,6 +195,11 @@ pub struct Card {
     pub retried_by: Option<Person>,
     /// Four-eyes runs: what approval they need, and who decided.
     pub approval: Option<CardApproval>,
+    /// Unix seconds when the command was received: shown as a time of day, so a running
+    /// card says how long it has been going without being redrawn every minute.
+    pub requested_at: u64,
+    /// How long the job ran, once it ended (GitLab's duration).
+    pub duration_secs: Option<u64>,
 }
 
 /// What a four-eyes run's card says about its approval.
@@ -233,6 +238,8 @@ impl Card {
             cancelled_by: None,
             retried_by: None,
             approval: None,
+            requested_at: req.received_at,
+            duration_secs: None,
         }
     }
 
@@ -256,6 +263,11 @@ impl Card {
                     by: decision.and_then(|d| d.by.as_ref().map(|id| person(id, &d.by_name))),
                 }
             }),
+            duration_secs: run
+                .outcome
+                .and_then(|o| o.duration_secs)
+                .filter(|d| d.is_finite() && *d >= 0.0)
+                .map(|d| d.round() as u64),
             state,
             ..Card::requested(&run.request)
         }
@@ -309,6 +321,9 @@ impl Card {
         let mut r = Rich::new()
             .text("Requested by ")
             .then(mention(&self.requested_by));
+        if self.requested_at > 0 {
+            r = r.text(" at ").time(self.requested_at);
+        }
         if let Some(a) = &self.approval {
             r = match (a.verdict, &a.by) {
                 (None, _) => {
@@ -344,6 +359,9 @@ impl Card {
         }
         if let Some(p) = &self.retried_by {
             r = r.text(" · retried by ").then(mention(p));
+        }
+        if let (true, Some(d)) = (self.state.is_final(), self.duration_secs) {
+            r = r.text(format!(" · took {}", duration(d)));
         }
         r
     }
@@ -455,6 +473,15 @@ impl Card {
             }
         }
         b
+    }
+}
+
+/// `83` → `1m 23s`, `7` → `7s`, `3725` → `1h 2m`.
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s => format!("{}h {}m", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -640,6 +667,8 @@ mod tests {
             cancelled_by: None,
             retried_by: None,
             approval: None,
+            requested_at: 1_764_620_730,
+            duration_secs: matches!(state, CardState::Succeeded | CardState::Failed).then_some(83),
         }
     }
 

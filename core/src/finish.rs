@@ -341,7 +341,10 @@ impl Finisher<'_> {
         };
         // The card first: through the command's response_url, "replace the original" must come
         // before the reply is posted there. A card that cannot be updated stays as it was.
-        let card = Card::of_run(run, state);
+        let mut card = Card::of_run(run, state);
+        if let Some(d) = outcome.and_then(|o| o.duration_secs) {
+            card.duration_secs = Some(d.max(0.0).round() as u64);
+        }
         let desk = CardDesk {
             deliverer: self.deliverer,
             waits: !mode.is_webhook(),

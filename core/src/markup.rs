@@ -27,6 +27,9 @@ enum Span {
     },
     /// `:name:`, for names of letters, digits, `_`, `+`, `-` only.
     Emoji(String),
+    /// A moment (Unix seconds): Slack shows it in each reader's own time zone, Mattermost
+    /// as UTC.
+    Time(u64),
     Break,
 }
 
@@ -70,6 +73,12 @@ impl Rich {
     /// A named emoji (`white_check_mark`), rendered `:white_check_mark:` on both platforms.
     pub fn emoji(mut self, name: impl Into<String>) -> Self {
         self.0.push(Span::Emoji(name.into()));
+        self
+    }
+    /// A moment, as a time of day (`<!date^…^{time}|HH:MM UTC>` on Slack, `HH:MM UTC` on
+    /// Mattermost).
+    pub fn time(mut self, unix_secs: u64) -> Self {
+        self.0.push(Span::Time(unix_secs));
         self
     }
     /// A line break.
@@ -232,8 +241,16 @@ fn slack_span(span: &Span, out: &mut String) {
             out.push(':');
         }
         Span::Emoji(_) => {}
+        // Only digits and our own fixed tokens: nothing to escape.
+        Span::Time(secs) => out.push_str(&format!("<!date^{secs}^{{time}}|{}>", utc_time(*secs))),
         Span::Break => out.push('\n'),
     }
+}
+
+/// `HH:MM UTC` of a moment.
+fn utc_time(secs: u64) -> String {
+    let day = secs % 86_400;
+    format!("{:02}:{:02} UTC", day / 3600, day % 3600 / 60)
 }
 
 fn mattermost_span(span: &Span, out: &mut String) {
@@ -272,12 +289,29 @@ fn mattermost_span(span: &Span, out: &mut String) {
             out.push(':');
         }
         Span::Emoji(_) => {}
+        Span::Time(secs) => out.push_str(&utc_time(*secs)),
         Span::Break => out.push('\n'),
     }
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn times_render_per_platform() {
+        for (secs, utc) in [
+            (0, "00:00 UTC"),
+            (86_399, "23:59 UTC"),
+            (1_764_620_730, "20:25 UTC"),
+        ] {
+            let r = Rich::new().time(secs);
+            assert_eq!(r.render(Platform::Mattermost), utc);
+            assert_eq!(
+                r.render(Platform::Slack),
+                format!("<!date^{secs}^{{time}}|{utc}>")
+            );
+        }
+    }
 
     #[test]
     fn html_text_is_escaped_for_content_and_attributes() {

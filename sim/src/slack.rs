@@ -762,7 +762,13 @@ fn readable(mrkdwn: &str) -> String {
         match after.find('>') {
             Some(end) => {
                 let inner = &after[..end];
-                let shown = if let Some(u) = inner.strip_prefix('@') {
+                let shown = if let Some(date) = inner.strip_prefix("!date^") {
+                    // `<!date^ts^{tokens}|fallback>`: what a client without the date shows.
+                    date.split_once('|')
+                        .map(|(_, f)| f)
+                        .unwrap_or("")
+                        .to_owned()
+                } else if let Some(u) = inner.strip_prefix('@') {
                     format!("@{u}")
                 } else if let Some(c) = inner.strip_prefix('#') {
                     format!("#{c}")
