@@ -908,7 +908,7 @@ pub async fn cards_script(world: &DemoWorld) -> Result<(String, bool), LocalErro
         out.push_str("  (no card asked for an approval)\n");
         return Ok((out, false));
     };
-    out.push_str(&format!("\nalice › /chatops run release v1.2\n"));
+    out.push_str("\nalice › /chatops run release v1.2\n");
     out.push_str(&indent(&render_posts(std::slice::from_ref(&card))));
     ok &= world.gitlab.state().pipelines().is_empty();
     out.push_str("  (GitLab: no pipeline yet)\n");
