@@ -159,8 +159,9 @@ async fn retryable_then_told_at_max_attempts() {
     assert!(chat.sent.lock().unwrap().is_empty());
     d.handle_message(&body, MAX_ATTEMPTS).await.unwrap();
     let sent = chat.sent.lock().unwrap().clone();
-    assert_eq!(sent.len(), 1);
+    assert_eq!(sent.len(), 2, "the reason, then the card");
     assert!(sent[0].1.text.contains("GitLab is unavailable"));
+    assert!(sent[1].1.replace_original && sent[1].1.text.contains("*Not run*"));
     assert_eq!(
         store
             .get_run(&RequestId::new("req-1"))

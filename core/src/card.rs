@@ -66,6 +66,8 @@ pub enum CardState {
     Withdrawn,
     /// Nobody approved in time.
     Expired,
+    /// Refused before any pipeline ran (the person who asked was told why, only them).
+    NotRun,
     /// The pipeline exists; the job waits for a runner.
     Pending,
     Running,
@@ -103,6 +105,7 @@ impl CardState {
                 | CardState::Rejected
                 | CardState::Withdrawn
                 | CardState::Expired
+                | CardState::NotRun
         )
     }
 
@@ -138,6 +141,7 @@ impl CardState {
             CardState::Rejected => "Rejected",
             CardState::Withdrawn => "Withdrawn",
             CardState::Expired => "Expired without approval",
+            CardState::NotRun => "Not run",
             CardState::Pending => "Pending",
             CardState::Running => "Running",
             CardState::WaitingManual => "Waiting for someone to run this manual job",
@@ -155,6 +159,7 @@ impl CardState {
             CardState::Rejected => "was rejected",
             CardState::Withdrawn => "was withdrawn",
             CardState::Expired => "expired without an approval",
+            CardState::NotRun => "was not run",
             CardState::Pending => "is pending",
             CardState::Running => "is running",
             CardState::WaitingManual => "is waiting for someone to run it",
@@ -168,7 +173,9 @@ impl CardState {
         match self {
             CardState::Requested | CardState::Pending => "hourglass_flowing_sand",
             CardState::AwaitingApproval => "lock",
-            CardState::Rejected | CardState::Withdrawn | CardState::Expired => "no_entry_sign",
+            CardState::Rejected | CardState::Withdrawn | CardState::Expired | CardState::NotRun => {
+                "no_entry_sign"
+            }
             CardState::Running => "arrow_forward",
             CardState::WaitingManual => "raised_hand",
             CardState::Succeeded => "white_check_mark",
@@ -359,6 +366,12 @@ impl Card {
         }
         if let Some(p) = &self.retried_by {
             r = r.text(" · retried by ").then(mention(p));
+        }
+        if self.state == CardState::NotRun {
+            r = r
+                .text(" · ")
+                .then(mention(&self.requested_by))
+                .text(" was told why");
         }
         if let (true, Some(d)) = (self.state.is_final(), self.duration_secs) {
             r = r.text(format!(" · took {}", duration(d)));
@@ -726,6 +739,11 @@ mod tests {
             "expired",
             four_eyes(CardState::Expired, Some(Verdict::Expired), None),
         ));
+        let mut not_run = card(CardState::NotRun);
+        not_run.job_id = None;
+        not_run.job_url = None;
+        not_run.pipeline_url = None;
+        v.push(("not_run", not_run));
         v
     }
 
@@ -778,6 +796,7 @@ mod tests {
             CardState::Rejected,
             CardState::Withdrawn,
             CardState::Expired,
+            CardState::NotRun,
         ] {
             assert!(kinds(s).is_empty(), "{s:?}");
             assert!(s.is_final());

@@ -501,12 +501,34 @@ impl Dispatcher {
         }
         rec.status = RunStatus::Refused;
         rec.updated_at = self.clock.now();
-        self.save(&mut rec).await?;
-        if matches!(notice, Notice::Connect { .. }) {
+        let connecting = matches!(notice, Notice::Connect { .. });
+        if !connecting && rec.card.is_none() && !rec.request.response_url.is_empty() {
+            // The command's answer is the run's card ("Requested"): it ends "Not run".
+            rec.card = Some(crate::run::CardRef {
+                channel: rec.request.channel_id.clone(),
+                ts: None,
+                answer: true,
+            });
+        }
+        let stored = self.save(&mut rec).await?;
+        if connecting {
             // The link's state is single use but still a credential: never in a log line.
             tracing::info!(request_id = %rec.request.request_id, "connect link sent; the run waits for the person to connect");
         } else {
             tracing::info!(request_id = %rec.request.request_id, reason = %text, "run refused");
+            // The channel saw "Requested": it sees that it did not run (the reason stays
+            // with the person who asked). Best effort: the reply is what counts.
+            let card = crate::card::Card::of_run(&stored, crate::card::CardState::NotRun);
+            let desk = crate::card_delivery::CardDesk {
+                deliverer: &self.deliverer,
+                waits: true,
+            };
+            if let Err(e) = desk
+                .show(&stored, &card, crate::card_delivery::Purpose::Update)
+                .await
+            {
+                tracing::warn!(request_id = %rec.request.request_id, error = %e, "could not show the refused run's card");
+            }
         }
         let event = refused(notice, rec.request.platform);
         self.audit.record(self.audit.of_run(event, &rec)).await;
