@@ -54,7 +54,7 @@ pub enum ClickRefusal {
 }
 
 /// A stable hash of the parts (length-prefixed so `("ab","c")` and `("a","bc")` differ).
-fn digest(parts: &[&[u8]]) -> String {
+pub(crate) fn digest(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());
@@ -209,11 +209,7 @@ impl Clicks<'_> {
     /// Tell the clicker (only them). A message that cannot be delivered is logged: the
     /// click's state change (if any) is done, and repeating it would not help.
     async fn tell(&self, click: &ActionMessage, msg: &OutgoingMessage) {
-        if let Err(e) = self
-            .desk()
-            .tell_clicker(click.platform, &click.response_url, msg)
-            .await
-        {
+        if let Err(e) = self.desk().tell_clicker(click, msg).await {
             tracing::warn!(run = %click.run, error = %e, "could not answer the clicker");
         }
     }
@@ -224,11 +220,7 @@ impl Clicks<'_> {
 
     /// Redraw the clicked card.
     async fn redraw(&self, click: &ActionMessage, card: &Card) {
-        if let Err(e) = self
-            .desk()
-            .replace_clicked(click.platform, &click.response_url, card)
-            .await
-        {
+        if let Err(e) = self.desk().replace_clicked(click, card).await {
             tracing::warn!(run = %click.run, error = %e, "could not redraw the clicked card");
         }
     }
