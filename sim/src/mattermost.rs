@@ -57,6 +57,8 @@ pub struct MmPost {
     /// Who the post is by (the bot, or the person whose command answered).
     pub user_id: String,
     pub via: MmVia,
+    /// The command `response_url` it came through (`CommandAnswer`, `ResponseUrl`).
+    pub response_url: Option<String>,
     pub message: String,
     pub props: Value,
     /// How many times it was changed since (a patch, a click's `update`).
@@ -109,6 +111,7 @@ pub struct MmClick {
 struct Hook {
     user_id: String,
     channel_id: String,
+    url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +151,7 @@ impl Inner {
             channel_id: channel.to_owned(),
             user_id: user.to_owned(),
             via,
+            response_url: None,
             message: message.to_owned(),
             props: props.clone(),
             edits: 0,
@@ -252,14 +256,16 @@ impl MattermostStandIn {
     pub fn response_url(&self, channel_id: &str, user_id: &str) -> String {
         let mut inner = self.shared.lock();
         let id = inner.id("hook");
+        let url = format!("{}/hooks/commands/{id}", self.base_url());
         inner.hooks.insert(
-            id.clone(),
+            id,
             Hook {
                 user_id: user_id.to_owned(),
                 channel_id: channel_id.to_owned(),
+                url: url.clone(),
             },
         );
-        format!("{}/hooks/commands/{id}", self.base_url())
+        url
     }
 
     /// The command's immediate answer, shown as Mattermost shows it: a post by the person
@@ -447,11 +453,13 @@ fn command_response(inner: &mut Inner, hook: &Hook, answer: &Value, via: MmVia) 
         });
         return None;
     }
-    Some(
-        inner
-            .add_post(&hook.channel_id, &hook.user_id, via, text, props)
-            .id,
-    )
+    let id = inner
+        .add_post(&hook.channel_id, &hook.user_id, via, text, props)
+        .id;
+    if let Some(p) = inner.posts.iter_mut().find(|p| p.id == id) {
+        p.response_url = Some(hook.url.clone());
+    }
+    Some(id)
 }
 
 fn record(shared: &Shared, method: &str, path: &str, status: StatusCode, body: &[u8]) {
