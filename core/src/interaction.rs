@@ -54,7 +54,7 @@ pub enum ClickRefusal {
 }
 
 /// A stable hash of the parts (length-prefixed so `("ab","c")` and `("a","bc")` differ).
-pub(crate) fn digest(parts: &[&[u8]]) -> String {
+fn digest(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());

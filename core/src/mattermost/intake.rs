@@ -13,12 +13,23 @@
 use super::actions::{self, ActionSigner, Click, Unverified};
 use crate::action::{ActionMessage, ACTION_MESSAGE, ACTION_MESSAGE_VERSION};
 use crate::clock::Clock;
-use crate::interaction::digest;
 use crate::markup::Rich;
 use crate::queue::{QueueError, RunQueue};
 use crate::run::{ActionKind, CardRef, Platform};
 use crate::web::{self, HttpResponse};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// A click's key: a stable hash of the parts, length-prefixed so `("ab","c")` and
+/// `("a","bc")` differ (the same form as a Slack click's).
+fn digest(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(&h.finalize()[..16])
+}
 
 /// Why a click is not taken; the ingress answers with no detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
