@@ -607,3 +607,40 @@ async fn without_a_bot_token_the_answer_says_the_card_will_not_change() {
         "no REST call without a bot token"
     );
 }
+
+/// A bot without the system admin role: Mattermost refuses its ephemeral posts, so the
+/// clicker hears nothing beyond the click's own answer, but the click acts and the bot's own
+/// card is still changed in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_may_not_post_ephemeral_messages_still_acts_and_redraws() {
+    let w = world(true).await;
+    w.mm.set_system_admin(false);
+    w.connect(ALICE).await;
+    w.connect(CAROL).await;
+    w.command(ALICE, "run slow-task").await;
+    let card = w.card_with("slow-task", CANCEL).await;
+    let p = w.pipelines_of("slow-task")[0];
+    assert_eq!(w.click(&card, CANCEL, CAROL).await, 200);
+    until("the pipeline cancelled", || {
+        w.pipeline_status(p) == Some(Status::Canceled)
+    })
+    .await;
+    until("the card says who cancelled", || {
+        w.mm.post(&card.id)
+            .is_some_and(|c| c.message.contains("cancelled by @carol"))
+    })
+    .await;
+    // A click on the stale Cancel: GitLab is not called again; the answer to carol ("was
+    // cancelled, so there is nothing to cancel") is refused by Mattermost (403) and logged.
+    let (url, body) =
+        w.mm.click_request(&card.id, Some(0), CANCEL, (&mm_id(CAROL), CAROL.name))
+            .expect("the first version offered Cancel");
+    assert_eq!(w.mm.send_click(&url, body).await.status, 200);
+    until("an ephemeral post refused", || {
+        w.mm.requests()
+            .iter()
+            .any(|r| r.path == "/api/v4/posts/ephemeral" && r.status == 403)
+    })
+    .await;
+    assert_eq!(w.gitlab_actions("/cancel").len(), 1);
+}
