@@ -215,7 +215,9 @@ impl Local {
             _ => chatops_core::web::json(
                 404,
                 &serde_json::json!({"error": "not found", "routes": [
-                    "POST /slack/commands", "POST /mattermost/commands", "POST /gitlab/webhook"]}),
+                    "POST /slack/commands", "POST /slack/interactions",
+                    "POST /mattermost/commands", "POST /mattermost/interactions",
+                    "POST /gitlab/webhook"]}),
             ),
         };
         to_axum(resp)
