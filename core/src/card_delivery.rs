@@ -515,6 +515,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_mattermost_card_is_posted_by_the_bot_then_patched_in_place() {
+        let chat = Arc::new(Chat::default());
+        let store = Arc::new(MemoryStore::new());
+        let mut req = request("https://mm.example.com/hooks/commands/x");
+        req.platform = Platform::Mattermost;
+        let mut run = RunRecord::claimed(req, 1000, 60);
+        run.status = RunStatus::Running;
+        let run = store.save_run(&run).await.unwrap();
+        let d = Deliverer {
+            slack: chat.clone(),
+            mattermost: chat.clone(),
+            mattermost_buttons: None,
+            store: store.clone(),
+            clock: Arc::new(FixedClock(1010)),
+        };
+        let desk = CardDesk {
+            deliverer: &d,
+            waits: false,
+        };
+        assert_eq!(
+            desk.show(&run, &card(&run), Purpose::Update).await.unwrap(),
+            Shown::Skipped,
+            "no card shown yet: nothing to patch"
+        );
+        assert_eq!(
+            desk.show(&run, &card(&run), Purpose::Announce)
+                .await
+                .unwrap(),
+            Shown::Posted
+        );
+        let run = store
+            .get_run(&run.request.request_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            run.card.as_ref().and_then(|c| c.ts.clone()),
+            Some(MessageTs::new("1.000001"))
+        );
+        assert_eq!(
+            desk.show(&run, &card(&run), Purpose::Final { taken: false })
+                .await
+                .unwrap(),
+            Shown::Updated
+        );
+        assert_eq!(
+            *chat.calls.lock().unwrap(),
+            vec!["post C1", "update C1 1.000001"],
+            "the response_url is left to the reply"
+        );
+        assert_eq!(run.response_url_uses, 0);
+    }
+
+    #[tokio::test]
     async fn announcing_without_a_usable_response_url_posts_and_records_the_ts() {
         let chat = Arc::new(Chat::default());
         // 31 minutes after the command: the response_url is over.
