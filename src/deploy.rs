@@ -9,7 +9,8 @@
 //!    before anything is written, so a typo costs seconds, not a 10-minute deploy.
 //! 3. **Secrets**: each stored as an SSM SecureString in the chosen region under
 //!    `/<stack>/…` (the template's default names for the stack `chatops`). The webhook secret
-//!    is generated when neither the environment nor SSM has one. A value already stored is
+//!    (and, with Mattermost, the key that signs its buttons) is generated when neither the
+//!    environment nor SSM has one. A value already stored is
 //!    left alone; a changed one is overwritten, and then `ConfigVersion` changes so the
 //!    functions start new environments that read it.
 //! 4. **Stack**: `sam build` + `sam deploy` with every parameter given ([`SamCli`]; tests
@@ -520,6 +521,17 @@ pub fn plan(
                 value: Some(Secret::new(bot.trim())),
             });
         }
+        // The key that signs the buttons on Mattermost cards: nobody types it; generated
+        // once and kept (a new one only invalidates the buttons already shown).
+        secrets.push(StoredSecret {
+            var: "MATTERMOST_ACTIONS_SECRET",
+            template_param: "MattermostActionsSecretParam",
+            name: name("mattermost-actions-secret"),
+            value: env
+                .get("MATTERMOST_ACTIONS_SECRET")
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| Secret::new(v.trim())),
+        });
     }
     if oauth_client_id.is_some() {
         // A re-run may leave it out: the secret stored the first time stays.
@@ -621,13 +633,15 @@ pub async fn store_secrets(
         let current = ssm_value(ssm, &region, &s.name).await?;
         let (value, generated) = match (&s.value, &current, s.var) {
             (Some(v), _, _) => (v.clone(), false),
-            // The webhook secret: keep SSM's, else make one.
+            // The webhook secret: keep SSM's, else make one (the Mattermost buttons' key too).
             (None, Some(existing), "GITLAB_WEBHOOK_SECRET") => {
                 s.value = Some(Secret::new(existing.clone()));
                 out.push((s.name.clone(), Stored::Kept));
                 continue;
             }
-            (None, None, "GITLAB_WEBHOOK_SECRET") => (random_secret()?, true),
+            (None, None, "GITLAB_WEBHOOK_SECRET" | "MATTERMOST_ACTIONS_SECRET") => {
+                (random_secret()?, true)
+            }
             (None, Some(_), _) => {
                 out.push((s.name.clone(), Stored::Kept));
                 continue;

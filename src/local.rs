@@ -2,7 +2,7 @@
 //!
 //! Local mode is the whole product in one process: the ingress and completion routes
 //! (`POST /slack/commands`, `POST /slack/interactions`, `POST /mattermost/commands`,
-//! `POST /gitlab/webhook`) on
+//! `POST /mattermost/interactions`, `POST /gitlab/webhook`) on
 //! `127.0.0.1:$PORT`, with the dispatcher and the sweep as in-process workers. The handlers
 //! are exactly the ones the Lambdas run; only the transport differs (axum instead of a
 //! Function URL, a worker loop instead of the SQS event source).
@@ -45,6 +45,7 @@ const SECRET_REFS: &[&str] = &[
     "GITLAB_WEBHOOK_SECRET_PARAM",
     "SLACK_BOT_TOKEN_PARAM",
     "MATTERMOST_BOT_TOKEN_PARAM",
+    "MATTERMOST_ACTIONS_SECRET_PARAM",
     "GITLAB_OAUTH_CLIENT_SECRET_PARAM",
     "TOKEN_KEY_PARAM",
     "TOKEN_KEY_ID",
@@ -114,6 +115,14 @@ impl Local {
             env.set("RUNS_TABLE", EMBEDDED_TABLE);
             Backend::Embedded
         };
+        // One process: the ingress knows the dispatcher beside it holds a Mattermost bot token
+        // (the template says so with the same variable).
+        if env.get("MATTERMOST_BOT_CONFIGURED").is_none()
+            && (env.get("MATTERMOST_BOT_TOKEN").is_some()
+                || env.get("MATTERMOST_BOT_TOKEN_PARAM").is_some())
+        {
+            env.set("MATTERMOST_BOT_CONFIGURED", "true");
+        }
         let services = Services::new(&backend, &sdk);
         let ingress = services.ingress(IngressConfig::from_env(&env, &secrets).await?)?;
         let dispatcher = services.dispatcher(DispatcherConfig::from_env(&env, &secrets).await?)?;
@@ -197,6 +206,7 @@ impl Local {
             chatops_core::ingress::SLACK_PATH
             | chatops_core::interaction::SLACK_INTERACTIONS_PATH
             | chatops_core::ingress::MATTERMOST_PATH
+            | chatops_core::mattermost::actions::MATTERMOST_INTERACTIONS_PATH
             | chatops_core::oauth::CALLBACK_PATH => self.ingress.handle(req).await,
             p if p.trim_end_matches('/') == chatops_core::completion::WEBHOOK_PATH => {
                 self.completion.handle_webhook(req).await
@@ -205,7 +215,9 @@ impl Local {
             _ => chatops_core::web::json(
                 404,
                 &serde_json::json!({"error": "not found", "routes": [
-                    "POST /slack/commands", "POST /mattermost/commands", "POST /gitlab/webhook"]}),
+                    "POST /slack/commands", "POST /slack/interactions",
+                    "POST /mattermost/commands", "POST /mattermost/interactions",
+                    "POST /gitlab/webhook"]}),
             ),
         };
         to_axum(resp)

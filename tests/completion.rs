@@ -139,6 +139,7 @@ async fn harness(opts: Opts) -> H {
     let deliverer = Deliverer {
         slack: Arc::new(SlackApi::new(&slack.api_url(), token)),
         mattermost: Arc::new(MattermostApi::new(None, None)),
+        mattermost_buttons: None,
         store: store_dyn.clone(),
         clock: clock_dyn.clone(),
     };

@@ -83,6 +83,7 @@ async fn harness() -> Harness {
                 Some(Secret::new(BOT)),
             )),
             mattermost: Arc::new(RecordingChat::default()),
+            mattermost_buttons: None,
             store: store.clone(),
             clock: clock.clone(),
         },
@@ -822,6 +823,7 @@ async fn sample_sqs_event_dispatches() {
         deliverer: Deliverer {
             slack: chat.clone(),
             mattermost: chat.clone(),
+            mattermost_buttons: None,
             store: store.clone(),
             clock: clock.clone(),
         },
@@ -886,6 +888,7 @@ async fn sample_mixed_batch_acknowledges_the_bad_and_runs_the_good() {
         deliverer: Deliverer {
             slack: chat.clone(),
             mattermost: chat.clone(),
+            mattermost_buttons: None,
             store: store.clone(),
             clock: clock.clone(),
         },
@@ -1131,6 +1134,7 @@ fn fresh_client(h: &Harness) -> Dispatcher {
         deliverer: Deliverer {
             slack: h.dispatcher.deliverer.slack.clone(),
             mattermost: h.dispatcher.deliverer.mattermost.clone(),
+            mattermost_buttons: None,
             store: h.store.clone(),
             clock: h.dispatcher.clock.clone(),
         },

@@ -74,6 +74,7 @@ fn setup() -> (
         deliverer: Deliverer {
             slack: chat.clone(),
             mattermost: chat.clone(),
+            mattermost_buttons: None,
             store: store.clone(),
             clock: clock.clone(),
         },

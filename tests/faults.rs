@@ -90,6 +90,7 @@ async fn world() -> World {
         deliverer: Deliverer {
             slack: Arc::new(SlackApi::new(&slack.api_url(), Some(Secret::new(BOT)))),
             mattermost: Arc::new(RecordingChat::default()),
+            mattermost_buttons: None,
             store,
             clock: clock.clone(),
         },

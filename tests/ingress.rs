@@ -841,6 +841,16 @@ async fn an_unconfigured_platform_is_not_served() {
         200
     );
     assert_eq!(queue.len(), 1);
+    // Without MATTERMOST_ACTIONS_SECRET there are no Mattermost buttons, so nothing is
+    // served where their clicks would go.
+    let click = request(
+        "POST",
+        "/mattermost/interactions",
+        &[("content-type", "application/json")],
+        r#"{"user_id":"u1","channel_id":"c1","post_id":"p1","context":{"run":"r1"}}"#,
+    );
+    assert_eq!(mm_only.handle(click).await.status(), 404);
+    assert_eq!(queue.len(), 1);
 }
 
 /// A Function URL event as Lambda delivers it (body base64-encoded), through lambda_http's

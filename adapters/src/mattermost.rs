@@ -1,10 +1,12 @@
 //! Mattermost's outgoing side: the slash command's `response_url` (same JSON as Slack's:
 //! `response_type`, `text`, `attachments`), and, when `MATTERMOST_URL` and
-//! `MATTERMOST_BOT_TOKEN` are configured, the REST API v4 (`POST /api/v4/posts`, direct
-//! channels). Without a bot token there is no channel route: `ChatError::NoToken`.
+//! `MATTERMOST_BOT_TOKEN` are configured, the REST API v4: `POST /api/v4/posts` (a card's
+//! post answers its id), `PUT /api/v4/posts/{id}/patch` (a card in place),
+//! `POST /api/v4/posts/ephemeral` (what only a clicker sees) and direct channels. Without a
+//! bot token there is no REST route: `ChatError::NoToken`.
 
 use chatops_core::chat::{ChatApi, ChatError, FileAttachment, OutgoingMessage};
-use chatops_core::ids::{ChannelId, ChatUserId};
+use chatops_core::ids::{ChannelId, ChatUserId, MessageTs};
 use chatops_core::secret::Secret;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -108,11 +110,60 @@ impl ChatApi for MattermostApi {
         channel: &ChannelId,
         msg: &OutgoingMessage,
     ) -> Result<(), ChatError> {
+        self.post_card(channel, msg).await.map(|_| ())
+    }
+
+    async fn post_card(
+        &self,
+        channel: &ChannelId,
+        msg: &OutgoingMessage,
+    ) -> Result<Option<MessageTs>, ChatError> {
         let mut body = json!({"channel_id": channel.as_str(), "message": msg.text});
         if let Some(a) = &msg.attachments {
             body["props"] = json!({"attachments": a});
         }
-        self.call(reqwest::Method::POST, "posts", Some(body))
+        let post = self
+            .call(reqwest::Method::POST, "posts", Some(body))
+            .await?;
+        Ok(post["id"]
+            .as_str()
+            .filter(|id| is_id(id))
+            .map(MessageTs::new))
+    }
+
+    async fn update_message(
+        &self,
+        _channel: &ChannelId,
+        post: &MessageTs,
+        msg: &OutgoingMessage,
+    ) -> Result<(), ChatError> {
+        if !is_id(post.as_str()) {
+            return Err(ChatError::Refused("not a Mattermost post id".into()));
+        }
+        // `props` replaces the post's props: the attachments (the buttons) go with the state
+        // that no longer offers them.
+        let attachments = msg.attachments.clone().unwrap_or_else(|| json!([]));
+        let body = json!({"message": msg.text, "props": {"attachments": attachments}});
+        self.call(
+            reqwest::Method::PUT,
+            &format!("posts/{}/patch", post.as_str()),
+            Some(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn post_ephemeral(
+        &self,
+        channel: &ChannelId,
+        user: &ChatUserId,
+        msg: &OutgoingMessage,
+    ) -> Result<(), ChatError> {
+        let body = json!({
+            "user_id": user.as_str(),
+            "post": {"channel_id": channel.as_str(), "message": msg.text},
+        });
+        self.call(reqwest::Method::POST, "posts/ephemeral", Some(body))
             .await
             .map(|_| ())
     }
@@ -148,6 +199,11 @@ impl ChatApi for MattermostApi {
             .map(ChannelId::new)
             .ok_or_else(|| ChatError::Refused("mattermost channels/direct: no id".into()))
     }
+}
+
+/// A Mattermost id (26 lowercase letters and digits); what goes into an API path is checked.
+fn is_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]

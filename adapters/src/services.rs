@@ -214,6 +214,7 @@ impl Services {
                 chat.mattermost_url.clone(),
                 chat.mattermost_bot_token.clone(),
             )),
+            mattermost_buttons: chat.mattermost_buttons.clone(),
             store: self.store.clone(),
             clock: self.clock.clone(),
         }

@@ -6,7 +6,8 @@
 //! reply (`render`); the card replaces the stream of status texts.
 //!
 //! Rendered per platform: Slack Block Kit (a section, a context line, an actions block: far
-//! under Slack's 50 blocks and 3,000 characters a section), Mattermost text. Every text goes
+//! under Slack's 50 blocks and 3,000 characters a section), Mattermost text (its buttons,
+//! signed, are added by `mattermost::actions`). Every text goes
 //! through [`Rich`], so a job name or input can never ping anyone. `ClickNotice` is what the
 //! person who pressed a button is told when the press did not (or could not) act.
 
@@ -435,7 +436,9 @@ impl Card {
         }
     }
 
-    fn button(&self, kind: ActionKind) -> Value {
+    /// One Slack button; Mattermost's buttons take their name and style from it
+    /// (`mattermost::actions`), so the two platforms read the same.
+    pub(crate) fn button(&self, kind: ActionKind) -> Value {
         let plain = |s: &str| json!({"type": "plain_text", "text": s});
         let mut b = json!({
             "type": "button",

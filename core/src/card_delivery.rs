@@ -13,14 +13,27 @@
 //!    on the stale card answers with the current state).
 //!
 //! A click's own `response_url` replaces the clicked card directly (`replace_clicked`).
-//! Mattermost has no in-place update here yet: a run is announced once (as before cards
-//! existed), and later states are left to the reply.
+//!
+//! Mattermost (`show_mattermost`), with its buttons when they are configured
+//! (`mattermost::actions`):
+//! 1. the card's post id is known (the bot posted it, or a click on it reported it):
+//!    `PUT /api/v4/posts/{id}/patch` with the bot token (the bot may edit its own posts;
+//!    another's only with the edit-others permission, else the card stays as it is);
+//! 2. announcing a run: a post by the bot (`POST /api/v4/posts`), whose id is recorded for
+//!    the next states; without a bot token (or when the bot may not post there), through the
+//!    command's `response_url` as before, and later states are left to the reply.
+//!
+//! A Mattermost click has no `response_url`: the clicker is answered with an ephemeral post
+//! (`POST /api/v4/posts/ephemeral`) and the clicked post is patched (`tell_clicker`,
+//! `replace_clicked` decide by platform).
 
+use crate::action::ActionMessage;
 use crate::card::Card;
 use crate::chat::{ChatApi, ChatError, OutgoingMessage};
 use crate::delivery::{
     with_rate_limit, Deliverer, DeliveryError, RESPONSE_URL_MAX_AGE_SECS, RESPONSE_URL_MAX_USES,
 };
+use crate::mattermost::actions::{self, Place};
 use crate::run::{CardRef, Platform, RunRecord};
 
 /// Why a card is shown.
@@ -72,14 +85,10 @@ impl CardDesk<'_> {
         purpose: Purpose,
     ) -> Result<Shown, DeliveryError> {
         let req = &run.request;
-        let msg = card.render(req.platform);
         if req.platform == Platform::Mattermost {
-            if purpose != Purpose::Announce {
-                return Ok(Shown::Skipped);
-            }
-            self.deliverer.deliver(req, &msg).await?;
-            return Ok(Shown::Posted);
+            return self.show_mattermost(run, card, purpose).await;
         }
+        let msg = card.render(req.platform);
         let api = self.api(req.platform);
         if let Some(CardRef {
             channel,
@@ -145,6 +154,72 @@ impl CardDesk<'_> {
         Ok(Shown::Posted)
     }
 
+    /// The card as Mattermost shows it at `place`: with its signed buttons when configured.
+    fn mattermost_card(&self, card: &Card, place: Place<'_>) -> OutgoingMessage {
+        actions::render_card(card, self.deliverer.mattermost_buttons.as_ref(), place)
+    }
+
+    /// Mattermost's card: patched in place when its post is known, posted by the bot when
+    /// announcing (its id recorded), else through the command's `response_url`.
+    async fn show_mattermost(
+        &self,
+        run: &RunRecord,
+        card: &Card,
+        purpose: Purpose,
+    ) -> Result<Shown, DeliveryError> {
+        let req = &run.request;
+        let api = self.api(Platform::Mattermost);
+        let msg = self.mattermost_card(
+            card,
+            Place {
+                team: &req.team_id,
+                channel: &req.channel_id,
+                public_base: req.public_base.as_deref(),
+            },
+        );
+        if let Some(CardRef {
+            channel,
+            ts: Some(post),
+            ..
+        }) = &run.card
+        {
+            match with_rate_limit("posts/patch", self.waits, || {
+                api.update_message(channel, post, &msg)
+            })
+            .await
+            {
+                Ok(()) => return Ok(Shown::Updated),
+                Err(e) => {
+                    tracing::info!(request_id = %req.request_id, error = %e, "Mattermost did not let the bot update the card")
+                }
+            }
+        }
+        if purpose != Purpose::Announce {
+            return Ok(Shown::Skipped);
+        }
+        match with_rate_limit("posts", self.waits, || api.post_card(&req.channel_id, &msg)).await {
+            Ok(post) => {
+                if let Some(post) = post {
+                    let card = CardRef {
+                        channel: req.channel_id.clone(),
+                        ts: Some(post),
+                        answer: false,
+                    };
+                    if let Err(e) = self.deliverer.store.set_card(&req.request_id, &card).await {
+                        tracing::warn!(request_id = %req.request_id, error = %e, "could not record where the card is");
+                    }
+                }
+                return Ok(Shown::Posted);
+            }
+            Err(ChatError::NoToken) => {}
+            Err(e) => {
+                tracing::info!(request_id = %req.request_id, error = %e, "the bot could not post the card; through the command's response_url")
+            }
+        }
+        self.deliverer.deliver(req, &msg).await?;
+        Ok(Shown::Posted)
+    }
+
     /// One use of the command's `response_url` for a card, if it is young enough and more
     /// than one use is left (the last is the reply's).
     async fn take_response_url(&self, run: &RunRecord) -> Result<bool, DeliveryError> {
@@ -161,28 +236,65 @@ impl CardDesk<'_> {
             .is_some())
     }
 
-    /// Replace the clicked card through the click's own `response_url`.
+    /// Redraw the clicked card: through the click's own `response_url` (Slack), or by
+    /// patching the clicked post (Mattermost, whose clicks have no `response_url`).
     pub async fn replace_clicked(
         &self,
-        platform: Platform,
-        response_url: &str,
+        click: &ActionMessage,
         card: &Card,
     ) -> Result<(), ChatError> {
-        let msg = OutgoingMessage {
-            replace_original: true,
-            ..card.render(platform)
-        };
-        self.api(platform).respond(response_url, &msg).await
+        let api = self.api(click.platform);
+        match click.platform {
+            Platform::Slack => {
+                let msg = OutgoingMessage {
+                    replace_original: true,
+                    ..card.render(click.platform)
+                };
+                api.respond(&click.response_url, &msg).await
+            }
+            Platform::Mattermost => {
+                let Some(CardRef {
+                    channel,
+                    ts: Some(post),
+                    ..
+                }) = &click.card
+                else {
+                    return Err(ChatError::Refused("the click names no post".into()));
+                };
+                // The click's team is the run's (signed, and checked against the run).
+                let msg = self.mattermost_card(
+                    card,
+                    Place {
+                        team: &click.team_id,
+                        channel,
+                        public_base: click.public_base.as_deref(),
+                    },
+                );
+                with_rate_limit("posts/patch", self.waits, || {
+                    api.update_message(channel, post, &msg)
+                })
+                .await
+            }
+        }
     }
 
-    /// Tell the clicker something only they see, through the click's `response_url`.
+    /// Tell the clicker something only they see: through the click's `response_url`
+    /// (Slack), or an ephemeral post in the card's channel (Mattermost).
     pub async fn tell_clicker(
         &self,
-        platform: Platform,
-        response_url: &str,
+        click: &ActionMessage,
         msg: &OutgoingMessage,
     ) -> Result<(), ChatError> {
-        self.api(platform).respond(response_url, msg).await
+        let api = self.api(click.platform);
+        match click.platform {
+            Platform::Slack => api.respond(&click.response_url, msg).await,
+            Platform::Mattermost => {
+                with_rate_limit("posts/ephemeral", self.waits, || {
+                    api.post_ephemeral(&click.channel_id, &click.user_id, msg)
+                })
+                .await
+            }
+        }
     }
 }
 
@@ -296,6 +408,7 @@ mod tests {
         let d = Deliverer {
             slack: chat.clone(),
             mattermost: chat,
+            mattermost_buttons: None,
             store: store.clone(),
             clock: Arc::new(FixedClock(now)),
         };
@@ -399,6 +512,60 @@ mod tests {
                 "respond https://hooks/1 replace=true"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_mattermost_card_is_posted_by_the_bot_then_patched_in_place() {
+        let chat = Arc::new(Chat::default());
+        let store = Arc::new(MemoryStore::new());
+        let mut req = request("https://mm.example.com/hooks/commands/x");
+        req.platform = Platform::Mattermost;
+        let mut run = RunRecord::claimed(req, 1000, 60);
+        run.status = RunStatus::Running;
+        let run = store.save_run(&run).await.unwrap();
+        let d = Deliverer {
+            slack: chat.clone(),
+            mattermost: chat.clone(),
+            mattermost_buttons: None,
+            store: store.clone(),
+            clock: Arc::new(FixedClock(1010)),
+        };
+        let desk = CardDesk {
+            deliverer: &d,
+            waits: false,
+        };
+        assert_eq!(
+            desk.show(&run, &card(&run), Purpose::Update).await.unwrap(),
+            Shown::Skipped,
+            "no card shown yet: nothing to patch"
+        );
+        assert_eq!(
+            desk.show(&run, &card(&run), Purpose::Announce)
+                .await
+                .unwrap(),
+            Shown::Posted
+        );
+        let run = store
+            .get_run(&run.request.request_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            run.card.as_ref().and_then(|c| c.ts.clone()),
+            Some(MessageTs::new("1.000001"))
+        );
+        assert_eq!(
+            desk.show(&run, &card(&run), Purpose::Final { taken: false })
+                .await
+                .unwrap(),
+            Shown::Updated
+        );
+        assert_eq!(
+            *chat.calls.lock().unwrap(),
+            vec!["post C1", "update C1 1.000001"],
+            "the response_url is left to the reply"
+        );
+        assert_eq!(run.response_url_uses, 0);
     }
 
     #[tokio::test]

@@ -134,6 +134,21 @@ pub trait ChatApi: Send + Sync {
         self.post_message(channel, msg).await.map(|()| None)
     }
 
+    /// Show `msg` to `user` alone in `channel` (Mattermost's `POST /api/v4/posts/ephemeral`,
+    /// how a Mattermost click is answered: its actions have no `response_url`). Platforms
+    /// without it refuse.
+    async fn post_ephemeral(
+        &self,
+        channel: &ChannelId,
+        user: &ChatUserId,
+        msg: &OutgoingMessage,
+    ) -> Result<(), ChatError> {
+        let _ = (channel, user, msg);
+        Err(ChatError::Refused(
+            "this platform's ephemeral messages are not sent here".into(),
+        ))
+    }
+
     /// Replace a message the bot posted (`chat.update`). Platforms without it refuse.
     async fn update_message(
         &self,

@@ -12,6 +12,7 @@ use crate::chat::{ChatApi, ChatError, OutgoingMessage, Visibility};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
 use crate::ids::ChannelId;
+use crate::mattermost::actions::ButtonSettings;
 use crate::run::{Platform, RunRequest};
 use crate::secret::Secret;
 use crate::slack::DEFAULT_API_URL;
@@ -48,6 +49,8 @@ pub enum Route {
 pub struct Deliverer {
     pub slack: Arc<dyn ChatApi>,
     pub mattermost: Arc<dyn ChatApi>,
+    /// Buttons on Mattermost cards (`None`: text-only cards, as before).
+    pub mattermost_buttons: Option<ButtonSettings>,
     pub store: Arc<dyn RunStore>,
     pub clock: Arc<dyn Clock>,
 }
@@ -60,6 +63,8 @@ pub struct ChatSettings {
     pub slack_bot_token: Option<Secret>,
     pub mattermost_url: Option<String>,
     pub mattermost_bot_token: Option<Secret>,
+    /// `MATTERMOST_ACTIONS_SECRET`: buttons on Mattermost cards, signed with it.
+    pub mattermost_buttons: Option<ButtonSettings>,
 }
 
 impl Default for ChatSettings {
@@ -69,6 +74,7 @@ impl Default for ChatSettings {
             slack_bot_token: None,
             mattermost_url: None,
             mattermost_bot_token: None,
+            mattermost_buttons: None,
         }
     }
 }
@@ -82,6 +88,9 @@ impl ChatSettings {
         "MATTERMOST_URL",
         "MATTERMOST_BOT_TOKEN",
         "MATTERMOST_BOT_TOKEN_PARAM",
+        "MATTERMOST_ACTIONS_SECRET",
+        "MATTERMOST_ACTIONS_SECRET_PARAM",
+        "PUBLIC_BASE_URL",
     ];
 
     pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
@@ -90,6 +99,7 @@ impl ChatSettings {
             slack_bot_token: env.secret("SLACK_BOT_TOKEN", secrets).await?,
             mattermost_url: env.get("MATTERMOST_URL").map(str::to_owned),
             mattermost_bot_token: env.secret("MATTERMOST_BOT_TOKEN", secrets).await?,
+            mattermost_buttons: ButtonSettings::from_env(env, secrets).await?,
         })
     }
 }

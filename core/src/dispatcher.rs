@@ -110,6 +110,8 @@ impl DispatcherConfig {
         "MATTERMOST_URL",
         "MATTERMOST_BOT_TOKEN",
         "MATTERMOST_BOT_TOKEN_PARAM",
+        "MATTERMOST_ACTIONS_SECRET",
+        "MATTERMOST_ACTIONS_SECRET_PARAM",
         "AUDIT_TABLE",
         "AUDIT_INPUT",
         "AUDIT_RETENTION_DAYS",

@@ -14,7 +14,9 @@
 //! audited (`audit`); unauthenticated requests are only logged, so nobody outside can fill
 //! the audit table.
 //! Clicks on a run card's buttons (`POST /slack/interactions`) are routed to
-//! `interaction::Intake`, which checks them exactly as commands are checked.
+//! `interaction::Intake`, which checks them exactly as commands are checked; clicks on a
+//! Mattermost card's buttons (`POST /mattermost/interactions`) to `mattermost::intake`, which
+//! checks the button's signed context (`MATTERMOST_ACTIONS_SECRET`).
 //!
 //! Every refusal is decided in one place (`Refusal`) and mapped to HTTP once.
 
@@ -26,6 +28,7 @@ use crate::config::{ConfigError, Env, SecretSource};
 use crate::identity::{self, ChatPerson, Connected, Identity, Unlinked};
 use crate::ids::{ChannelId, ChatUserId, RequestId, TeamId};
 use crate::interaction::ClickRefusal;
+use crate::mattermost::actions::{self as mm_actions, ActionSigner};
 use crate::mattermost::incoming::{self, IncomingError};
 use crate::notice::Notice;
 use crate::oauth::{OAuthSettings, CALLBACK_PATH};
@@ -65,6 +68,12 @@ pub struct IngressConfig {
     pub oauth: Option<OAuthSettings>,
     /// Where commands received and refusals are audited (`AUDIT_*`).
     pub audit: AuditSettings,
+    /// `MATTERMOST_ACTIONS_SECRET`: checks the buttons on Mattermost cards; `None` is no
+    /// Mattermost buttons (their path answers 404).
+    pub mattermost_actions: Option<ActionSigner>,
+    /// `MATTERMOST_BOT_CONFIGURED`: the dispatcher holds a Mattermost bot token, so a
+    /// clicker is told the outcome later; without it the click's answer says it will not be.
+    pub mattermost_bot: bool,
 }
 
 impl IngressConfig {
@@ -87,6 +96,9 @@ impl IngressConfig {
         "AUDIT_TABLE",
         "AUDIT_INPUT",
         "AUDIT_RETENTION_DAYS",
+        "MATTERMOST_ACTIONS_SECRET",
+        "MATTERMOST_ACTIONS_SECRET_PARAM",
+        "MATTERMOST_BOT_CONFIGURED",
     ];
 
     pub async fn from_env(env: &Env, secrets: &dyn SecretSource) -> Result<Self, ConfigError> {
@@ -154,6 +166,8 @@ impl IngressConfig {
             runs_table,
             oauth,
             audit: AuditSettings::from_env(env)?,
+            mattermost_actions: mm_actions::signer_from_env(env, secrets).await?,
+            mattermost_bot: env.parse_or("MATTERMOST_BOT_CONFIGURED", false)?,
         })
     }
 
@@ -199,6 +213,9 @@ enum Refusal {
     TooLarge,
     /// Bad or missing credentials: 401 with no detail.
     Unauthorized,
+    /// Authentic, but not from where it may come (a Mattermost click from another team):
+    /// 403 with no detail.
+    Forbidden,
     BadRequest(String),
     ResponseUrlNotAllowed,
 }
@@ -215,6 +232,7 @@ impl Refusal {
             }
             Refusal::TooLarge => web::text(413, "request body too large"),
             Refusal::Unauthorized => web::text(401, ""),
+            Refusal::Forbidden => web::text(403, ""),
             Refusal::BadRequest(why) => web::text(400, format!("bad request: {why}")),
             Refusal::ResponseUrlNotAllowed => {
                 web::text(400, "bad request: response_url is not an allowed address")
@@ -347,6 +365,9 @@ impl Ingress {
         if req.uri().path() == crate::interaction::SLACK_INTERACTIONS_PATH {
             return self.slack_interaction(req).await;
         }
+        if req.uri().path() == mm_actions::MATTERMOST_INTERACTIONS_PATH {
+            return self.mattermost_interaction(req).await;
+        }
         let platform = match req.uri().path() {
             SLACK_PATH if self.config.slack_signing_secret.is_some() => Platform::Slack,
             MATTERMOST_PATH if self.config.mattermost_token.is_some() => Platform::Mattermost,
@@ -395,6 +416,35 @@ impl Ingress {
                 ClickRefusal::Unauthorized => Refusal::Unauthorized,
                 ClickRefusal::BadRequest(why) => Refusal::BadRequest(why),
                 ClickRefusal::ResponseUrlNotAllowed => Refusal::ResponseUrlNotAllowed,
+            })
+    }
+
+    /// A click on a Mattermost card's button (`mattermost::intake`): 404 while Mattermost
+    /// buttons are off.
+    async fn mattermost_interaction(&self, req: &HttpRequest) -> Result<HttpResponse, Refusal> {
+        let signer = self
+            .config
+            .mattermost_actions
+            .as_ref()
+            .ok_or(Refusal::NotFound)?;
+        if req.method() != http::Method::POST {
+            return Err(Refusal::MethodNotAllowed("POST"));
+        }
+        if req.body().len() > MAX_BODY_BYTES {
+            return Err(Refusal::TooLarge);
+        }
+        let intake = crate::mattermost::intake::Intake {
+            signer,
+            queue: self.queue.as_ref(),
+            clock: self.clock.as_ref(),
+            bot: self.config.mattermost_bot,
+        };
+        intake
+            .click(req.body(), public_base(req))
+            .await
+            .map_err(|r| match r {
+                crate::mattermost::intake::Refused::Unauthorized => Refusal::Unauthorized,
+                crate::mattermost::intake::Refused::Forbidden => Refusal::Forbidden,
             })
     }
 
@@ -1012,7 +1062,7 @@ mod tests {
 
     #[test]
     fn env_lists_every_variable() {
-        assert_eq!(ENV.len(), 18);
+        assert_eq!(ENV.len(), 21);
         for v in crate::audit::AuditSettings::ENV {
             assert!(ENV.contains(v), "{v}");
         }

@@ -218,11 +218,7 @@ impl Clicks<'_> {
     /// Tell the clicker (only them). A message that cannot be delivered is logged: the
     /// click's state change (if any) is done, and repeating it would not help.
     async fn tell(&self, click: &ActionMessage, msg: &OutgoingMessage) {
-        if let Err(e) = self
-            .desk()
-            .tell_clicker(click.platform, &click.response_url, msg)
-            .await
-        {
+        if let Err(e) = self.desk().tell_clicker(click, msg).await {
             tracing::warn!(run = %click.run, error = %e, "could not answer the clicker");
         }
     }
@@ -233,11 +229,7 @@ impl Clicks<'_> {
 
     /// Redraw the clicked card.
     pub(crate) async fn redraw(&self, click: &ActionMessage, card: &Card) {
-        if let Err(e) = self
-            .desk()
-            .replace_clicked(click.platform, &click.response_url, card)
-            .await
-        {
+        if let Err(e) = self.desk().replace_clicked(click, card).await {
             tracing::warn!(run = %click.run, error = %e, "could not redraw the clicked card");
         }
     }

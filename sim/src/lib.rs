@@ -6,6 +6,8 @@
 //!   provider (`gitlab/oauth.rs`: authorize, token with PKCE and refresh, revoke), with fault
 //!   injection;
 //! - `slack`: an HTTP stand-in for `response_url` and Slack's Web API, with its limits;
+//! - `mattermost`: an HTTP stand-in for Mattermost's command `response_url`s and REST API v4
+//!   (posts, patches, ephemeral posts, bearer auth), which clicks buttons as Mattermost does;
 //! - `runner`: reads a project's `.gitlab-ci.yml`, decides which jobs an API pipeline holds,
 //!   and runs them in bash, writing logs in the runner's format;
 //! - `faults`: a fault-injecting HTTP proxy (slow, hanging, failing AWS or GitLab);
@@ -15,6 +17,7 @@ pub mod doubles;
 pub mod fake_gitlab;
 pub mod faults;
 pub mod gitlab;
+pub mod mattermost;
 pub mod runner;
 pub mod slack;
 
