@@ -550,6 +550,19 @@ impl DemoWorld {
         Ok(visit.page.contains(&format!("Connected as @{}", user.name)))
     }
 
+    /// The run's card once it shows the button `action_id`: the command's answer replaced in
+    /// place, or (when that could not be done) the card posted anew for the run.
+    pub fn card_with(&self, cmd: &SentCommand, action_id: &str) -> Option<Post> {
+        self.card(cmd)
+            .filter(|c| has_button(c, action_id))
+            .or_else(|| {
+                self.channel_posts()
+                    .into_iter()
+                    .rev()
+                    .find(|p| has_button(p, action_id))
+            })
+    }
+
     /// A run's card as the channel shows it now, then its other messages (the job's reply).
     pub fn transcript_after_card(&self, cmd: &SentCommand) -> String {
         let mut posts: Vec<Post> = self.card(cmd).into_iter().collect();
@@ -900,12 +913,13 @@ pub async fn cards_script(world: &DemoWorld) -> Result<(String, bool), LocalErro
     let approve = chatops_core::card::APPROVE_ACTION_ID;
     let mut card = None;
     ok &= eventually(Duration::from_secs(30), || {
-        card = world.card(&release).filter(|c| has_button(c, approve));
+        card = world.card_with(&release, approve);
         card.is_some()
     })
     .await;
     let Some(card) = card else {
-        out.push_str("  (no card asked for an approval)\n");
+        out.push_str("  (no card asked for an approval; what the channel saw:)\n");
+        out.push_str(&indent(&world.slack.render_transcript()));
         return Ok((out, false));
     };
     out.push_str("\nalice › /chatops run release v1.2\n");
@@ -950,12 +964,13 @@ pub async fn cards_script(world: &DemoWorld) -> Result<(String, bool), LocalErro
     let cancel = chatops_core::card::CANCEL_ACTION_ID;
     let mut card = None;
     ok &= eventually(Duration::from_secs(30), || {
-        card = world.card(&slow).filter(|c| has_button(c, cancel));
+        card = world.card_with(&slow, cancel);
         card.is_some()
     })
     .await;
     let Some(card) = card else {
-        out.push_str("  (no card with Cancel)\n");
+        out.push_str("  (no card with Cancel; what the channel saw:)\n");
+        out.push_str(&indent(&world.slack.render_transcript()));
         return Ok((out, false));
     };
     out.push_str("\nalice › /chatops run slow-task   (a runaway job: it sleeps a minute)\n");
