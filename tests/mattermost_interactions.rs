@@ -644,3 +644,53 @@ async fn a_bot_that_may_not_post_ephemeral_messages_still_acts_and_redraws() {
     .await;
     assert_eq!(w.gitlab_actions("/cancel").len(), 1);
 }
+
+/// Four-eyes on Mattermost: the card asks for an approval with Approve / Reject buttons; the
+/// person who asked cannot approve; someone else (a Maintainer) does, and the run goes ahead
+/// as the person who asked, the same post patched through to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_four_eyes_run_is_approved_from_the_mattermost_card() {
+    let w = world(true).await;
+    w.world.gitlab.state().set_file(
+        chatops::demo::DEMO_PROJECT_ID,
+        chatops_core::policy::POLICY_PATH,
+        Some(chatops::demo::DEMO_POLICY),
+    );
+    w.connect(ALICE).await;
+    w.connect(CAROL).await;
+    let sent = w.command(ALICE, "run release v3").await;
+    assert_eq!(sent.status, 200);
+    let card = w.card_with("release", "chatopsapprove").await;
+    assert!(
+        card.message.contains("**Waiting for approval**"),
+        "{}",
+        card.message
+    );
+    assert_eq!(card.action_ids(), vec!["chatopsapprove", "chatopsreject"]);
+    assert!(w.pipelines_of("release").is_empty());
+
+    assert_eq!(w.click(&card, "chatopsapprove", ALICE).await, 200);
+    until("alice told", || {
+        w.told(ALICE).contains("someone else must approve")
+    })
+    .await;
+    assert!(w.pipelines_of("release").is_empty());
+
+    assert_eq!(w.click(&card, "chatopsapprove", CAROL).await, 200);
+    until("the pipeline", || w.pipelines_of("release").len() == 1).await;
+    let p = w.pipelines_of("release")[0];
+    assert_eq!(
+        w.world.gitlab.state().pipeline_creator(p).as_deref(),
+        Some("alice")
+    );
+    until("the card's last state", || {
+        w.mm.post(&card.id).is_some_and(|c| {
+            c.message.contains("**Succeeded**") && c.message.contains("approved by @carol")
+        })
+    })
+    .await;
+    until("the reply", || {
+        w.replies(&sent).contains("approved by carol")
+    })
+    .await;
+}
