@@ -569,10 +569,35 @@ impl Dispatcher {
                 Unscheduled::NoDefaultBranch,
             )));
         };
-        if let Some(rule) = at
-            .within(self.job_policy(gl, &req, &project, &branch))
-            .await?
-        {
+        // The policy file and the job list (for `check_job`, before creating) do not depend
+        // on each other: asked for at once, one round trip to GitLab instead of two when
+        // neither is cached (a cold container, or a person's first run in a minute).
+        let creating = rec.pipeline_id.is_none();
+        let ci_jobs = async {
+            if creating {
+                self.ci_config(gl, &req, project.id, &branch)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (policy, ci) = at
+            .within(async {
+                Ok(tokio::join!(
+                    self.job_policy(gl, &req, &project, &branch),
+                    ci_jobs
+                ))
+            })
+            .await?;
+        let policy = policy?;
+        // The job must exist and not be `except: [chat]` before anything is created (an
+        // `except: [chat]` job would join an API pipeline), and before anyone is asked to
+        // approve a run of it.
+        if let Some(ci) = ci? {
+            self.check_job(&req, &branch, ci)?;
+        }
+        if let Some(rule) = policy {
             let approved = rec.approved().is_some();
             at.within(self.check_policy(gl, &req, &project, &rule, access, approved))
                 .await?;
@@ -792,10 +817,7 @@ impl Dispatcher {
                 return Ok(p);
             }
         }
-        // The job must exist and not be `except: [chat]` before anything is created (an
-        // `except: [chat]` job would join an API pipeline). The client keeps the answer for a
-        // minute per container, so a warm dispatcher does not ask on every run.
-        at.within(self.check_job(gl, &req, project, branch)).await?;
+        // The job was checked by `dispatch` (`check_job`) before this point.
         if at.remaining() < CREATE_NEEDS {
             // Never start a create that the deadline could cut: its outcome would be unknown.
             return Err(Stop::Retry(RetryReason::Deadline));
@@ -1039,14 +1061,16 @@ impl Dispatcher {
         }
     }
 
-    async fn check_job(
+    /// The jobs of the default branch's CI configuration (cached a minute per container and
+    /// token by the client).
+    async fn ci_config(
         &self,
         gl: &dyn GitLab,
         req: &RunRequest,
-        project: &Project,
+        project: crate::ids::ProjectId,
         branch: &str,
-    ) -> Result<(), Stop> {
-        let config = gl.ci_jobs(project.id, branch).await.map_err(|e| match e {
+    ) -> Result<CiConfig, Stop> {
+        gl.ci_jobs(project, branch).await.map_err(|e| match e {
             GitLabError::NotFound(detail) => Stop::Refuse(unscheduled(
                 req,
                 Unscheduled::NoCiConfig {
@@ -1055,7 +1079,11 @@ impl Dispatcher {
                 },
             )),
             other => self.gitlab_stop(req, other),
-        })?;
+        })
+    }
+
+    /// The asked job must be in the configuration and not `except: [chat]`.
+    fn check_job(&self, req: &RunRequest, branch: &str, config: CiConfig) -> Result<(), Stop> {
         let why = match config {
             CiConfig::Invalid(errors) => Unscheduled::CiInvalid {
                 branch: branch.to_owned(),
