@@ -6,7 +6,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 PORT ?= 3000
 
-.PHONY: demo local test check fmt fmt-check clippy bench bench-calls bench-coldstart build deploy lint \
+.PHONY: bench-memory demo local test check fmt fmt-check clippy bench bench-calls bench-coldstart build deploy lint \
         tools test-tools lambda-tools sam-tools lint-tools fuzz
 
 ## The product, offline: stand-ins for GitLab and Slack, the example jobs, a transcript.
@@ -89,6 +89,23 @@ fuzz:
 ## starts per binary (default 40).
 bench-coldstart: test-tools
 	$(CARGO) bench --bench coldstart
+
+## The same bench with each function limited to the CPU share Lambda gives a memory size
+## (1,769 MB = one vCPU, so 128 MB = 7.2 % and 256 MB, the template's, = 14.5 % of a core),
+## through a cgroup v1 `cpu` quota (needs root and a writable /sys/fs/cgroup/cpu): floor and
+## function alike, AWS and the stand-ins unlimited. Prints both sizes' cold and warm figures.
+## CHATOPS_COLDSTART_RUNS=N (default here 10).
+CGROUP_CPU ?= /sys/fs/cgroup/cpu
+bench-memory: test-tools
+	@test -w $(CGROUP_CPU) || { echo "bench-memory needs a writable cgroup v1 cpu controller at $(CGROUP_CPU) (root)" >&2; exit 2; }
+	@for mb in 128 256; do \
+	  dir=$(CGROUP_CPU)/chatops-$$mb; mkdir -p $$dir && \
+	  echo 100000 > $$dir/cpu.cfs_period_us && \
+	  echo $$(( mb * 100000 / 1769 )) > $$dir/cpu.cfs_quota_us && \
+	  echo "=== $$mb MB: $$(( mb * 1000 / 1769 ))‰ of a vCPU (cfs quota $$(( mb * 100000 / 1769 )) us / 100000 us)" && \
+	  CHATOPS_COLDSTART_CGROUP=$$dir CHATOPS_COLDSTART_RUNS=$${CHATOPS_COLDSTART_RUNS:-10} \
+	    $(CARGO) bench --bench coldstart || exit 1; \
+	done
 
 ## Tools the tests need, installed from the package registries when missing, into the
 ## project: moto in the target/tools/moto virtualenv, cargo-nextest under target/tools/cargo

@@ -331,7 +331,7 @@ impl Bench {
             let api = RuntimeApi::start().await;
             api.invoke("cold", event);
             let started = Instant::now();
-            let mut child = Command::new(bin)
+            let mut child = function_command(bin)
                 .env_clear()
                 .envs(lambda_env(&api.endpoint(), function))
                 .env("AWS_ENDPOINT_URL", &self.moto)
@@ -541,6 +541,25 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The starts of one function and of its floor.
+/// How a function process is started: as is, or (with `CHATOPS_COLDSTART_CGROUP`, a cgroup v1
+/// `cpu` directory) inside that cgroup, whose CPU quota stands in for the share of a vCPU
+/// Lambda gives a memory size (`make bench-memory`). The shell that joins the cgroup `exec`s
+/// the function, so the timed process is the function itself, started a shell's start later
+/// (the same for the floor and the function).
+fn function_command(bin: &Path) -> Command {
+    match std::env::var("CHATOPS_COLDSTART_CGROUP") {
+        Ok(dir) if !dir.is_empty() => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c")
+                .arg("echo $$ > \"$0/tasks\" && exec \"$1\"")
+                .arg(dir)
+                .arg(bin);
+            c
+        }
+        _ => Command::new(bin),
+    }
+}
+
 #[derive(Default)]
 struct Pair {
     floor: Vec<Duration>,
