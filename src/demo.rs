@@ -540,7 +540,7 @@ impl DemoWorld {
     pub async fn connect(&self, user: DemoUser) -> Result<bool, LocalError> {
         let c = self.command(user, "link").await?;
         let mut link = None;
-        eventually(Duration::from_secs(30), || {
+        eventually(Duration::from_secs(60), || {
             link = self.connect_link(&c);
             link.is_some()
         })
@@ -912,7 +912,7 @@ pub async fn cards_script(world: &DemoWorld) -> Result<(String, bool), LocalErro
     let release = world.command(ALICE, "run release v1.2").await?;
     let approve = chatops_core::card::APPROVE_ACTION_ID;
     let mut card = None;
-    ok &= eventually(Duration::from_secs(30), || {
+    ok &= eventually(Duration::from_secs(60), || {
         card = world.card_with(&release, approve);
         card.is_some()
     })
@@ -928,7 +928,7 @@ pub async fn cards_script(world: &DemoWorld) -> Result<(String, bool), LocalErro
     out.push_str("  (GitLab: no pipeline yet)\n");
 
     let own = world.click(ALICE, &card, approve).await?;
-    ok &= eventually(Duration::from_secs(30), || {
+    ok &= eventually(Duration::from_secs(60), || {
         !world.click_posts(&own).is_empty()
     })
     .await;
@@ -963,7 +963,7 @@ pub async fn cards_script(world: &DemoWorld) -> Result<(String, bool), LocalErro
     let slow = world.command(ALICE, "run slow-task").await?;
     let cancel = chatops_core::card::CANCEL_ACTION_ID;
     let mut card = None;
-    ok &= eventually(Duration::from_secs(30), || {
+    ok &= eventually(Duration::from_secs(60), || {
         card = world.card_with(&slow, cancel);
         card.is_some()
     })

@@ -569,7 +569,7 @@ impl Dispatcher {
                 Unscheduled::NoDefaultBranch,
             )));
         };
-        // The policy file and the job list (for `check_job`, before creating) do not depend
+        // The policy file and the job list (for `job_refusal`, before creating) do not depend
         // on each other: asked for at once, one round trip to GitLab instead of two when
         // neither is cached (a cold container, or a person's first run in a minute).
         let creating = rec.pipeline_id.is_none();
@@ -595,7 +595,9 @@ impl Dispatcher {
         // `except: [chat]` job would join an API pipeline), and before anyone is asked to
         // approve a run of it.
         if let Some(ci) = ci? {
-            self.check_job(&req, &branch, ci)?;
+            if let Some(refusal) = Self::job_refusal(&req, &branch, ci) {
+                return Err(Stop::Refuse(refusal));
+            }
         }
         if let Some(rule) = policy {
             let approved = rec.approved().is_some();
@@ -817,7 +819,7 @@ impl Dispatcher {
                 return Ok(p);
             }
         }
-        // The job was checked by `dispatch` (`check_job`) before this point.
+        // The job was checked by `dispatch` (`job_refusal`) before this point.
         if at.remaining() < CREATE_NEEDS {
             // Never start a create that the deadline could cut: its outcome would be unknown.
             return Err(Stop::Retry(RetryReason::Deadline));
@@ -1082,8 +1084,9 @@ impl Dispatcher {
         })
     }
 
-    /// The asked job must be in the configuration and not `except: [chat]`.
-    fn check_job(&self, req: &RunRequest, branch: &str, config: CiConfig) -> Result<(), Stop> {
+    /// Why the asked job cannot run: not in the configuration, `except: [chat]`, or the
+    /// configuration is invalid; `None` when it can.
+    fn job_refusal(req: &RunRequest, branch: &str, config: CiConfig) -> Option<Notice> {
         let why = match config {
             CiConfig::Invalid(errors) => Unscheduled::CiInvalid {
                 branch: branch.to_owned(),
@@ -1094,10 +1097,10 @@ impl Dispatcher {
                     branch: branch.to_owned(),
                 },
                 Some(j) if j.excluded_from_chat => Unscheduled::ExcludedFromChat,
-                Some(_) => return Ok(()),
+                Some(_) => return None,
             },
         };
-        Err(Stop::Refuse(unscheduled(req, why)))
+        Some(unscheduled(req, why))
     }
 }
 
