@@ -641,9 +641,15 @@ impl Dispatcher {
                 answer: true,
             });
         }
-        let stored = self.save(rec).await?;
-        self.announce(&stored, crate::card::CardState::of_job(job.status))
+        // The card before the save: a card posted anew (no response_url to replace the answer
+        // through) has its `ts` recorded (`set_card`, kept by every save) before the run is
+        // Running, so the webhook of a job that ends at once finds where the card is and shows
+        // its last state there. (A webhook meanwhile finds the run Dispatching and leaves it
+        // to `finish_now` below; a redelivery after a failed save finds the card's `ts` and
+        // updates it instead of posting another.)
+        self.announce(rec, crate::card::CardState::of_job(job.status))
             .await;
+        let stored = self.save(rec).await?;
         if job.status.is_final() || stored.early_hook_at.is_some() {
             // The job ended before the run was saved: its webhook found the run still
             // dispatching (and marked it), so it is finished here rather than by the sweep.
