@@ -389,7 +389,14 @@ impl Dispatcher {
             return self.help(&request, receive_count, deadline).await;
         }
         let now = self.clock.now();
-        let claim = match self.store.claim_dispatch(&request, now, LEASE_SECS).await {
+        // The person's link is read while the request is claimed: one round trip to the
+        // table instead of two (wasted only when the claim finds the run taken or done).
+        let (claim, link) = tokio::join!(
+            self.store.claim_dispatch(&request, now, LEASE_SECS),
+            self.store
+                .get_user(request.team_id.as_str(), request.user_id.as_str())
+        );
+        let claim = match claim {
             Ok(c) => c,
             Err(e) if receive_count >= MAX_ATTEMPTS => {
                 // The store is down for the whole retry window: the message would go to the
@@ -421,7 +428,7 @@ impl Dispatcher {
             receive_count,
             deadline,
         };
-        let outcome = match self.dispatch(&mut rec, &attempt).await {
+        let outcome = match self.dispatch(&mut rec, link, &attempt).await {
             Err(Stop::Reconnect) => Err(self.connect(&rec.request, true).await),
             other => other,
         };
@@ -544,9 +551,14 @@ impl Dispatcher {
     }
 
     /// The steps of one dispatch, in order; each returns what the next needs or stops.
-    async fn dispatch(&self, rec: &mut RunRecord, at: &Attempt) -> Result<(), Stop> {
+    async fn dispatch(
+        &self,
+        rec: &mut RunRecord,
+        link: Result<Option<UserLink>, StoreError>,
+        at: &Attempt,
+    ) -> Result<(), Stop> {
         let req = rec.request.clone();
-        let link = self.linked_user(&req).await?;
+        let link = self.linked_user(&req, link?).await?;
         rec.gitlab_user = Some(link.gitlab_username.clone());
         let gl = self.acting_as(&req, &link, at).await?;
         let gl = gl.as_ref();
@@ -688,12 +700,13 @@ impl Dispatcher {
         tracing::info!(request_id = %run.request.request_id, ?outcome, "finished right after dispatch");
     }
 
-    async fn linked_user(&self, req: &RunRequest) -> Result<UserLink, Stop> {
-        match self
-            .store
-            .get_user(req.team_id.as_str(), req.user_id.as_str())
-            .await?
-        {
+    /// The person's link (read with the claim), or why there is none to act with.
+    async fn linked_user(
+        &self,
+        req: &RunRequest,
+        link: Option<UserLink>,
+    ) -> Result<UserLink, Stop> {
+        match link {
             Some(link) => Ok(link),
             None if self.identity.is_some() => Err(self.connect(req, false).await),
             None => Err(Stop::Refuse(Notice::Unlinked {
