@@ -531,12 +531,19 @@ async fn a_double_click_does_one_thing() {
 async fn a_click_on_a_finished_run_answers_the_current_state() {
     let w = world(true).await;
     w.connect(ALICE).await;
-    let sent = w.command(ALICE, "run hello-world").await;
-    until("the reply", || w.replies(&sent).contains("Hello World")).await;
+    // A manual job: its card surely offers Cancel (and Run) while it waits, however fast
+    // the job runs once played.
+    let sent = w.command(ALICE, "run restart").await;
+    let waiting = w.card_with("restart", PLAY).await;
+    assert_eq!(w.click(&waiting, PLAY, ALICE).await, 200);
+    until("the reply", || {
+        w.replies(&sent).contains("Restarting the web service")
+    })
+    .await;
     let mut card = None;
     until("the card's last state", || {
         card = w
-            .card("hello-world")
+            .card("restart")
             .filter(|c| c.message.contains("**Succeeded**"));
         card.is_some()
     })
@@ -548,7 +555,7 @@ async fn a_click_on_a_finished_run_answers_the_current_state() {
         .versions
         .iter()
         .position(|(_, props)| props.to_string().contains(CANCEL))
-        .expect("the card offered Cancel while the job ran");
+        .expect("the card offered Cancel while the job waited");
     let (url, body) =
         w.mm.click_request(&card.id, Some(stale), CANCEL, (&mm_id(ALICE), ALICE.name))
             .expect("stale button");
