@@ -974,26 +974,13 @@ impl RunStore for DynamoStore {
                 )
                 .send()
                 .await;
-            let old = match res {
-                Ok(out) => {
-                    // The key was there before this write: the same click, again.
-                    let again = out
-                        .attributes
-                        .as_ref()
-                        .and_then(|a| get_s(a, &format!("{attr}_key")))
-                        .is_some_and(|k| k == taken.key);
-                    return Ok(ActionClaim::Claimed { again });
-                }
-                Err(e) if is_condition_failed(&e) => old_item(e.into_service_error()),
-                Err(e) => return Err(unavailable(e)),
-            };
-            // Older servers do not return the item: read it.
-            let old = match old.filter(|i| !i.is_empty()) {
-                Some(item) => Some(item),
-                None => self.get_item(run_key(id)).await?,
-            };
-            let Some(item) = old else {
-                return Ok(ActionClaim::NoRun);
+            let item = match self
+                .keyed_write(id, res, &format!("{attr}_key"), &taken.key)
+                .await?
+            {
+                KeyedWrite::Applied { again } => return Ok(ActionClaim::Claimed { again }),
+                KeyedWrite::Refused(None) => return Ok(ActionClaim::NoRun),
+                KeyedWrite::Refused(Some(item)) => item,
             };
             if let Some(first) = run_from_item(&item)?.actions.get(kind) {
                 return Ok(ActionClaim::Taken(first.clone()));
@@ -1071,25 +1058,13 @@ impl RunStore for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let old = match res {
-            Ok(out) => {
-                let again = out
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| get_s(a, "decision_key"))
-                    .is_some_and(|k| k == decision.key);
-                return Ok(Decided::Decided { again });
-            }
-            Err(e) if is_condition_failed(&e) => old_item(e.into_service_error()),
-            Err(e) => return Err(unavailable(e)),
-        };
-        // Older servers do not return the item: read it.
-        let old = match old.filter(|i| !i.is_empty()) {
-            Some(item) => Some(item),
-            None => self.get_item(run_key(id)).await?,
-        };
-        let Some(item) = old else {
-            return Ok(Decided::NoRun);
+        let item = match self
+            .keyed_write(id, res, "decision_key", &decision.key)
+            .await?
+        {
+            KeyedWrite::Applied { again } => return Ok(Decided::Decided { again }),
+            KeyedWrite::Refused(None) => return Ok(Decided::NoRun),
+            KeyedWrite::Refused(Some(item)) => item,
         };
         match run_from_item(&item)?.approval.and_then(|a| a.decision) {
             Some(first) => Ok(Decided::Already(first)),
@@ -1119,6 +1094,50 @@ impl RunStore for DynamoStore {
 }
 
 /// The old item a failed conditional `UpdateItem` returned, if any.
+/// A conditional update made once per click (`claim_action`, `decide`): applied, `again`
+/// when the item held this very key before (the same click delivered again); or refused,
+/// with the run's item as it is (`None`: no such run).
+enum KeyedWrite {
+    Applied { again: bool },
+    Refused(Option<Item>),
+}
+
+impl DynamoStore {
+    /// Read a keyed write's outcome (it returned the old item both ways: `ALL_OLD`).
+    async fn keyed_write(
+        &self,
+        id: &RequestId,
+        res: Result<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+            SdkError<
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+                aws_sdk_dynamodb::config::http::HttpResponse,
+            >,
+        >,
+        key_attr: &str,
+        key: &str,
+    ) -> Result<KeyedWrite, StoreError> {
+        let old = match res {
+            Ok(out) => {
+                let again = out
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| get_s(a, key_attr))
+                    .is_some_and(|k| k == key);
+                return Ok(KeyedWrite::Applied { again });
+            }
+            Err(e) if is_condition_failed(&e) => old_item(e.into_service_error()),
+            Err(e) => return Err(unavailable(e)),
+        };
+        // Older servers do not return the item: read it.
+        let old = match old.filter(|i| !i.is_empty()) {
+            Some(item) => Some(item),
+            None => self.get_item(run_key(id)).await?,
+        };
+        Ok(KeyedWrite::Refused(old))
+    }
+}
+
 fn old_item(e: aws_sdk_dynamodb::operation::update_item::UpdateItemError) -> Option<Item> {
     match e {
         aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item,

@@ -511,13 +511,9 @@ impl Dispatcher {
         rec.status = RunStatus::Refused;
         rec.updated_at = self.clock.now();
         let connecting = matches!(notice, Notice::Connect { .. });
-        if !connecting && rec.card.is_none() && !rec.request.response_url.is_empty() {
-            // The command's answer is the run's card ("Requested"): it ends "Not run".
-            rec.card = Some(crate::run::CardRef {
-                channel: rec.request.channel_id.clone(),
-                ts: None,
-                answer: true,
-            });
+        if !connecting {
+            // The command's answer ("Requested") is the run's card: it ends "Not run".
+            answer_is_the_card(&mut rec);
         }
         let stored = self.save(&mut rec).await?;
         if connecting {
@@ -527,17 +523,12 @@ impl Dispatcher {
             tracing::info!(request_id = %rec.request.request_id, reason = %text, "run refused");
             // The channel saw "Requested": it sees that it did not run (the reason stays
             // with the person who asked). Best effort: the reply is what counts.
-            let card = crate::card::Card::of_run(&stored, crate::card::CardState::NotRun);
-            let desk = crate::card_delivery::CardDesk {
-                deliverer: &self.deliverer,
-                waits: true,
-            };
-            if let Err(e) = desk
-                .show(&stored, &card, crate::card_delivery::Purpose::Update)
-                .await
-            {
-                tracing::warn!(request_id = %rec.request.request_id, error = %e, "could not show the refused run's card");
-            }
+            self.show_card(
+                &stored,
+                crate::card::CardState::NotRun,
+                crate::card_delivery::Purpose::Update,
+            )
+            .await;
         }
         let event = refused(notice, rec.request.platform);
         self.audit.record(self.audit.of_run(event, &rec)).await;
@@ -645,14 +636,7 @@ impl Dispatcher {
             ran_as: pipeline.user.as_ref().map(|u| u.username.clone()),
         };
         self.audit.record(self.audit.of_run(event, rec)).await;
-        if rec.card.is_none() && !req.response_url.is_empty() {
-            // The command's answer is the run's card: its response_url replaces it.
-            rec.card = Some(crate::run::CardRef {
-                channel: req.channel_id.clone(),
-                ts: None,
-                answer: true,
-            });
-        }
+        answer_is_the_card(rec);
         // The card before the save: a card posted anew (no response_url to replace the answer
         // through) has its `ts` recorded (`set_card`, kept by every save) before the run is
         // Running, so the webhook of a job that ends at once finds where the card is and shows
@@ -934,13 +918,7 @@ impl Dispatcher {
         rec.status = RunStatus::AwaitingApproval;
         rec.lease_until = 0;
         rec.updated_at = now;
-        if rec.card.is_none() && !rec.request.response_url.is_empty() {
-            rec.card = Some(crate::run::CardRef {
-                channel: rec.request.channel_id.clone(),
-                ts: None,
-                answer: true,
-            });
-        }
+        answer_is_the_card(&mut rec);
         let stored = self.save(&mut rec).await?;
         let event = AuditEvent::ApprovalRequested {
             min_role: asked.min_role,
@@ -957,16 +935,24 @@ impl Dispatcher {
     /// an approval), in place of the command's answer. Losing this is not worth failing the
     /// run: its reply comes anyway (an approval request unseen ends when it expires).
     async fn announce(&self, run: &RunRecord, state: crate::card::CardState) {
+        self.show_card(run, state, crate::card_delivery::Purpose::Announce)
+            .await;
+    }
+
+    /// The run's card in `state`; a card that cannot be shown is logged (best effort).
+    async fn show_card(
+        &self,
+        run: &RunRecord,
+        state: crate::card::CardState,
+        purpose: crate::card_delivery::Purpose,
+    ) {
         let card = crate::card::Card::of_run(run, state);
         let desk = crate::card_delivery::CardDesk {
             deliverer: &self.deliverer,
             waits: true,
         };
-        if let Err(e) = desk
-            .show(run, &card, crate::card_delivery::Purpose::Announce)
-            .await
-        {
-            tracing::error!(request_id = %run.request.request_id, error = %e, "could not show the run's card");
+        if let Err(e) = desk.show(run, &card, purpose).await {
+            tracing::error!(request_id = %run.request.request_id, error = %e, ?purpose, "could not show the run's card");
         }
     }
 
@@ -1152,6 +1138,18 @@ impl Dispatcher {
                 Stop::Refuse(unscheduled(req, Unscheduled::GitLabAnswered { message }))
             }
         }
+    }
+}
+
+/// The command's answer is the run's card (its `response_url` replaces it), unless the run
+/// has a card already or no `response_url` (a retry: its card is posted anew).
+fn answer_is_the_card(rec: &mut RunRecord) {
+    if rec.card.is_none() && !rec.request.response_url.is_empty() {
+        rec.card = Some(crate::run::CardRef {
+            channel: rec.request.channel_id.clone(),
+            ts: None,
+            answer: true,
+        });
     }
 }
 
