@@ -121,8 +121,8 @@ async fn one_reply_under_concurrency_in_one_write_each() {
     assert_eq!(claims.iter().filter(|c| **c == ReplyClaim::Busy).count(), 9);
     let stored = st.get_run(&req.request_id).await.unwrap().unwrap();
     assert_eq!(
-        stored.response_url_uses, 1,
-        "the use was taken in the same write"
+        stored.response_url_uses, 2,
+        "the claim counted the card's use; the reply's was taken in the same write"
     );
     assert!(stored.reply_lease_until > 2_000);
 
@@ -206,16 +206,23 @@ async fn response_url_uses_stop_at_five_and_survive_saves() {
     let DispatchClaim::Claimed(rec) = st.claim_dispatch(&req, 1_000, 60).await.unwrap() else {
         panic!()
     };
+    // The claim of a Slack command counted the use of its first card, in the same write.
+    assert_eq!((rec.response_url_uses, rec.announce_use), (1, true));
+    assert_eq!(
+        st.get_run(&req.request_id)
+            .await
+            .unwrap()
+            .map(|r| (r.response_url_uses, r.announce_use)),
+        Some((1, false)),
+        "counted in the table; that it is unspent is the claimer's alone"
+    );
     let mut got = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..6 {
         got.push(st.take_response_url_use(&req.request_id, 5).await.unwrap());
         // The owner saving its (stale) record in between must not reset the count.
         st.save_run(&rec).await.unwrap();
     }
-    assert_eq!(
-        got,
-        vec![Some(1), Some(2), Some(3), Some(4), Some(5), None, None]
-    );
+    assert_eq!(got, vec![Some(2), Some(3), Some(4), Some(5), None, None]);
     assert_eq!(
         st.get_run(&req.request_id)
             .await
@@ -576,7 +583,8 @@ async fn the_reply_takes_the_cards_use_with_its_own_or_neither() {
         let mut rec = *rec;
         rec.status = RunStatus::Running;
         st.save_run(&rec).await.unwrap();
-        for _ in 0..used {
+        // The claim counted the first (the card's).
+        for _ in 1..used {
             st.take_response_url_use(&req.request_id, 5).await.unwrap();
         }
         assert_eq!(

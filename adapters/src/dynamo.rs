@@ -428,7 +428,7 @@ impl RunStore for DynamoStore {
         now: u64,
         lease_secs: u64,
     ) -> Result<DispatchClaim, StoreError> {
-        let rec = RunRecord::claimed(request.clone(), now, lease_secs);
+        let rec = RunRecord::claimed_for_dispatch(request.clone(), now, lease_secs);
         let res = self
             .client
             .put_item()

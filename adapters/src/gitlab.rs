@@ -135,12 +135,7 @@ impl GitLabClient {
         token: Secret,
         policy: RetryPolicy,
     ) -> Result<Self, GitLabError> {
-        let http = reqwest::Client::builder()
-            .timeout(policy.timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("chatops/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GitLabError::Protocol(format!("cannot build HTTP client: {e}")))?;
+        let http = crate::http::shared_client();
         let base = base_url.trim_end_matches('/');
         let api = if base.ends_with("/api/v4") {
             base.to_owned()
@@ -189,7 +184,10 @@ impl GitLabClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let req = self.http.request(method.clone(), url);
+            let req = self
+                .http
+                .request(method.clone(), url)
+                .timeout(self.policy.timeout);
             let mut req = match &self.auth {
                 Auth::PrivateToken(t) => req.header("PRIVATE-TOKEN", t.expose()),
                 Auth::Bearer(t) => req.bearer_auth(t.expose()),

@@ -4,6 +4,30 @@
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// How long any of our HTTP clients waits for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The process's one HTTP client, built on first use and shared by every adapter (GitLab,
+/// OAuth, Slack, Mattermost). Why one: building a client loads and parses the TLS root
+/// certificates, a few milliseconds each time, all of it in a cold start; one client also
+/// keeps one connection pool. Timeouts are per request (each adapter sets its own).
+pub fn shared_client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .user_agent(concat!("chatops/", env!("CARGO_PKG_VERSION")))
+                .build()
+                // Building fails only when the TLS backend cannot start; the default client
+                // then fails each request with the reason, which the adapters report.
+                .unwrap_or_default()
+        })
+        .clone()
+}
 
 /// The largest JSON answer a GitLab API call may have (lists are paginated at 100 items).
 pub const MAX_GITLAB_JSON: usize = 16 * 1024 * 1024;

@@ -11,6 +11,9 @@ use chatops_core::secret::Secret;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// How long one call to Mattermost may take, answer included.
+const CHAT_TIMEOUT: Duration = Duration::from_secs(8);
+
 pub struct MattermostApi {
     http: reqwest::Client,
     /// Server base URL and bot token, when both are configured.
@@ -19,11 +22,7 @@ pub struct MattermostApi {
 
 impl MattermostApi {
     pub fn new(url: Option<String>, token: Option<Secret>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(8))
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .unwrap_or_default();
+        let http = crate::http::shared_client();
         let rest = match (url, token) {
             (Some(u), Some(t)) if !u.trim().is_empty() && !t.is_empty() => {
                 Some((u.trim().trim_end_matches('/').to_owned(), t))
@@ -50,7 +49,8 @@ impl MattermostApi {
         let mut req = self
             .http
             .request(method, format!("{base}/api/v4/{path}"))
-            .bearer_auth(token.expose());
+            .bearer_auth(token.expose())
+            .timeout(CHAT_TIMEOUT);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -92,6 +92,7 @@ impl ChatApi for MattermostApi {
             .http
             .post(response_url)
             .json(&msg.to_response_json())
+            .timeout(CHAT_TIMEOUT)
             .send()
             .await
             .map_err(|e| ChatError::Retryable(format!("response_url: {e}")))?;

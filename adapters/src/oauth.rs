@@ -32,18 +32,16 @@ struct ErrorAnswer {
     error_description: String,
 }
 
+/// How long one call to GitLab's OAuth endpoints may take.
+const OAUTH_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// GitLab's access tokens live 2 hours when the answer does not say.
 const DEFAULT_EXPIRES_IN: u64 = 7200;
 
 impl GitLabOAuth {
     /// `base_url` is the instance (`https://gitlab.com`).
     pub fn new(base_url: &str, client_id: &str, client_secret: Secret) -> Result<Self, OAuthError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(8))
-            .connect_timeout(Duration::from_secs(3))
-            .user_agent(concat!("chatops/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| OAuthError::Protocol(format!("cannot build HTTP client: {e}")))?;
+        let http = crate::http::shared_client();
         Ok(Self {
             http,
             base: base_url
@@ -66,6 +64,7 @@ impl GitLabOAuth {
         self.http
             .post(format!("{}{path}", self.base))
             .form(&body)
+            .timeout(OAUTH_TIMEOUT)
             .send()
             .await
             .map_err(|e| {

@@ -17,6 +17,9 @@ use std::time::Duration;
 pub use chatops_core::slack::DEFAULT_API_URL;
 
 /// Slack's answers on a `response_url` that no longer takes messages.
+/// How long one call to Slack may take, answer included.
+const CHAT_TIMEOUT: Duration = Duration::from_secs(8);
+
 const GONE: &[&str] = &["expired_url", "used_url", "invalid_token", "no_service"];
 
 pub struct SlackApi {
@@ -28,12 +31,7 @@ pub struct SlackApi {
 impl SlackApi {
     /// `api_url` is the Web API base (`https://slack.com/api/`); `token` the bot token, if any.
     pub fn new(api_url: &str, token: Option<Secret>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(8))
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .unwrap_or_default();
-        Self::with_client(http, api_url, token)
+        Self::with_client(crate::http::shared_client(), api_url, token)
     }
 
     pub fn with_client(http: reqwest::Client, api_url: &str, token: Option<Secret>) -> Self {
@@ -65,6 +63,7 @@ impl SlackApi {
             .bearer_auth(token.expose())
             .header("content-type", "application/json; charset=utf-8")
             .body(body.to_string())
+            .timeout(CHAT_TIMEOUT)
             .send()
             .await
             .map_err(|e| ChatError::Retryable(format!("{method}: {e}")))?;
@@ -79,6 +78,7 @@ impl SlackApi {
             .post(format!("{}{method}", self.api_url))
             .bearer_auth(token.expose())
             .form(form)
+            .timeout(CHAT_TIMEOUT)
             .send()
             .await
             .map_err(|e| ChatError::Retryable(format!("{method}: {e}")))?;
@@ -155,6 +155,7 @@ impl ChatApi for SlackApi {
             .http
             .post(response_url)
             .json(&msg.to_response_json())
+            .timeout(CHAT_TIMEOUT)
             .send()
             .await
             .map_err(|e| ChatError::Retryable(format!("response_url: {e}")))?;
@@ -244,6 +245,7 @@ impl ChatApi for SlackApi {
             .post(upload_url)
             .header("content-type", "text/plain; charset=utf-8")
             .body(file.content.clone())
+            .timeout(CHAT_TIMEOUT)
             .send()
             .await
             .map_err(|e| ChatError::Retryable(format!("file upload: {e}")))?;

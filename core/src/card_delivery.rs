@@ -115,7 +115,9 @@ impl CardDesk<'_> {
         };
         let use_taken = match purpose {
             Purpose::Final { taken } => taken,
-            Purpose::Announce | Purpose::Update => is_answer && self.take_response_url(run).await?,
+            Purpose::Announce | Purpose::Update => {
+                is_answer && self.take_response_url(run, purpose).await?
+            }
         };
         if is_answer && use_taken {
             let replace = OutgoingMessage {
@@ -221,12 +223,20 @@ impl CardDesk<'_> {
     }
 
     /// One use of the command's `response_url` for a card, if it is young enough and more
-    /// than one use is left (the last is the reply's).
-    async fn take_response_url(&self, run: &RunRecord) -> Result<bool, DeliveryError> {
+    /// than one use is left (the last is the reply's). The first card of a run this attempt
+    /// claimed spends the use the claim counted (`RunRecord::announce_use`).
+    async fn take_response_url(
+        &self,
+        run: &RunRecord,
+        purpose: Purpose,
+    ) -> Result<bool, DeliveryError> {
         let req = &run.request;
         let age = self.deliverer.clock.now().saturating_sub(req.received_at);
         if req.response_url.is_empty() || age >= RESPONSE_URL_MAX_AGE_SECS {
             return Ok(false);
+        }
+        if purpose == Purpose::Announce && run.announce_use {
+            return Ok(true);
         }
         Ok(self
             .deliverer
@@ -417,6 +427,69 @@ mod tests {
 
     fn card(run: &RunRecord) -> Card {
         Card::of_run(run, CardState::Running)
+    }
+
+    /// The claim of a new run counted its first card's use: announcing spends that one (no
+    /// second count); a later update, or another attempt's announcement, takes its own.
+    #[tokio::test]
+    async fn the_first_card_spends_the_use_its_claim_counted() {
+        let chat = Arc::new(Chat::default());
+        let store = Arc::new(MemoryStore::new());
+        let req = request("https://hooks/1");
+        let crate::store::DispatchClaim::Claimed(run) =
+            store.claim_dispatch(&req, 1000, 60).await.unwrap()
+        else {
+            panic!("a new run is claimed")
+        };
+        let mut run = *run;
+        assert_eq!((run.response_url_uses, run.announce_use), (1, true));
+        run.card = Some(CardRef {
+            channel: ChannelId::new("C1"),
+            ts: None,
+            answer: true,
+        });
+        let d = Deliverer {
+            slack: chat.clone(),
+            mattermost: chat.clone(),
+            mattermost_buttons: None,
+            store: store.clone(),
+            clock: Arc::new(FixedClock(1010)),
+        };
+        let desk = CardDesk {
+            deliverer: &d,
+            waits: false,
+        };
+        let uses = || async {
+            store
+                .get_run(&req.request_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .response_url_uses
+        };
+        assert_eq!(
+            desk.show(&run, &card(&run), Purpose::Announce)
+                .await
+                .unwrap(),
+            Shown::Replaced
+        );
+        assert_eq!(uses().await, 1, "the claim's count, not a second");
+        assert_eq!(
+            desk.show(&run, &card(&run), Purpose::Update).await.unwrap(),
+            Shown::Replaced
+        );
+        assert_eq!(uses().await, 2);
+        // The stored record (what another attempt reads) has nothing left to spend.
+        let stored = store.get_run(&req.request_id).await.unwrap().unwrap();
+        assert!(!stored.announce_use);
+        desk.show(&stored, &card(&stored), Purpose::Announce)
+            .await
+            .unwrap();
+        assert_eq!(uses().await, 3);
+        assert_eq!(
+            chat.calls.lock().unwrap().as_slice(),
+            ["respond https://hooks/1 replace=true"; 3]
+        );
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, Env, SecretSource};
 use crate::delivery::{ChatSettings, Deliverer};
 use crate::dispatcher::REQUEST_ID_VARIABLE;
-use crate::finish::{next_check, FinishSettings, Finisher, Mode, RETRY_SOON_SECS};
+use crate::finish::{next_check, FinishSettings, Finisher, Mode, ReadLog, RETRY_SOON_SECS};
 pub use crate::finish::{Completed, Deferral};
 use crate::gitlab::{GitLab, Job, Status};
 use crate::ids::{JobId, PipelineId, ProjectId, RequestId};
@@ -409,7 +409,24 @@ impl Completion {
         let Some(job) = event.our_job() else {
             return reply(200, "waiting", "the job has not ended yet");
         };
-        let run = match self.store.get_run(&request_id).await {
+        let settings = self.settings();
+        let finisher = self.finisher(&settings);
+        let mode = Mode::Webhook {
+            deadline: started + WEBHOOK_BUDGET,
+        };
+        // The job's log is read while the run is read from the table: the hook names both
+        // (authenticated), and `finish_with_log` uses the log only if it is the run's job's.
+        let read_log = async {
+            let project = event.project_id?;
+            let log = finisher.read_log(project, &job, mode).await;
+            Some(ReadLog {
+                project,
+                job: job.id,
+                log,
+            })
+        };
+        let (run, log) = tokio::join!(self.store.get_run(&request_id), read_log);
+        let run = match run {
             Ok(Some(run)) => run,
             Ok(None) => return reply(200, "ignored", "no such run"),
             Err(e) => {
@@ -439,16 +456,11 @@ impl Completion {
         if !run.status.is_open() {
             return reply(200, "duplicate", "the run has its reply already");
         }
-        let settings = self.settings();
-        let finisher = self.finisher(&settings);
-        let mode = Mode::Webhook {
-            deadline: started + WEBHOOK_BUDGET,
-        };
         let mut run = run;
         if run.project_id.is_none() {
             run.project_id = event.project_id;
         }
-        match finisher.finish(&run, Some(job), mode).await {
+        match finisher.finish_with_log(&run, Some(job), log, mode).await {
             Completed::Replied(route) => reply(200, "replied", format!("{route:?}")),
             Completed::AlreadyReplied => reply(200, "duplicate", "the reply was sent already"),
             Completed::Busy => reply(200, "duplicate", "another delivery is sending the reply"),

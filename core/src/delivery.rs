@@ -139,10 +139,15 @@ impl Deliverer {
         }
     }
 
+    /// Whether the command's `response_url` is there and young enough to take messages.
+    pub fn response_url_usable(&self, request: &RunRequest) -> bool {
+        let age = self.clock.now().saturating_sub(request.received_at);
+        !request.response_url.is_empty() && age < RESPONSE_URL_MAX_AGE_SECS
+    }
+
     /// Whether `response_url` may still be used, taking one use when it may.
     async fn take_response_url(&self, request: &RunRequest) -> Result<bool, StoreError> {
-        let age = self.clock.now().saturating_sub(request.received_at);
-        if request.response_url.is_empty() || age >= RESPONSE_URL_MAX_AGE_SECS {
+        if !self.response_url_usable(request) {
             return Ok(false);
         }
         Ok(self

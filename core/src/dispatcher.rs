@@ -503,7 +503,17 @@ impl Dispatcher {
     async fn refuse(&self, mut rec: RunRecord, notice: &Notice) -> Result<(), DispatchError> {
         let text = notice.render(rec.request.platform);
         let msg = OutgoingMessage::ephemeral(text.as_str());
-        if let Err(e) = self.deliverer.deliver(&rec.request, &msg).await {
+        // A run refused before its card was shown: the use its claim counted for the card
+        // carries the refusal instead of a second one being counted.
+        let sent = if rec.announce_use && self.deliverer.response_url_usable(&rec.request) {
+            rec.announce_use = false;
+            self.deliverer
+                .deliver_taken(&rec.request, &msg, true, true)
+                .await
+        } else {
+            self.deliverer.deliver(&rec.request, &msg).await
+        };
+        if let Err(e) = sent {
             rec.lease_until = 0;
             let _ = self.save(&mut rec).await;
             return Err(DispatchError::Retryable(e.into()));
@@ -557,42 +567,45 @@ impl Dispatcher {
         rec.project_id = Some(project.id);
         rec.project_path = Some(project.path_with_namespace.clone());
         rec.project_web_url = Some(project.web_url.clone());
-        let mut access = None;
-        if self.identity.is_none() {
-            // Bot mode: the one token could do more than the person may; check their role.
-            // With their own token, GitLab itself decides.
-            access = Some(
-                at.within(self.check_access(gl, &req, &link, &project))
-                    .await?,
-            );
-        }
-        let Some(branch) = project.default_branch.clone().filter(|b| !b.is_empty()) else {
+        let branch = project.default_branch.clone().filter(|b| !b.is_empty());
+        // Bot mode: the one token could do more than the person may; check their role. With
+        // their own token, GitLab itself decides.
+        let access = async {
+            match self.identity {
+                None => self.check_access(gl, &req, &link, &project).await.map(Some),
+                Some(_) => Ok(None),
+            }
+        };
+        // The person's role, the policy file and the job list (for `job_refusal`, before
+        // creating) do not depend on each other: asked for at once, one round trip to GitLab
+        // instead of three when none is cached (a cold container, or a person's first run in
+        // a minute). Each answer is only acted on below, in the order the checks have always
+        // had: the role first, so someone without access learns nothing of the project's jobs.
+        let creating = rec.pipeline_id.is_none();
+        let ci_jobs = async {
+            match &branch {
+                Some(branch) if creating => {
+                    self.ci_config(gl, &req, project.id, branch).await.map(Some)
+                }
+                _ => Ok(None),
+            }
+        };
+        let policy = async {
+            match &branch {
+                Some(branch) => self.job_policy(gl, &req, &project, branch).await,
+                None => Ok(None),
+            }
+        };
+        let (access, policy, ci) = at
+            .within(async { Ok(tokio::join!(access, policy, ci_jobs)) })
+            .await?;
+        let access = access?;
+        let Some(branch) = branch else {
             return Err(Stop::Refuse(unscheduled(
                 &req,
                 Unscheduled::NoDefaultBranch,
             )));
         };
-        // The policy file and the job list (for `job_refusal`, before creating) do not depend
-        // on each other: asked for at once, one round trip to GitLab instead of two when
-        // neither is cached (a cold container, or a person's first run in a minute).
-        let creating = rec.pipeline_id.is_none();
-        let ci_jobs = async {
-            if creating {
-                self.ci_config(gl, &req, project.id, &branch)
-                    .await
-                    .map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let (policy, ci) = at
-            .within(async {
-                Ok(tokio::join!(
-                    self.job_policy(gl, &req, &project, &branch),
-                    ci_jobs
-                ))
-            })
-            .await?;
         let policy = policy?;
         // The job must exist and not be `except: [chat]` before anything is created (an
         // `except: [chat]` job would join an API pipeline), and before anyone is asked to
@@ -645,6 +658,7 @@ impl Dispatcher {
         // updates it instead of posting another.)
         self.announce(rec, crate::card::CardState::of_job(job.status))
             .await;
+        rec.announce_use = false;
         let stored = self.save(rec).await?;
         if job.status.is_final() || stored.early_hook_at.is_some() {
             // The job ended before the run was saved: its webhook found the run still
@@ -919,7 +933,9 @@ impl Dispatcher {
         rec.lease_until = 0;
         rec.updated_at = now;
         answer_is_the_card(&mut rec);
-        let stored = self.save(&mut rec).await?;
+        let mut stored = self.save(&mut rec).await?;
+        // The card may spend the use this attempt's claim counted.
+        stored.announce_use = rec.announce_use;
         let event = AuditEvent::ApprovalRequested {
             min_role: asked.min_role,
             expires_at: asked.expires_at,

@@ -213,6 +213,11 @@ pub struct RunRecord {
     /// Four-eyes: what the job's policy asked for, and the decision once made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRequest>,
+    /// The claim that created this run counted one `response_url` use for its first card
+    /// (in the same write: one round trip fewer per run), not spent yet. Never stored: only
+    /// the attempt that made the claim may spend it; a later attempt takes its own.
+    #[serde(skip)]
+    pub announce_use: bool,
 }
 
 /// A run that needs someone else's approval before its pipeline exists: the rule as the
@@ -415,6 +420,20 @@ impl RunRecord {
             card: None,
             actions: RunActions::default(),
             approval: None,
+            announce_use: false,
+        }
+    }
+
+    /// The record a dispatch claim writes for a new run: as `claimed`, with one
+    /// `response_url` use counted for the run's first card when that card will replace a
+    /// Slack command's answer through it (Mattermost cards are posted by the bot). The
+    /// claim's write counts it: one round trip to the table fewer per run.
+    pub fn claimed_for_dispatch(request: RunRequest, now: u64, lease_secs: u64) -> Self {
+        let announce_use = request.platform == Platform::Slack && !request.response_url.is_empty();
+        Self {
+            response_url_uses: u32::from(announce_use),
+            announce_use,
+            ..Self::claimed(request, now, lease_secs)
         }
     }
 }

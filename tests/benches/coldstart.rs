@@ -545,8 +545,18 @@ fn ms(d: Duration) -> f64 {
 /// `cpu` directory) inside that cgroup, whose CPU quota stands in for the share of a vCPU
 /// Lambda gives a memory size (`make bench-memory`). The shell that joins the cgroup `exec`s
 /// the function, so the timed process is the function itself, started a shell's start later
-/// (the same for the floor and the function).
+/// (the same for the floor and the function). `CHATOPS_COLDSTART_WRAP` (a command line, e.g.
+/// `strace -ff -ttt -e trace=network -o /tmp/st/t`) starts each process under that command
+/// instead, to see where a start's time goes (its figures are then the wrapper's, not ours).
 fn function_command(bin: &Path) -> Command {
+    if let Ok(wrap) = std::env::var("CHATOPS_COLDSTART_WRAP") {
+        let mut parts = wrap.split_whitespace();
+        if let Some(program) = parts.next() {
+            let mut c = Command::new(program);
+            c.args(parts).arg(bin);
+            return c;
+        }
+    }
     match std::env::var("CHATOPS_COLDSTART_CGROUP") {
         Ok(dir) if !dir.is_empty() => {
             let mut c = Command::new("/bin/sh");

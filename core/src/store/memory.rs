@@ -55,13 +55,14 @@ impl RunStore for MemoryStore {
         let key = request.request_id.0.clone();
         match g.runs.get_mut(&key) {
             None => {
-                let rec = RunRecord::claimed(request.clone(), now, lease_secs);
-                g.runs.insert(key, rec.clone());
+                let rec = RunRecord::claimed_for_dispatch(request.clone(), now, lease_secs);
+                g.runs.insert(key, stored(&rec));
                 Ok(DispatchClaim::Claimed(Box::new(rec)))
             }
-            Some(rec) if rec.expires_at < now => {
-                *rec = RunRecord::claimed(request.clone(), now, lease_secs);
-                Ok(DispatchClaim::Claimed(Box::new(rec.clone())))
+            Some(old) if old.expires_at < now => {
+                let rec = RunRecord::claimed_for_dispatch(request.clone(), now, lease_secs);
+                *old = stored(&rec);
+                Ok(DispatchClaim::Claimed(Box::new(rec)))
             }
             Some(rec) if rec.status == RunStatus::Dispatching => {
                 if rec.lease_until < now {
@@ -100,6 +101,7 @@ impl RunStore for MemoryStore {
         if let Some(card) = g.cards.get(&run.request.request_id.0) {
             rec.card = Some(card.clone());
         }
+        let rec = stored(&rec);
         g.runs.insert(rec.request.request_id.0.clone(), rec.clone());
         Ok(rec)
     }
@@ -416,5 +418,13 @@ impl RunStore for MemoryStore {
             rec.card = Some(card.clone());
         }
         Ok(())
+    }
+}
+
+/// A run as the table would hold it: what is kept in memory only is not stored.
+fn stored(rec: &RunRecord) -> RunRecord {
+    RunRecord {
+        announce_use: false,
+        ..rec.clone()
     }
 }
