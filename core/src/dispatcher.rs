@@ -648,16 +648,17 @@ impl Dispatcher {
             manual,
             ran_as: pipeline.user.as_ref().map(|u| u.username.clone()),
         };
-        self.audit.record(self.audit.of_run(event, rec)).await;
+        let entry = self.audit.of_run(event, rec);
         answer_is_the_card(rec);
         // The card before the save: a card posted anew (no response_url to replace the answer
         // through) has its `ts` recorded (`set_card`, kept by every save) before the run is
         // Running, so the webhook of a job that ends at once finds where the card is and shows
         // its last state there. (A webhook meanwhile finds the run Dispatching and leaves it
         // to `finish_now` below; a redelivery after a failed save finds the card's `ts` and
-        // updates it instead of posting another.)
-        self.announce(rec, crate::card::CardState::of_job(job.status))
-            .await;
+        // updates it instead of posting another.) The audit entry and the card do not depend
+        // on each other: written at once, both before the save.
+        let state = crate::card::CardState::of_job(job.status);
+        tokio::join!(self.audit.record(entry), self.announce(rec, state));
         rec.announce_use = false;
         let stored = self.save(rec).await?;
         if job.status.is_final() || stored.early_hook_at.is_some() {
