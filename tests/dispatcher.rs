@@ -482,6 +482,48 @@ async fn foreign_jobs_joining_cancel_the_pipeline_and_are_named() {
     assert_eq!(h.status(&req).await, RunStatus::Refused);
 }
 
+/// GitLab lists trigger jobs apart (`…/bridges`): they are asked for when the branch's
+/// configuration may hold one — and a trigger job joining then cancels the pipeline like any
+/// foreign job — and not asked for when it holds none (one request fewer per run).
+#[tokio::test]
+async fn a_trigger_job_joining_is_caught_and_bridges_are_asked_only_when_one_may() {
+    let bridge_requests = |h: &Harness| {
+        h.gitlab
+            .state()
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/bridges"))
+            .count()
+    };
+    let h = harness().await;
+    let req = h.request("req-no-trigger", "deploy", "");
+    h.run(&req).await.unwrap();
+    assert_eq!(h.status(&req).await, RunStatus::Running);
+    assert_eq!(bridge_requests(&h), 0, "no trigger job: bridges not asked");
+
+    // A fresh container (the job list is kept a minute), a trigger job without rules.
+    let h = harness().await;
+    h.gitlab.state().set_ci_jobs(
+        PROJECT,
+        vec![
+            StandinCiJob::chat("deploy"),
+            StandinCiJob::trigger("downstream", "group/other"),
+        ],
+    );
+    let req = h.request("req-trigger", "deploy", "");
+    h.run(&req).await.unwrap();
+    assert_eq!(bridge_requests(&h), 1);
+    let pipes = h.gitlab.state().pipelines();
+    assert_eq!(pipes.len(), 1);
+    assert_eq!(pipes[0].status, Status::Canceled);
+    let text = h.only_post().text;
+    assert!(
+        text.contains("These jobs joined it too: `downstream`."),
+        "{text}"
+    );
+    assert_eq!(h.status(&req).await, RunStatus::Refused);
+}
+
 #[tokio::test]
 async fn only_chat_job_never_joins_and_is_explained() {
     let h = harness().await;

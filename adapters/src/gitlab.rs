@@ -63,7 +63,8 @@ enum Auth {
 }
 
 type ProjectCache = std::collections::HashMap<(u64, String), (Project, Instant)>;
-type CiCache = std::collections::HashMap<(u64, u64, String), (CiConfig, Instant)>;
+/// A branch's jobs, whether its configuration may hold trigger jobs, and when it was read.
+type CiCache = std::collections::HashMap<(u64, u64, String), (CiConfig, bool, Instant)>;
 type MergedCache = std::collections::HashMap<(u64, u64, String), (MergedCi, Instant)>;
 /// `(token, project, path, ref)` → the file's text (`None`: no such file) and when read.
 type FileCache = std::collections::HashMap<(u64, u64, String, String), (Option<String>, Instant)>;
@@ -421,6 +422,17 @@ struct LintResult {
     errors: Vec<String>,
     #[serde(default)]
     jobs: Option<Vec<LintJob>>,
+    /// The configuration with its includes expanded (GitLab answers it with every lint).
+    #[serde(default)]
+    merged_yaml: Option<String>,
+}
+
+/// Whether a merged CI configuration may hold a trigger job. Conservative by design: any
+/// mention of `trigger` (a key, a value, a word in a script) counts, and so does an answer
+/// without the merged configuration; only a configuration that never says the word is known
+/// to have no trigger job (its pipelines' `bridges` need not be asked for).
+fn may_trigger(merged_yaml: Option<&str>) -> bool {
+    merged_yaml.is_none_or(|y| y.to_ascii_lowercase().contains("trigger"))
 }
 
 #[derive(Deserialize)]
@@ -552,15 +564,25 @@ impl GitLab for GitLabClient {
             .lock()
             .ok()
             .and_then(|c| c.get(&key).cloned())
-            .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL);
-        if let Some((ci, _)) = cached {
+            .filter(|(_, _, at)| at.elapsed() < PROJECT_CACHE_TTL);
+        if let Some((ci, _, _)) = cached {
             return Ok(ci);
         }
-        let ci = self.ci_jobs_uncached(project, git_ref).await?;
+        let (ci, may_trigger) = self.ci_jobs_uncached(project, git_ref).await?;
         if let Ok(mut c) = self.ci.lock() {
-            c.insert(key, (ci.clone(), Instant::now()));
+            c.insert(key, (ci.clone(), may_trigger, Instant::now()));
         }
         Ok(ci)
+    }
+
+    async fn ci_may_trigger(&self, project: ProjectId, git_ref: &str) -> bool {
+        let key = (self.token_key, project.0, git_ref.to_owned());
+        self.ci
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+            .filter(|(_, _, at)| at.elapsed() < PROJECT_CACHE_TTL)
+            .is_none_or(|(_, may_trigger, _)| may_trigger)
     }
     async fn create_pipeline(
         &self,
@@ -650,6 +672,19 @@ impl GitLab for GitLabClient {
             Err(e) => return Err(e),
         }
         Ok(jobs)
+    }
+
+    async fn pipeline_jobs_without_bridges(
+        &self,
+        project: ProjectId,
+        pipeline: PipelineId,
+    ) -> Result<Vec<Job>, GitLabError> {
+        let url = format!(
+            "{}/pipelines/{}/jobs",
+            Self::project_path(project),
+            pipeline.0
+        );
+        self.get_all::<Job>(&url, &[]).await
     }
 
     async fn cancel_pipeline(
@@ -891,11 +926,12 @@ impl GitLabClient {
 }
 
 impl GitLabClient {
+    /// The branch's jobs, and whether its configuration may hold trigger jobs.
     async fn ci_jobs_uncached(
         &self,
         project: ProjectId,
         git_ref: &str,
-    ) -> Result<CiConfig, GitLabError> {
+    ) -> Result<(CiConfig, bool), GitLabError> {
         let path = format!("{}/ci/lint", Self::project_path(project));
         let r: LintResult = self
             .get_json(
@@ -906,22 +942,39 @@ impl GitLabClient {
                 ],
             )
             .await?;
+        let triggers = may_trigger(r.merged_yaml.as_deref());
         if !r.valid {
-            return Ok(CiConfig::Invalid(r.errors));
+            return Ok((CiConfig::Invalid(r.errors), triggers));
         }
-        Ok(CiConfig::Valid(
+        let jobs = CiConfig::Valid(
             r.jobs
                 .unwrap_or_default()
                 .into_iter()
                 .map(CiJob::from)
                 .collect(),
-        ))
+        );
+        Ok((jobs, triggers))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configuration_may_trigger_unless_it_never_says_so() {
+        let cases: &[(Option<&str>, bool)] = &[
+            (None, true),
+            (Some("deploy:\n  script:\n  - echo hi\n"), false),
+            (Some("downstream:\n  trigger: group/other\n"), true),
+            (Some("child:\n  trigger:\n    include: child.yml\n"), true),
+            (Some("\"weird\":\n  \"TRIGGER\": x\n"), true),
+            (Some("job:\n  script:\n  - ./trigger-build.sh\n"), true),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(may_trigger(*yaml), *want, "{yaml:?}");
+        }
+    }
 
     #[test]
     fn messages_are_read_in_every_shape() {

@@ -622,8 +622,11 @@ impl Dispatcher {
         }
         let pipeline = self.pipeline(gl, rec, &project, &branch, at).await?;
         rec.pipeline_url = Some(pipeline.web_url.clone());
+        // GitLab lists trigger jobs apart: asked for only when the configuration the job list
+        // came from may hold one (a minute old at most, like the job list itself).
+        let bridges = gl.ci_may_trigger(project.id, &branch).await;
         let job = at
-            .within(self.only_our_job(gl, &req, &project, &pipeline))
+            .within(self.only_our_job(gl, &req, &project, &pipeline, bridges))
             .await?;
         rec.job_id = Some(job.id);
         rec.job_url = Some(job.web_url.clone());
@@ -894,11 +897,15 @@ impl Dispatcher {
         req: &RunRequest,
         project: &Project,
         pipeline: &Pipeline,
+        bridges: bool,
     ) -> Result<Job, Stop> {
-        let jobs = gl
-            .pipeline_jobs(project.id, pipeline.id)
-            .await
-            .map_err(|e| self.gitlab_stop(req, e))?;
+        let jobs = if bridges {
+            gl.pipeline_jobs(project.id, pipeline.id).await
+        } else {
+            gl.pipeline_jobs_without_bridges(project.id, pipeline.id)
+                .await
+        };
+        let jobs = jobs.map_err(|e| self.gitlab_stop(req, e))?;
         let (mut ours, foreign): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| j.name == req.job);
         if ours.len() == 1 && foreign.is_empty() {

@@ -328,12 +328,28 @@ pub trait GitLab: Send + Sync {
         project: ProjectId,
         pipeline: PipelineId,
     ) -> Result<Pipeline, GitLabError>;
-    /// `GET /projects/:id/pipelines/:pipeline_id/jobs` (all pages).
+    /// `GET /projects/:id/pipelines/:pipeline_id/jobs` (all pages), with the pipeline's
+    /// trigger jobs (`…/bridges`, which GitLab lists apart).
     async fn pipeline_jobs(
         &self,
         project: ProjectId,
         pipeline: PipelineId,
     ) -> Result<Vec<Job>, GitLabError>;
+    /// The pipeline's jobs without asking for its trigger jobs: for a pipeline whose CI
+    /// configuration has none (`ci_may_trigger`), one request instead of two.
+    async fn pipeline_jobs_without_bridges(
+        &self,
+        project: ProjectId,
+        pipeline: PipelineId,
+    ) -> Result<Vec<Job>, GitLabError> {
+        self.pipeline_jobs(project, pipeline).await
+    }
+    /// Whether `git_ref`'s CI configuration may hold trigger jobs: false only when the answer
+    /// `ci_jobs` keeps (at most a minute old) showed none; true when nothing says so. No
+    /// request.
+    async fn ci_may_trigger(&self, _project: ProjectId, _git_ref: &str) -> bool {
+        true
+    }
     /// `POST /projects/:id/pipelines/:pipeline_id/cancel`
     async fn cancel_pipeline(
         &self,

@@ -200,6 +200,9 @@ pub struct StandinCiJob {
     pub except_chat: bool,
     pub rule: JoinRule,
     pub script: Vec<String>,
+    /// A trigger job (`trigger: <project>`): it joins pipelines as a bridge, which GitLab
+    /// lists at `…/bridges`, never at `…/jobs`, and no runner runs.
+    pub trigger: Option<String>,
 }
 
 impl StandinCiJob {
@@ -212,6 +215,17 @@ impl StandinCiJob {
             except_chat: false,
             rule: JoinRule::ChatopsRule,
             script: vec![format!("echo {name}")],
+            trigger: None,
+        }
+    }
+    /// A trigger job without rules: it joins every pipeline, as a bridge.
+    pub fn trigger(name: &str, downstream: &str) -> Self {
+        Self {
+            stage: "deploy".to_owned(),
+            rule: JoinRule::Always,
+            script: Vec::new(),
+            trigger: Some(downstream.to_owned()),
+            ..Self::chat(name)
         }
     }
     /// A plain job that joins every pipeline.
@@ -332,6 +346,8 @@ pub struct StandinJob {
     pub created_at: u64,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// A trigger job (bridge): listed at `…/bridges`, not `…/jobs`; never run here.
+    pub bridge: bool,
 }
 
 /// One request as the stand-in received it.
@@ -412,6 +428,8 @@ pub struct PlannedJob {
     /// Created `manual` (waits for `play`) instead of `pending`.
     pub manual: bool,
     pub script: Vec<String>,
+    /// A trigger job: a bridge (listed at `…/bridges`, never run by a runner).
+    pub bridge: bool,
 }
 
 /// Decides which jobs a created pipeline holds, in place of the [`JoinRule`]s (the local mode
@@ -1646,15 +1664,21 @@ impl StandinHandle {
                     let jobs: Vec<Value> = g
                         .jobs
                         .iter()
-                        .filter(|j| j.pipeline == pipe.id)
+                        .filter(|j| j.pipeline == pipe.id && !j.bridge)
                         .map(|j| job_json(g, j))
                         .collect();
                     paginate(&g.base_url, path, &q, jobs)
                 })
             }
             ("GET", ["projects", id, "pipelines", pid, "bridges"]) => {
-                self.with_pipeline(id, pid, actor, |g, _, _| {
-                    paginate(&g.base_url, path, &q, vec![])
+                self.with_pipeline(id, pid, actor, |g, pipe, _| {
+                    let bridges: Vec<Value> = g
+                        .jobs
+                        .iter()
+                        .filter(|j| j.pipeline == pipe.id && j.bridge)
+                        .map(|j| job_json(g, j))
+                        .collect();
+                    paginate(&g.base_url, path, &q, bridges)
                 })
             }
             ("POST", ["projects", id, "pipelines", pid, "cancel"]) => self.cancel(actor, id, pid),
@@ -1910,6 +1934,7 @@ impl StandinHandle {
                                 JoinRule::OnlyChat => false,
                             })
                             .map(|j| PlannedJob {
+                                bridge: j.trigger.is_some(),
                                 name: j.name,
                                 stage: j.stage,
                                 manual: j.when_manual,
@@ -1961,8 +1986,9 @@ impl StandinHandle {
                     created_at: t,
                     started_at: None,
                     finished_at: None,
+                    bridge: cj.bridge,
                 });
-                if !cj.manual {
+                if !cj.manual && !cj.bridge {
                     to_run.push(jid);
                 }
             }
@@ -2334,10 +2360,17 @@ fn merged_yaml_of(jobs: &[StandinCiJob]) -> String {
         if j.except_chat && j.rule != JoinRule::ChatopsRule {
             m.insert("except".into(), vec!["chat"].into());
         }
-        m.insert(
-            "script".into(),
-            serde_yaml::to_value(&j.script).unwrap_or_default(),
-        );
+        match &j.trigger {
+            Some(downstream) => {
+                m.insert("trigger".into(), downstream.clone().into());
+            }
+            None => {
+                m.insert(
+                    "script".into(),
+                    serde_yaml::to_value(&j.script).unwrap_or_default(),
+                );
+            }
+        }
         root.insert(j.name.clone().into(), serde_yaml::Value::Mapping(m));
     }
     serde_yaml::to_string(&root).unwrap_or_default()

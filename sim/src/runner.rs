@@ -2004,6 +2004,8 @@ pub fn standin_jobs(ci: &CiFile) -> Vec<crate::gitlab::StandinCiJob> {
                 except_chat: j.excepts_chat(),
                 rule,
                 script,
+                // The local runner runs scripts; trigger jobs are not planned here.
+                trigger: None,
             }
         })
         .collect()
@@ -2037,6 +2039,7 @@ impl crate::gitlab::PipelinePlanner for CiFile {
                     name: j.name,
                     stage: j.stage,
                     script,
+                    bridge: false,
                 }
             })
             .collect())
