@@ -333,11 +333,122 @@ impl Sealer for LocalSealer {
     }
 }
 
+// --------------------------------------------------------------------- kept per container
+
+/// How long an opened secret is kept: well inside a GitLab access token's two hours.
+pub const KEEP_OPENED: std::time::Duration = std::time::Duration::from_secs(300);
+/// At most this many kept at once (a container serves one team's people).
+const KEEP_AT_MOST: usize = 512;
+
+/// Keeps what another sealer opened, a few minutes per container, keyed by the sealed bytes
+/// and their context: a person's next run in a warm container opens their tokens without a
+/// KMS `Decrypt` (one request fewer per run). Never stale: a refresh seals the new pair anew
+/// (new bytes, another key), and only an `open` that succeeded is kept, for exactly the
+/// bytes and context it succeeded with. What it gives up: a KMS key disabled or a key policy
+/// narrowed takes effect in a warm container after [`KEEP_OPENED`] instead of at once.
+pub struct KeepOpened<S> {
+    inner: S,
+    kept: std::sync::Mutex<HashMap<(Vec<u8>, Vec<u8>), (Secret, std::time::Instant)>>,
+}
+
+impl<S> KeepOpened<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            kept: Default::default(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for KeepOpened<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the kept secrets.
+        f.debug_struct("KeepOpened")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: Sealer> Sealer for KeepOpened<S> {
+    async fn seal(&self, plaintext: &Secret, ctx: &SealContext) -> Result<Vec<u8>, SealError> {
+        self.inner.seal(plaintext, ctx).await
+    }
+
+    async fn open(&self, sealed: &[u8], ctx: &SealContext) -> Result<Secret, SealError> {
+        let key = (sealed.to_vec(), ctx.aad());
+        let kept = self
+            .kept
+            .lock()
+            .ok()
+            .and_then(|k| k.get(&key).cloned())
+            .filter(|(_, at)| at.elapsed() < KEEP_OPENED);
+        if let Some((secret, _)) = kept {
+            return Ok(secret);
+        }
+        let secret = self.inner.open(sealed, ctx).await?;
+        if let Ok(mut k) = self.kept.lock() {
+            if k.len() >= KEEP_AT_MOST {
+                k.retain(|_, (_, at)| at.elapsed() < KEEP_OPENED);
+                if k.len() >= KEEP_AT_MOST {
+                    k.clear();
+                }
+            }
+            k.insert(key, (secret.clone(), std::time::Instant::now()));
+        }
+        Ok(secret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const TOKEN: &str = "glpat-oauth-0123456789abcdef";
+
+    /// Counts the opens that reach the sealer underneath.
+    #[derive(Debug)]
+    struct Counting(LocalSealer, std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Sealer for Counting {
+        async fn seal(&self, p: &Secret, ctx: &SealContext) -> Result<Vec<u8>, SealError> {
+            self.0.seal(p, ctx).await
+        }
+        async fn open(&self, sealed: &[u8], ctx: &SealContext) -> Result<Secret, SealError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.open(sealed, ctx).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_opened_secret_is_kept_for_exactly_its_bytes_and_context() {
+        let s = KeepOpened::new(Counting(sealer(), Default::default()));
+        let opens = || s.inner.1.load(std::sync::atomic::Ordering::SeqCst);
+        let sealed = s.seal(&Secret::new(TOKEN), &alice()).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(s.open(&sealed, &alice()).await.unwrap().expose(), TOKEN);
+        }
+        assert_eq!(opens(), 1, "opened once, then kept");
+        // Another context or other bytes go to the sealer underneath, which refuses them.
+        let bob = SealContext::new("slack", "T1", "U2");
+        assert!(is_invalid(s.open(&sealed, &bob).await));
+        let mut tampered = sealed.clone();
+        tampered[5] ^= 1;
+        assert!(is_invalid(s.open(&tampered, &alice()).await));
+        assert_eq!(opens(), 3);
+        // A refused open is not kept: asked again, refused again.
+        assert!(is_invalid(s.open(&sealed, &bob).await));
+        assert_eq!(opens(), 4);
+        // A new seal (a refreshed token) is other bytes: opened by the sealer underneath.
+        let resealed = s.seal(&Secret::new("glpat-new"), &alice()).await.unwrap();
+        assert_eq!(
+            s.open(&resealed, &alice()).await.unwrap().expose(),
+            "glpat-new"
+        );
+        assert_eq!(opens(), 5);
+        assert!(!format!("{s:?}").contains(TOKEN));
+    }
 
     fn alice() -> SealContext {
         SealContext::new("slack", "T1", "U1")

@@ -18,7 +18,7 @@ use crate::dynamo::DynamoStore;
 use crate::gitlab::GitLabClient;
 use crate::mattermost::MattermostApi;
 use crate::oauth::GitLabOAuth;
-use crate::seal::{KmsSealer, LocalSealer};
+use crate::seal::{KeepOpened, KmsSealer, LocalSealer};
 use crate::slack::SlackApi;
 use crate::sqs::SqsQueue;
 use chatops_core::audit::{Audit, AuditLog, AuditSettings, LogOnly, MemoryAudit};
@@ -149,7 +149,12 @@ impl Services {
     /// and the sealer the settings name.
     pub fn identity(&self, settings: &OAuthSettings) -> Result<Arc<Identity>, ServicesError> {
         let sealer: Arc<dyn Sealer> = match &settings.token_key {
-            TokenKey::Kms(key_id) => Arc::new(KmsSealer::new(crate::aws::kms(&self.sdk), key_id)),
+            // Opened tokens are kept a few minutes per container (`KeepOpened`): a person's
+            // next run here makes no KMS request.
+            TokenKey::Kms(key_id) => Arc::new(KeepOpened::new(KmsSealer::new(
+                crate::aws::kms(&self.sdk),
+                key_id,
+            ))),
             TokenKey::Local(key) => Arc::new(
                 LocalSealer::from_base64_key(key.expose()).map_err(ServicesError::TokenKey)?,
             ),
