@@ -295,7 +295,7 @@ impl DemoWorld {
 
     /// Send `/chatops <text>` from `user` in the demo channel, signed as Slack signs.
     pub async fn command(&self, user: DemoUser, text: &str) -> Result<SentCommand, LocalError> {
-        let response_url = self.slack.response_url_in(DEMO_TEAM, DEMO_CHANNEL);
+        let response_url = self.slack.command_response_url_in(DEMO_TEAM, DEMO_CHANNEL);
         let n = self
             .next_trigger
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -324,10 +324,14 @@ impl DemoWorld {
             .map_err(|e| LocalError::Setup(format!("sending a slash command: {e}")))?;
         let status = resp.status().as_u16();
         let answer = resp.json().await.unwrap_or(serde_json::Value::Null);
-        // Slack shows the answer as a message; the command's response_url can replace it.
-        let answer_ts = (status == 200)
-            .then(|| self.slack.command_answered(&response_url, &answer))
-            .flatten();
+        // Slack shows the answer as a message; the command's response_url can replace it. (A
+        // refused request shows nothing, but it was answered: messages waiting go ahead.)
+        let shown = if status == 200 {
+            &answer
+        } else {
+            &serde_json::Value::Null
+        };
+        let answer_ts = self.slack.command_answered(&response_url, shown);
         Ok(SentCommand {
             user,
             text: text.to_owned(),

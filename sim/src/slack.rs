@@ -100,6 +100,10 @@ struct ResponseUrl {
     channel: Option<String>,
     /// The transcript index of the message `replace_original` replaces.
     original: Option<usize>,
+    /// The slash command was sent and the app's HTTP answer has not come back yet
+    /// (`command_response_url_in`): Slack shows that answer first, so a message posted to
+    /// the URL meanwhile waits for it (at most the 3 s Slack waits for an answer).
+    awaiting_answer: bool,
 }
 
 #[derive(Default)]
@@ -121,6 +125,8 @@ struct Shared {
     base: String,
     rate_limit: bool,
     inner: Mutex<Inner>,
+    /// Woken when a command's answer is recorded (`command_answered`).
+    answered: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -157,6 +163,7 @@ impl SlackStandIn {
             base: format!("http://{addr}"),
             rate_limit,
             inner: Mutex::new(Inner::default()),
+            answered: tokio::sync::Notify::new(),
         });
         let app = Router::new()
             .route("/commands/{team}/{id}/{token}", post(response_url))
@@ -202,6 +209,20 @@ impl SlackStandIn {
         self.register("commands", team, Some(channel.to_owned()), None)
     }
 
+    /// As `response_url_in`, for a command about to be sent to the app through its HTTP
+    /// endpoint: until `command_answered` records the app's answer, a message posted to the
+    /// URL waits for it (at most 3 s), as Slack shows a command's answer before anything sent
+    /// to its `response_url` — under load the app's own follow-up could otherwise arrive
+    /// first and be taken for the answer.
+    pub fn command_response_url_in(&self, team: &str, channel: &str) -> String {
+        let url = self.response_url_in(team, channel);
+        let path = url.trim_start_matches(&self.base_url()).to_owned();
+        if let Some(r) = self.shared.lock().response_urls.get_mut(&path) {
+            r.awaiting_answer = true;
+        }
+        url
+    }
+
     /// The `response_url` of a click on the message `ts`: `replace_original` replaces it.
     /// `None` when no such message is in the transcript.
     pub fn action_response_url(&self, team: &str, ts: &str) -> Option<String> {
@@ -231,6 +252,7 @@ impl SlackStandIn {
                 uses: 0,
                 channel,
                 original,
+                awaiting_answer: false,
             },
         );
         format!("{}{path}", self.base_url())
@@ -241,6 +263,17 @@ impl SlackStandIn {
     /// Returns its `ts`.
     pub fn command_answered(&self, response_url: &str, answer: &Value) -> Option<String> {
         let path = response_url.trim_start_matches(&self.base_url()).to_owned();
+        let ts = self.record_answer(&path, answer);
+        // Whatever the answer was, it came: messages waiting for it go ahead.
+        if let Some(r) = self.shared.lock().response_urls.get_mut(&path) {
+            r.awaiting_answer = false;
+        }
+        self.shared.answered.notify_waiters();
+        ts
+    }
+
+    fn record_answer(&self, path: &str, answer: &Value) -> Option<String> {
+        let path = path.to_owned();
         let mut parts = path.trim_start_matches('/').split('/');
         let (Some(_), Some(team), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
             return None;
@@ -424,7 +457,28 @@ async fn response_url(
     body: Bytes,
 ) -> Response {
     let path = format!("/commands/{team}/{id}/{token}");
+    await_command_answer(&shared, &path).await;
     respond(&shared, path, team, id, &headers, &body)
+}
+
+/// Wait (at most 3 s, Slack's deadline for a command's answer) while the command of `path`
+/// has not been answered (`ResponseUrl::awaiting_answer`).
+async fn await_command_answer(shared: &Shared, path: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let answered = shared.answered.notified();
+        let awaiting = shared
+            .lock()
+            .response_urls
+            .get(path)
+            .is_some_and(|r| r.awaiting_answer);
+        if !awaiting {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, answered).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn action_response_url_handler(
@@ -461,6 +515,7 @@ fn respond(
             uses: 0,
             channel: None,
             original: None,
+            awaiting_answer: false,
         });
         if now.saturating_sub(entry.created_at) >= RESPONSE_URL_MAX_AGE_SECS {
             drop(g);
@@ -900,6 +955,37 @@ mod tests {
             "#1 chat.postMessage in #C1\n    @U1 `deploy` succeeded · job #1 (https://g/j/1)\n    \
              ```\n    a < b\n    ```\n"
         );
+    }
+
+    /// A message the app sends to a command's `response_url` before the command's own answer
+    /// came back waits for that answer, then replaces it: the answer is shown first.
+    #[tokio::test]
+    async fn a_follow_up_that_overtakes_the_commands_answer_waits_for_it() {
+        let s = SlackStandIn::start_with("xoxb-t", Arc::new(ManualClock::at(1_000)), false)
+            .await
+            .unwrap();
+        let url = s.command_response_url_in("T1", "C1");
+        let early = tokio::spawn({
+            let url = url.clone();
+            async move {
+                reqwest::Client::new()
+                    .post(url)
+                    .json(&json!({"replace_original": true, "text": "card"}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(s.transcript().is_empty(), "it waits for the answer");
+        s.command_answered(
+            &url,
+            &json!({"response_type": "in_channel", "text": "requested"}),
+        )
+        .unwrap();
+        assert_eq!(early.await.unwrap().unwrap(), 200);
+        let t = s.transcript();
+        assert_eq!((t.len(), t[0].text.as_str(), t[0].edits), (1, "card", 1));
     }
 
     #[tokio::test]
