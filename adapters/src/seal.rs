@@ -348,8 +348,11 @@ const KEEP_AT_MOST: usize = 512;
 /// narrowed takes effect in a warm container after [`KEEP_OPENED`] instead of at once.
 pub struct KeepOpened<S> {
     inner: S,
-    kept: std::sync::Mutex<HashMap<(Vec<u8>, Vec<u8>), (Secret, std::time::Instant)>>,
+    kept: std::sync::Mutex<Kept>,
 }
+
+/// Opened secrets by (sealed bytes, context), with when they were opened.
+type Kept = HashMap<(Vec<u8>, Vec<u8>), (Secret, std::time::Instant)>;
 
 impl<S> KeepOpened<S> {
     pub fn new(inner: S) -> Self {
