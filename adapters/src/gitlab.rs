@@ -14,6 +14,7 @@
 //!   with GitLab's own message (`{"message": …}` string or field map, or `{"error": …}`).
 //! - Lists follow pagination (`X-Next-Page`, else the `Link: rel="next"` URL), 100 per page.
 
+use crate::kept::Kept;
 use chatops_core::gitlab::{
     AccessLevel, CiConfig, CiJob, GitLab, GitLabError, Hook, Job, MergedCi, Pipeline, Project,
     ProjectSettings, TraceStream, User, VariablesRole,
@@ -24,6 +25,7 @@ use futures_util::StreamExt;
 use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The default GitLab.
@@ -62,12 +64,21 @@ enum Auth {
     Bearer(Secret),
 }
 
-type ProjectCache = std::collections::HashMap<(u64, String), (Project, Instant)>;
-/// A branch's jobs, whether its configuration may hold trigger jobs, and when it was read.
-type CiCache = std::collections::HashMap<(u64, u64, String), (CiConfig, bool, Instant)>;
-type MergedCache = std::collections::HashMap<(u64, u64, String), (MergedCi, Instant)>;
-/// `(token, project, path, ref)` → the file's text (`None`: no such file) and when read.
-type FileCache = std::collections::HashMap<(u64, u64, String, String), (Option<String>, Instant)>;
+/// `(token, project)` → the project.
+type ProjectCache = Arc<Kept<(u64, String), Project>>;
+/// `(token, project, ref)` → the branch's jobs, and whether its configuration may hold
+/// trigger jobs.
+type CiCache = Arc<Kept<(u64, u64, String), (CiConfig, bool)>>;
+type MergedCache = Arc<Kept<(u64, u64, String), MergedCi>>;
+/// `(token, project, path, ref)` → the file's text (`None`: no such file).
+type FileCache = Arc<Kept<(u64, u64, String, String), Option<String>>>;
+
+/// The most answers each of the client's caches keeps (per container, all tokens).
+const KEPT_AT_MOST: usize = 1024;
+
+fn kept<K: Eq + std::hash::Hash, V: Clone>() -> Arc<Kept<K, V>> {
+    Arc::new(Kept::new(PROJECT_CACHE_TTL, KEPT_AT_MOST))
+}
 
 /// The largest repository file read (the policy file is a few hundred bytes).
 const MAX_REPOSITORY_FILE: usize = 256 * 1024;
@@ -83,17 +94,17 @@ pub struct GitLabClient {
     policy: RetryPolicy,
     /// Projects looked up recently (per warm container): a project's id, path, URL and
     /// default branch change rarely, and every run needs them.
-    projects: std::sync::Arc<std::sync::Mutex<ProjectCache>>,
+    projects: ProjectCache,
     /// The jobs of a project's default branch, likewise (`ci/lint` is the slowest call).
-    ci: std::sync::Arc<std::sync::Mutex<CiCache>>,
+    ci: CiCache,
     /// The merged CI configuration likewise (`help`: a burst of it asks GitLab once), when
     /// `cache_merged_ci` asked for it (the functions do; `chatops gitlab check` reads it
     /// fresh, as an administrator checks an edit).
-    merged: std::sync::Arc<std::sync::Mutex<MergedCache>>,
+    merged: MergedCache,
     cache_merged: bool,
     /// Repository files (the policy file) likewise: every run reads it, and an edit to it is
     /// seen within [`PROJECT_CACHE_TTL`].
-    files: std::sync::Arc<std::sync::Mutex<FileCache>>,
+    files: FileCache,
 }
 
 impl chatops_core::gitlab::GitLabAs for GitLabClient {
@@ -151,11 +162,11 @@ impl GitLabClient {
             auth: Auth::PrivateToken(token),
             hasher,
             policy,
-            projects: Default::default(),
-            ci: Default::default(),
-            merged: Default::default(),
+            projects: kept(),
+            ci: kept(),
+            merged: kept(),
             cache_merged: false,
-            files: Default::default(),
+            files: kept(),
         })
     }
 
@@ -512,19 +523,11 @@ struct MergedLint {
 impl GitLab for GitLabClient {
     async fn project(&self, project: &ProjectRef) -> Result<Project, GitLabError> {
         let key = (self.token_key, project.url_segment());
-        let cached = self
-            .projects
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-            .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL);
-        if let Some((p, _)) = cached {
+        if let Some(p) = self.projects.get(&key) {
             return Ok(p);
         }
         let p: Project = self.get_json(&format!("/projects/{}", key.1), &[]).await?;
-        if let Ok(mut c) = self.projects.lock() {
-            c.insert(key, (p.clone(), Instant::now()));
-        }
+        self.projects.put(key, p.clone());
         Ok(p)
     }
 
@@ -559,30 +562,17 @@ impl GitLab for GitLabClient {
 
     async fn ci_jobs(&self, project: ProjectId, git_ref: &str) -> Result<CiConfig, GitLabError> {
         let key = (self.token_key, project.0, git_ref.to_owned());
-        let cached = self
-            .ci
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-            .filter(|(_, _, at)| at.elapsed() < PROJECT_CACHE_TTL);
-        if let Some((ci, _, _)) = cached {
+        if let Some((ci, _)) = self.ci.get(&key) {
             return Ok(ci);
         }
         let (ci, may_trigger) = self.ci_jobs_uncached(project, git_ref).await?;
-        if let Ok(mut c) = self.ci.lock() {
-            c.insert(key, (ci.clone(), may_trigger, Instant::now()));
-        }
+        self.ci.put(key, (ci.clone(), may_trigger));
         Ok(ci)
     }
 
     async fn ci_may_trigger(&self, project: ProjectId, git_ref: &str) -> bool {
         let key = (self.token_key, project.0, git_ref.to_owned());
-        self.ci
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-            .filter(|(_, _, at)| at.elapsed() < PROJECT_CACHE_TTL)
-            .is_none_or(|(_, may_trigger, _)| may_trigger)
+        self.ci.get(&key).is_none_or(|(_, may_trigger)| may_trigger)
     }
     async fn create_pipeline(
         &self,
@@ -812,21 +802,13 @@ impl GitLab for GitLabClient {
             path.to_owned(),
             git_ref.to_owned(),
         );
-        let cached = self
-            .files
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-            .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL);
-        if let Some((f, _)) = cached {
+        if let Some(f) = self.files.get(&key) {
             return Ok(f);
         }
         let file = self
             .repository_file_uncached(project, path, git_ref)
             .await?;
-        if let Ok(mut c) = self.files.lock() {
-            c.insert(key, (file.clone(), Instant::now()));
-        }
+        self.files.put(key, file.clone());
         Ok(file)
     }
 
@@ -845,19 +827,11 @@ impl GitLab for GitLabClient {
             return self.merged_ci_yaml_uncached(project, git_ref).await;
         }
         let key = (self.token_key, project.0, git_ref.to_owned());
-        let cached = self
-            .merged
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-            .filter(|(_, at)| at.elapsed() < PROJECT_CACHE_TTL);
-        if let Some((m, _)) = cached {
+        if let Some(m) = self.merged.get(&key) {
             return Ok(m);
         }
         let m = self.merged_ci_yaml_uncached(project, git_ref).await?;
-        if let Ok(mut c) = self.merged.lock() {
-            c.insert(key, (m.clone(), Instant::now()));
-        }
+        self.merged.put(key, m.clone());
         Ok(m)
     }
 }

@@ -17,6 +17,7 @@ pub mod aws;
 pub mod dynamo;
 pub mod gitlab;
 pub mod http;
+pub mod kept;
 pub mod lambda;
 pub mod mattermost;
 pub mod oauth;

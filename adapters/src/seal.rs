@@ -348,17 +348,15 @@ const KEEP_AT_MOST: usize = 512;
 /// narrowed takes effect in a warm container after [`KEEP_OPENED`] instead of at once.
 pub struct KeepOpened<S> {
     inner: S,
-    kept: std::sync::Mutex<Kept>,
+    /// Opened secrets by (sealed bytes, context).
+    kept: crate::kept::Kept<(Vec<u8>, Vec<u8>), Secret>,
 }
-
-/// Opened secrets by (sealed bytes, context), with when they were opened.
-type Kept = HashMap<(Vec<u8>, Vec<u8>), (Secret, std::time::Instant)>;
 
 impl<S> KeepOpened<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            kept: Default::default(),
+            kept: crate::kept::Kept::new(KEEP_OPENED, KEEP_AT_MOST),
         }
     }
 }
@@ -380,25 +378,11 @@ impl<S: Sealer> Sealer for KeepOpened<S> {
 
     async fn open(&self, sealed: &[u8], ctx: &SealContext) -> Result<Secret, SealError> {
         let key = (sealed.to_vec(), ctx.aad());
-        let kept = self
-            .kept
-            .lock()
-            .ok()
-            .and_then(|k| k.get(&key).cloned())
-            .filter(|(_, at)| at.elapsed() < KEEP_OPENED);
-        if let Some((secret, _)) = kept {
+        if let Some(secret) = self.kept.get(&key) {
             return Ok(secret);
         }
         let secret = self.inner.open(sealed, ctx).await?;
-        if let Ok(mut k) = self.kept.lock() {
-            if k.len() >= KEEP_AT_MOST {
-                k.retain(|_, (_, at)| at.elapsed() < KEEP_OPENED);
-                if k.len() >= KEEP_AT_MOST {
-                    k.clear();
-                }
-            }
-            k.insert(key, (secret.clone(), std::time::Instant::now()));
-        }
+        self.kept.put(key, secret.clone());
         Ok(secret)
     }
 }

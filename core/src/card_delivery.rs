@@ -30,9 +30,7 @@
 use crate::action::ActionMessage;
 use crate::card::Card;
 use crate::chat::{ChatApi, ChatError, OutgoingMessage};
-use crate::delivery::{
-    with_rate_limit, Deliverer, DeliveryError, RESPONSE_URL_MAX_AGE_SECS, RESPONSE_URL_MAX_USES,
-};
+use crate::delivery::{with_rate_limit, Deliverer, DeliveryError, RESPONSE_URL_MAX_USES};
 use crate::mattermost::actions::{self, Place};
 use crate::run::{CardRef, Platform, RunRecord};
 
@@ -231,8 +229,7 @@ impl CardDesk<'_> {
         purpose: Purpose,
     ) -> Result<bool, DeliveryError> {
         let req = &run.request;
-        let age = self.deliverer.clock.now().saturating_sub(req.received_at);
-        if req.response_url.is_empty() || age >= RESPONSE_URL_MAX_AGE_SECS {
+        if !self.deliverer.response_url_usable(req) {
             return Ok(false);
         }
         if purpose == Purpose::Announce && run.announce_use {
@@ -415,14 +412,18 @@ mod tests {
         let mut run = RunRecord::claimed(request(response_url), 1000, 60);
         run.status = RunStatus::Running;
         let run = store.save_run(&run).await.unwrap();
-        let d = Deliverer {
+        (deliverer(&chat, &store, now), store, run)
+    }
+
+    /// Both platforms through `chat`, runs in `store`, the time `now`.
+    fn deliverer(chat: &Arc<Chat>, store: &Arc<MemoryStore>, now: u64) -> Deliverer {
+        Deliverer {
             slack: chat.clone(),
-            mattermost: chat,
+            mattermost: chat.clone(),
             mattermost_buttons: None,
             store: store.clone(),
             clock: Arc::new(FixedClock(now)),
-        };
-        (d, store, run)
+        }
     }
 
     fn card(run: &RunRecord) -> Card {
@@ -448,13 +449,7 @@ mod tests {
             ts: None,
             answer: true,
         });
-        let d = Deliverer {
-            slack: chat.clone(),
-            mattermost: chat.clone(),
-            mattermost_buttons: None,
-            store: store.clone(),
-            clock: Arc::new(FixedClock(1010)),
-        };
+        let d = deliverer(&chat, &store, 1010);
         let desk = CardDesk {
             deliverer: &d,
             waits: false,
@@ -596,13 +591,7 @@ mod tests {
         let mut run = RunRecord::claimed(req, 1000, 60);
         run.status = RunStatus::Running;
         let run = store.save_run(&run).await.unwrap();
-        let d = Deliverer {
-            slack: chat.clone(),
-            mattermost: chat.clone(),
-            mattermost_buttons: None,
-            store: store.clone(),
-            clock: Arc::new(FixedClock(1010)),
-        };
+        let d = deliverer(&chat, &store, 1010);
         let desk = CardDesk {
             deliverer: &d,
             waits: false,

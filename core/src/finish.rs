@@ -24,9 +24,7 @@ use crate::card::{Card, CardState};
 use crate::card_delivery::{CardDesk, Purpose};
 use crate::chat::OutgoingMessage;
 use crate::clock::Clock;
-use crate::delivery::{
-    Deliverer, DeliveryError, Route, RESPONSE_URL_MAX_AGE_SECS, RESPONSE_URL_MAX_USES,
-};
+use crate::delivery::{Deliverer, DeliveryError, Route, RESPONSE_URL_MAX_USES};
 use crate::gitlab::{GitLab, GitLabError, Job, Status};
 use crate::ids::ProjectId;
 use crate::notice::Notice;
@@ -339,9 +337,9 @@ impl Finisher<'_> {
     ) -> Completed {
         let id = &run.request.request_id;
         let now = self.clock.now();
-        let age = now.saturating_sub(run.request.received_at);
-        let response_url = (!run.request.response_url.is_empty()
-            && age < RESPONSE_URL_MAX_AGE_SECS)
+        let response_url = self
+            .deliverer
+            .response_url_usable(&run.request)
             .then_some(RESPONSE_URL_MAX_USES);
         // The card's last state replaces the command's answer through the same response_url:
         // its use is taken in the same write as the reply's (both or neither), when two are
